@@ -1,0 +1,154 @@
+"""The ``connformance`` command line.
+
+Each subcommand is registered by one small ``_add_<name>(subparsers)`` function that builds its
+parser and binds its handler with ``set_defaults(func=...)``; ``_REGISTRARS`` lists them in help
+order. A handler takes the parsed namespace and returns the exit code.
+
+Exit codes: 0 ok, 1 the environment is not ready (SetupError), 2 usage error, harness error or
+a subcommand that is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from harness.errors import HarnessError, SetupError
+
+EXIT_OK = 0
+EXIT_SETUP = 1
+EXIT_USAGE = 2
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --- setup -------------------------------------------------------------------------------------
+
+
+def _add_setup(subparsers: argparse._SubParsersAction) -> None:
+    from harness import toolchain
+
+    p = subparsers.add_parser(
+        "setup",
+        help="install what the harness needs (Toxiproxy, agents); idempotent",
+        description="Run the named, idempotent setup steps; steps already done are skipped. "
+        f"Known steps: {', '.join(toolchain.step_names())}.",
+    )
+    p.add_argument(
+        "--toxiproxy-url",
+        metavar="URL",
+        help="use an already running Toxiproxy at URL (loopback only, e.g. http://127.0.0.1:8474): "
+        "check that it answers /version and skip installing one",
+    )
+    p.add_argument(
+        "--only",
+        metavar="STEP",
+        action="append",
+        help="run only this step (repeatable)",
+    )
+    p.set_defaults(func=_cmd_setup)
+
+
+def _cmd_setup(args: argparse.Namespace) -> int:
+    from harness import toolchain
+
+    steps: list[str] = list(args.only) if args.only else toolchain.step_names()
+    if args.toxiproxy_url:
+        _check_external_toxiproxy(args.toxiproxy_url)
+        steps = [s for s in steps if s != "toxiproxy"]
+    start = time.monotonic()
+    durations = toolchain.run_setup(steps)
+    total = time.monotonic() - start
+    summary = ", ".join(f"{name} {secs:.2f} s" for name, secs in durations.items()) or "nothing to do"
+    print(f"[setup] finished in {total:.1f} s ({summary})")
+    return EXIT_OK
+
+
+def _check_external_toxiproxy(url: str) -> None:
+    from harness.toolchain import TOXIPROXY_VERSION
+    from harness.toxiproxy import ToxiproxyClient
+
+    with ToxiproxyClient(url, timeout_s=5) as client:
+        version = client.version()
+    print(
+        f"[setup] toxiproxy: using the running Toxiproxy at {client.url} (version {version!r}); not installing"
+    )
+    if version not in ("git", TOXIPROXY_VERSION):
+        # A `go install` build answers "git"; a release build its version number.
+        print(
+            f"[setup] toxiproxy: note: the harness pins v{TOXIPROXY_VERSION} ('git' when built with go install); "
+            f"behaviour pinned by tests/integration/test_toxiproxy_quirks.py may differ on {version!r}"
+        )
+
+
+# --- stubs filled in by other modules ------------------------------------------------------------
+
+
+def _not_implemented(name: str) -> Handler:
+    def handler(args: argparse.Namespace) -> int:
+        print(f"connformance {name}: not yet implemented", file=sys.stderr)
+        return EXIT_USAGE
+
+    return handler
+
+
+def _add_peers(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "peers", help="list the known peers and their capabilities (not yet implemented)"
+    )
+    p.set_defaults(func=_not_implemented("peers"))
+
+
+def _add_run(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="run conformance suites against peers (not yet implemented)")
+    p.set_defaults(func=_not_implemented("run"))
+
+
+def _add_up(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "up", help="start peers behind Toxiproxy and keep them up (not yet implemented)"
+    )
+    p.set_defaults(func=_not_implemented("up"))
+
+
+def _add_report(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("report", help="render a run's results (not yet implemented)")
+    p.set_defaults(func=_not_implemented("report"))
+
+
+_REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _add_setup,
+    _add_peers,
+    _add_run,
+    _add_up,
+    _add_report,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="connformance",
+        description="Conformance and chaos harness for connection lifecycles, behind a real Toxiproxy.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in _REGISTRARS:
+        register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SetupError as exc:
+        print(f"connformance {args.command}: environment not ready: {exc}", file=sys.stderr)
+        return EXIT_SETUP
+    except HarnessError as exc:
+        print(f"connformance {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

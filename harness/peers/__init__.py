@@ -1,0 +1,30 @@
+"""Peers: manifests (TOML) that describe an implementation in a role, and the registry of them."""
+
+from __future__ import annotations
+
+from harness.peers.manifest import (
+    KNOB_FORMATS,
+    ROLES,
+    KnobMapping,
+    PeerManifest,
+    UnsupportedCapability,
+    UnsupportedKnob,
+    UnsupportedRuntime,
+    load_manifests,
+    render,
+)
+from harness.peers.registry import BUILTIN_DIR, PeerRegistry
+
+__all__ = [
+    "BUILTIN_DIR",
+    "KNOB_FORMATS",
+    "ROLES",
+    "KnobMapping",
+    "PeerManifest",
+    "PeerRegistry",
+    "UnsupportedCapability",
+    "UnsupportedKnob",
+    "UnsupportedRuntime",
+    "load_manifests",
+    "render",
+]

@@ -1,0 +1,506 @@
+"""The process runtime: every peer a local process group on loopback (the embedded default).
+
+Three guarantees, and how they hold:
+
+- **Nothing outlives the harness.** Each node runs in its own session/process group
+  (``start_new_session``) with ``PR_SET_PDEATHSIG=SIGKILL``, and the runtime's ``close()`` runs
+  from ``atexit``. PDEATHSIG fires when the *thread* that forked the child ends, not the process,
+  so every fork happens on one long-lived daemon thread (``_Spawner``): a node started from a
+  short-lived worker thread would otherwise be killed when that thread finished. PDEATHSIG
+  reaches only the direct child; grandchildren are covered by ``close()`` (group signals).
+- **Only our own processes are signalled.** Signals go to the group whose id is the leader's
+  pid, and the leader is *not reaped* (``waitid(WNOWAIT)`` peeks at its status) until its group
+  has no live member: a zombie leader keeps the pid, and so the group id, from being reused.
+  After the reap the node never signals again.
+- **"Gone" means no live member.** Orphaned grandchildren are reparented to PID 1, which may not
+  reap them (it does not in some sandboxes), so ``killpg(pgid, 0)`` can succeed forever on a
+  group of zombies. Liveness is read from ``/proc/<pid>/stat`` (state and pgrp) instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import ctypes
+import os
+import queue
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from harness.errors import HarnessError, SetupError
+from harness.runtime.base import LaunchSpec, Readiness
+from harness.runtime.readiness import LOG_TAIL_LINES, wait_ready
+from harness.wait import WaitTimeout, eventually, now_ms
+
+__all__ = ["ProcessRuntime", "ProcessNode"]
+
+T = TypeVar("T")
+
+STOP_TIMEOUT_MS = 5000
+KILL_TIMEOUT_MS = 5000  # SIGKILL is not ignorable; only an uninterruptible (D-state) process takes long
+SIGNAL_SETTLE_MS = 2000  # SIGSTOP/SIGCONT delivery is asynchronous; wait until every member shows it
+_SPAWN_TIMEOUT_S = 30.0
+_GROUP_POLL_MS = 10.0
+
+
+# --- PR_SET_PDEATHSIG ---------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+# Resolved in the parent: the forked child should run as little Python as possible.
+_prctl = _libc.prctl
+_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+_prctl.restype = ctypes.c_int
+_SIGKILL = int(signal.SIGKILL)
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+    def preexec() -> None:
+        _prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the harness died between fork and prctl
+            os._exit(1)
+
+    return preexec
+
+
+class _Spawner:
+    """Runs every fork on one daemon thread that lives as long as the interpreter (see module doc)."""
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="connformance-spawner", daemon=True)
+                self._thread.start()
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._requests.put((fn, done))
+        return done.result(timeout=_SPAWN_TIMEOUT_S)
+
+    def _loop(self) -> None:
+        while True:
+            fn, done = self._requests.get()
+            if not done.set_running_or_notify_cancel():
+                continue
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the caller's thread
+                done.set_exception(exc)
+
+
+_SPAWNER = _Spawner()
+
+
+# --- process groups through /proc ---------------------------------------------------------
+
+
+def _live_group_members(pgid: int) -> dict[int, str]:
+    """pid -> state letter for every non-zombie process whose process group is ``pgid``."""
+    members: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # exited while we looked
+            continue
+        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        state, pgrp = fields[0].decode(), int(fields[2])
+        if pgrp == pgid and state not in ("Z", "X"):
+            members[int(entry.name)] = state
+    return members
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+class ProcessNode:
+    """One peer process group. Created by ``ProcessRuntime.start``; also a context manager (stop on exit).
+
+    ``exit_code`` follows ``subprocess``: negative means killed by that signal.
+    """
+
+    def __init__(
+        self, spec: LaunchSpec, log_path: Path, readiness: Sequence[Readiness], owner: ProcessRuntime
+    ):
+        self.name = spec.name
+        self.spec = spec
+        self.log_path = log_path
+        self.readiness: tuple[Readiness, ...] = tuple(readiness)
+        self.starts = 0
+        self._owner = owner
+        self._popen: subprocess.Popen | None = None
+        self._reaped = False  # once True, never signal this group again
+        self._log_start_offset = 0
+        self._lock = threading.RLock()
+
+    # -- state ------------------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """The leader's pid (also the process-group id) of the latest start; kept after exit."""
+        return self._popen.pid if self._popen else None
+
+    @property
+    def pgid(self) -> int | None:
+        return self.pid
+
+    @property
+    def exit_code(self) -> int | None:
+        """The leader's exit code, or None while it runs (or if it never started)."""
+        exited, code = self._leader_status()
+        return code if exited else None
+
+    def alive(self) -> bool:
+        """True while the leader process runs (a paused one counts as alive)."""
+        return self._popen is not None and not self._leader_status()[0]
+
+    def group_alive(self) -> bool:
+        """True while any process of the group (leader or descendants) is alive, zombies aside."""
+        return bool(self.live_members())
+
+    def live_members(self) -> dict[int, str]:
+        """pid -> /proc state letter for each live process in the node's group."""
+        if self._popen is None or self._reaped:
+            return {}
+        return _live_group_members(self._popen.pid)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def stop(self, timeout_ms: int = STOP_TIMEOUT_MS) -> int | None:
+        """SIGTERM the group (and SIGCONT, so a paused group can act on it); SIGKILL whatever
+        is left after ``timeout_ms``; reap. Returns the leader's exit code."""
+        with self._lock:
+            self._terminate()
+            return self._finish_stop(timeout_ms)
+
+    def kill(self) -> None:
+        """SIGKILL the whole group with no grace (a crash), then reap."""
+        with self._lock:
+            if self._popen is None or self._reaped:
+                return
+            self._kill_group()
+            self._reap()
+
+    def pause(self) -> None:
+        """SIGSTOP the group; returns once every member is stopped. Sockets stay open, nothing answers."""
+        self._signal_and_settle(signal.SIGSTOP, lambda state: state in ("T", "t"), "stopped (T)")
+
+    def resume(self) -> None:
+        """SIGCONT the group; returns once no member is stopped."""
+        self._signal_and_settle(signal.SIGCONT, lambda state: state not in ("T", "t"), "running again")
+
+    def restart(self, readiness: Sequence[Readiness] = (), timeout_ms: int = 15000) -> None:
+        """Stop, start again with the same spec (same ports, same log, appended), wait for
+        readiness: ``readiness`` if given, else what the first start used."""
+        with self._lock:
+            if self._owner.closed:
+                raise HarnessError(f"cannot restart {self.name}: its runtime is closed")
+            self.stop()
+            if readiness:
+                self.readiness = tuple(readiness)
+            self._launch()
+            try:
+                wait_ready(self, self.readiness, timeout_ms)
+            except BaseException:
+                self.kill()
+                raise
+
+    def wait_exit(self, timeout_ms: int) -> int | None:
+        """Wait until the leader exits by itself; return its exit code. Raises ``WaitTimeout``."""
+        what = f"{self.name} to exit"
+        eventually(lambda: not self.alive(), timeout_ms=timeout_ms, what=what, interval_ms=_GROUP_POLL_MS)
+        return self.exit_code
+
+    # -- logs -------------------------------------------------------------------------------
+
+    def logs(self, tail_lines: int = 50) -> str:
+        """The last ``tail_lines`` lines of the log (all starts, with the harness's start markers)."""
+        return _read_tail(self.log_path, tail_lines)
+
+    def log_text(self) -> str:
+        """The whole log, every start included."""
+        return _read_from(self.log_path, 0)
+
+    def log_since_start(self) -> str:
+        """What the latest start wrote (what ``LogLineReady`` matches)."""
+        return _read_from(self.log_path, self._log_start_offset)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _launch(self) -> None:
+        spec = self.spec
+        self.starts += 1
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            command_line = shlex.join(spec.argv).replace("\n", "\\n")  # the marker stays one line
+            marker = f"=== connformance: start #{self.starts} of {self.name}: {command_line}\n"
+            log.write(marker.encode())
+            log.flush()
+            self._log_start_offset = log.tell()
+            env = {**os.environ, **spec.env}
+
+            def popen() -> subprocess.Popen:
+                return subprocess.Popen(
+                    spec.argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    cwd=spec.cwd,
+                    start_new_session=True,  # own session and process group: signals reach descendants
+                    preexec_fn=_die_with_parent(os.getpid()),
+                )
+
+            try:
+                self._popen = _SPAWNER.run(popen)
+            except (OSError, subprocess.SubprocessError) as exc:
+                raise SetupError(
+                    f"cannot start peer {self.name}: {exc}\n"
+                    f"  argv: {spec.argv}\n  cwd:  {spec.cwd or os.getcwd()}\n"
+                    "  what to do: install the program (`connformance setup`) or fix the manifest's command"
+                ) from exc
+        self._reaped = False
+
+    def _terminate(self) -> None:
+        self._signal_group(signal.SIGTERM)
+        self._signal_group(signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
+
+    def _finish_stop(self, timeout_ms: float) -> int | None:
+        if self._popen is None:
+            return None
+        if not self._reaped:
+            if not self._wait_group_gone(timeout_ms):
+                self._kill_group()
+            self._reap()
+        return self._popen.returncode
+
+    def _leader_status(self) -> tuple[bool, int | None]:
+        """(exited, exit code) of the leader, without reaping it."""
+        popen = self._popen
+        if popen is None:
+            return True, None
+        if self._reaped:
+            return True, popen.returncode
+        try:
+            info = os.waitid(os.P_PID, popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            # Reaped behind our back (a waitpid(-1) elsewhere): the group id is no longer
+            # pinned, so stop signalling it.
+            self._reaped = True
+            return True, popen.returncode
+        if info is None:
+            return False, None
+        return True, info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def _signal_group(self, sig: int) -> None:
+        if self._popen is None or self._reaped:
+            return  # never signal a group id we no longer pin
+        try:
+            os.killpg(self._popen.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    def _wait_group_gone(self, timeout_ms: float) -> bool:
+        try:
+            eventually(
+                lambda: not self.live_members(),
+                timeout_ms=timeout_ms,
+                what=f"process group of {self.name} to end",
+                interval_ms=_GROUP_POLL_MS,
+            )
+        except WaitTimeout:
+            return False
+        return True
+
+    def _kill_group(self) -> None:
+        self._signal_group(signal.SIGKILL)
+        if not self._wait_group_gone(KILL_TIMEOUT_MS):
+            raise SetupError(
+                f"{self.name}: processes {self.live_members()} of group {self.pgid} survived SIGKILL for "
+                f"{KILL_TIMEOUT_MS} ms (uninterruptible sleep?); check them with `ps -o pid,stat,wchan -g {self.pgid}`"
+            )
+
+    def _reap(self) -> None:
+        assert self._popen is not None
+        if not self._reaped:
+            # The group has no live member, so the leader is a zombie: this returns at once.
+            self._popen.wait(timeout=KILL_TIMEOUT_MS / 1000.0)
+            self._reaped = True
+
+    def _signal_and_settle(self, sig: int, settled: Callable[[str], bool], what: str) -> None:
+        with self._lock:
+            if not self.group_alive():
+                raise HarnessError(
+                    f"cannot send {signal.Signals(sig).name} to {self.name}: it is not running"
+                )
+            self._signal_group(sig)
+            try:
+                eventually(
+                    lambda: all(settled(state) for state in self.live_members().values()),
+                    timeout_ms=SIGNAL_SETTLE_MS,
+                    what=f"every process of {self.name} to be {what}",
+                    interval_ms=_GROUP_POLL_MS,
+                )
+            except WaitTimeout as exc:
+                raise SetupError(f"{exc}; members now: {self.live_members()}") from None
+
+    def __enter__(self) -> ProcessNode:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = (
+            "not started"
+            if self._popen is None
+            else ("alive" if self.alive() else f"exited {self.exit_code}")
+        )
+        return f"ProcessNode({self.name!r}, pid={self.pid}, {state})"
+
+
+# --- the runtime --------------------------------------------------------------------------
+
+
+class ProcessRuntime:
+    """Starts peers as local process groups and keeps a registry of them for teardown.
+
+    ``close()`` is idempotent and also runs at interpreter exit. Logs without a
+    ``spec.log_path`` go to a private temp directory that ``close()`` removes.
+    """
+
+    name = "process"
+
+    def __init__(self) -> None:
+        self._nodes: dict[str, ProcessNode] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._temp_log_dir: Path | None = None
+        atexit.register(self.close)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def start(
+        self, spec: LaunchSpec, readiness: Sequence[Readiness] = (), timeout_ms: int = 15000
+    ) -> ProcessNode:
+        """Start ``spec`` and wait for every readiness strategy. On failure the group is killed
+        and ``SetupError`` carries the log tail."""
+        if not spec.argv:
+            raise HarnessError(
+                f"LaunchSpec {spec.name!r} has an empty argv; the manifest must give a command"
+            )
+        with self._lock:
+            if self._closed:
+                raise HarnessError(f"cannot start {spec.name}: this ProcessRuntime is closed")
+            previous = self._nodes.get(spec.name)
+            if previous is not None and previous.group_alive():
+                raise HarnessError(
+                    f"a node named {spec.name!r} is still running (pid {previous.pid}); names are unique within a run"
+                )
+            log_path = Path(spec.log_path) if spec.log_path else self._temp_log_path(spec.name)
+            node = ProcessNode(spec, log_path, readiness, owner=self)
+            # Registered before it runs, so close() reaches it even if start is interrupted.
+            self._nodes[spec.name] = node
+        if previous is not None:
+            previous.stop()  # reaps a leader that exited on its own
+        try:
+            node._launch()
+            wait_ready(node, node.readiness, timeout_ms)
+        except BaseException:
+            try:
+                node.kill()
+            finally:
+                with self._lock:
+                    if self._nodes.get(spec.name) is node:
+                        del self._nodes[spec.name]
+            raise
+        return node
+
+    def nodes(self) -> list[ProcessNode]:
+        with self._lock:
+            return list(self._nodes.values())
+
+    def leaked(self) -> list[ProcessNode]:
+        """Nodes with a live process left in their group (for the leak check after a case)."""
+        return [node for node in self.nodes() if node.group_alive()]
+
+    def close(self, timeout_ms: int = STOP_TIMEOUT_MS) -> None:
+        """Stop every node: SIGTERM all groups at once, one shared grace period, SIGKILL the rest."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            nodes = list(self._nodes.values())
+        atexit.unregister(self.close)
+        for node in nodes:
+            with node._lock:
+                node._terminate()
+        deadline_ms = now_ms() + timeout_ms
+        failures: list[str] = []
+        for node in nodes:
+            try:
+                with node._lock:
+                    node._finish_stop(max(0.0, deadline_ms - now_ms()))
+            except SetupError as exc:
+                failures.append(str(exc))
+        if self._temp_log_dir is not None:
+            shutil.rmtree(self._temp_log_dir, ignore_errors=True)
+        if failures:
+            raise SetupError("ProcessRuntime.close left processes behind:\n" + "\n".join(failures))
+
+    def _temp_log_path(self, node_name: str) -> Path:
+        if self._temp_log_dir is None:
+            self._temp_log_dir = Path(tempfile.mkdtemp(prefix="connformance-logs-"))
+        return self._temp_log_dir / (re.sub(r"[^A-Za-z0-9._-]", "_", node_name) + ".log")
+
+    def __enter__(self) -> ProcessRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --- log reading --------------------------------------------------------------------------
+
+
+def _read_from(path: Path, offset: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def _read_tail(path: Path, tail_lines: int = LOG_TAIL_LINES, block_bytes: int = 8192) -> str:
+    if tail_lines <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            start, data = end, b""
+            # Read backwards until the window holds more line breaks than asked for.
+            while start > 0 and data.count(b"\n") <= tail_lines:
+                start = max(0, start - block_bytes)
+                f.seek(start)
+                data = f.read(end - start)
+    except FileNotFoundError:
+        return ""
+    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
+    return "".join(lines[-tail_lines:])

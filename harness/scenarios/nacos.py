@@ -1,0 +1,66 @@
+"""Scenario steps over a Nacos topology, shared by cases and chaos sessions. Every wait is
+bounded, every observation goes into the history with the time it became true."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.control.http import ControlError
+from harness.observe.history import History
+from harness.topology import NacosClientHandle, NacosServerHandle
+from harness.wait import WaitTimeout, eventually
+
+_SWALLOW = (OSError, ValueError, ControlError)
+
+
+def client_state(history: History, client: NacosClientHandle) -> dict[str, Any]:
+    state = client.control.state()
+    history.observe("client_state", {"client": client.name, "status": state.get("status"),
+                                     "server": state.get("server"), "connection_id": state.get("connection_id")})
+    return state
+
+
+def wait_client_running(history: History, client: NacosClientHandle, *, timeout_ms: float,
+                        server: str | None = None) -> dict[str, Any]:
+    """Wait until the client agent says RUNNING (on ``server`` if given). Raises WaitTimeout."""
+
+    def probe() -> dict[str, Any]:
+        return client.control.state()
+
+    def accept(state: dict[str, Any]) -> bool:
+        return state.get("status") == "RUNNING" and (server is None or state.get("server") == server)
+
+    history.invoke(client.name, "wait_running", {"server": server, "timeout_ms": timeout_ms})
+    try:
+        waited = eventually(probe, timeout_ms=timeout_ms, what=f"{client.name} RUNNING"
+                            + (f" on {server}" if server else ""), accept=accept, swallow=_SWALLOW, interval_ms=50)
+    except WaitTimeout as exc:
+        history.fail(client.name, "wait_running", {"last": exc.last}, error=str(exc))
+        raise
+    history.ok(client.name, "wait_running", {"status": waited.value.get("status"), "server": waited.value.get("server"),
+                                              "connection_id": waited.value.get("connection_id"),
+                                              "after_ms": round(waited.elapsed_ms, 1)})
+    return waited.value
+
+
+def current(history: History, server: NacosServerHandle) -> dict[str, dict[str, Any]]:
+    snapshot = server.admin.current()
+    history.observe("current", {"server": server.main_address, "ids": sorted(snapshot)})
+    return snapshot
+
+
+def wait_registered(history: History, server: NacosServerHandle, *, timeout_ms: float,
+                    connection_id: str | None = None, count: int | None = None) -> dict[str, dict[str, Any]]:
+    """Wait until ``current`` holds ``connection_id`` (or exactly ``count`` connections)."""
+
+    def accept(snapshot: dict[str, Any]) -> bool:
+        if connection_id is not None and connection_id not in snapshot:
+            return False
+        return count is None or len(snapshot) == count
+
+    what = f"{server.main_address} current holds " + (connection_id or f"{count} connection(s)")
+    waited = eventually(server.admin.current, timeout_ms=timeout_ms, what=what, accept=accept,
+                        swallow=_SWALLOW, interval_ms=50)
+    history.observe("current", {"server": server.main_address, "ids": sorted(waited.value),
+                                "became_true_after_ms": round(waited.elapsed_ms, 1)})
+    return waited.value

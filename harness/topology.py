@@ -1,0 +1,169 @@
+"""A topology of peers behind real Toxiproxy proxies (SPEC §4.1), with nothing pytest-specific
+so cases, chaos sessions and ``connformance up`` share it.
+
+Placement: server S has a main port M (admin HTTP) and a real gRPC port G; its proxy listens on
+M + 1000 and forwards to G. Clients get the main addresses ``127.0.0.1:M`` and dial M + 1000, so
+every client->server byte crosses the proxy, redirects included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.control.agent import AgentControl
+from harness.control.nacos_admin import NacosAdmin
+from harness.observe.history import History
+from harness.peers import PeerManifest, render
+from harness.ports import LOOPBACK, NACOS_GRPC_OFFSET, free_port
+from harness.runtime.base import Node, Runtime
+from harness.toxiproxy import Proxy, ToxiproxyClient
+
+
+@dataclass
+class NacosServerHandle:
+    index: int
+    peer: PeerManifest
+    node: Node
+    main_port: int
+    grpc_port: int
+    proxy: Proxy
+    admin: NacosAdmin
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def main_address(self) -> str:
+        """What clients are given (and what redirects name): the proxied main address."""
+        return f"{LOOPBACK}:{self.main_port}"
+
+    @property
+    def proxied_grpc_port(self) -> int:
+        return self.main_port + NACOS_GRPC_OFFSET
+
+
+@dataclass
+class NacosClientHandle:
+    name: str
+    peer: PeerManifest
+    node: Node
+    control_port: int
+    control: AgentControl
+    servers: list[str]
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+
+class Topology:
+    """Starts peers through a runtime, wires proxies, and tears everything down in reverse."""
+
+    def __init__(self, *, runtime: Runtime, toxiproxy: ToxiproxyClient, workdir: Path, history: History,
+                 start_timeout_ms: int = 20000) -> None:
+        self.runtime = runtime
+        self.toxiproxy = toxiproxy
+        self.workdir = workdir
+        self.history = history
+        self.start_timeout_ms = start_timeout_ms
+        self.servers: list[NacosServerHandle] = []
+        self.clients: list[NacosClientHandle] = []
+        self._nodes: list[Node] = []
+        self._proxies: list[Proxy] = []
+        self._closed = False
+
+    # -- servers -------------------------------------------------------------------------
+    def nacos_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None) -> list[NacosServerHandle]:
+        """Start ``count`` servers of ``peer``, each behind its own proxy. A cluster of more
+        than one learns its members through the ``members`` knob when the peer has it."""
+        knobs = dict(knobs or {})
+        ports = [(free_port(also_free_offset=NACOS_GRPC_OFFSET), free_port()) for _ in range(count)]
+        members = [f"{LOOPBACK}:{main}" for main, _ in ports]
+        if count > 1 and peer.supports("members"):
+            knobs.setdefault("members", members)
+        started = []
+        for main_port, grpc_port in ports:
+            index = len(self.servers)
+            name = f"server-{index}"
+            proxy = self.toxiproxy.create_proxy(
+                f"nacos-{index}-{main_port}",
+                upstream=f"{LOOPBACK}:{grpc_port}",
+                listen=f"{LOOPBACK}:{main_port + NACOS_GRPC_OFFSET}",
+            )
+            self._proxies.append(proxy)
+            node = self._start(peer, name, {"main_port": main_port, "grpc_port": grpc_port, "host": LOOPBACK}, knobs)
+            handle = NacosServerHandle(index, peer, node, main_port, grpc_port, proxy,
+                                       NacosAdmin(f"{LOOPBACK}:{main_port}"), knobs)
+            self.servers.append(handle)
+            started.append(handle)
+            self.history.info("harness", "server_started", {"name": name, "peer": peer.name, "main": main_port,
+                                                             "grpc": grpc_port, "proxy": proxy.listen, "knobs": knobs})
+        return started
+
+    # -- clients -------------------------------------------------------------------------
+    def nacos_client(self, *, peer: PeerManifest, servers: list[NacosServerHandle] | list[str],
+                     knobs: dict[str, Any] | None = None) -> NacosClientHandle:
+        addresses = [s.main_address if isinstance(s, NacosServerHandle) else s for s in servers]
+        control_port = free_port()
+        name = f"client-{peer.name}-{len(self.clients)}"
+        knobs = dict(knobs or {})
+        node = self._start(peer, name, {"server_list": ",".join(addresses), "control_port": control_port}, knobs)
+        handle = NacosClientHandle(name, peer, node, control_port, AgentControl(control_port), addresses, knobs)
+        self.clients.append(handle)
+        self.history.info("harness", "client_started", {"name": name, "peer": peer.name, "servers": addresses,
+                                                         "control_port": control_port, "knobs": knobs})
+        return handle
+
+    # -- plumbing ------------------------------------------------------------------------
+    def _start(self, peer: PeerManifest, name: str, placeholders: dict[str, Any], knobs: dict[str, Any]) -> Node:
+        log_path = self.workdir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        spec, readiness = render(peer, runtime=self.runtime.name, placeholders=placeholders, knobs=knobs,
+                                 name=name, log_path=log_path)
+        timeout_ms = max(self.start_timeout_ms, peer.readiness_timeout_ms)
+        node = self.runtime.start(spec, readiness, timeout_ms=timeout_ms)
+        self._nodes.append(node)
+        return node
+
+    def log_paths(self) -> dict[str, Path]:
+        return {p.stem: p for p in sorted((self.workdir / "logs").glob("*.log"))}
+
+    def log_tails(self, tail_lines: int = 40) -> dict[str, str]:
+        tails = {}
+        for node in self._nodes:
+            try:
+                tails[node.name] = node.logs(tail_lines)
+            except OSError as exc:
+                tails[node.name] = f"<log unavailable: {exc}>"
+        return tails
+
+    def close(self) -> list[str]:
+        """Stop clients (gracefully), then servers, then delete proxies. Returns leaks: any
+        process still alive after its stop, any proxy that would not go."""
+        if self._closed:
+            return []
+        self._closed = True
+        leaks: list[str] = []
+        for client in self.clients:
+            if client.node.alive():
+                client.control.shutdown()
+        for node in reversed(self._nodes):
+            try:
+                node.stop(timeout_ms=5000)
+            except Exception as exc:  # noqa: BLE001 - teardown must go on; the leak check reports it
+                leaks.append(f"{node.name}: stop failed: {exc!r}")
+            if _group_alive(node):
+                leaks.append(f"{node.name} (pid {node.pid}) or a child of it still alive after stop")
+        for client in self.clients:
+            client.control.close()
+        for server in self.servers:
+            server.admin.close()
+        for proxy in self._proxies:
+            try:
+                proxy.delete()
+            except Exception as exc:  # noqa: BLE001
+                leaks.append(f"proxy {proxy.name}: delete failed: {exc!r}")
+        return leaks
+
+
+def _group_alive(node: Node) -> bool:
+    """The node or any process of its group (grandchildren too) still lives."""
+    group_alive = getattr(node, "group_alive", None)
+    return bool(group_alive()) if callable(group_alive) else node.alive()

@@ -1,0 +1,609 @@
+"""The reference Nacos server as a real subprocess on loopback, driven by a raw grpcio client
+built from ``wire.py``/``codec.py`` (and, once, by the real nacos-sdk-python client).
+
+Every wait is bounded (``eventually``); every test has its own timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+import grpc
+import psutil
+import pytest
+
+from harness.ports import ephemeral_port, free_port
+from harness.reference.nacos import codec, wire
+from harness.wait import eventually, holds_for, now_ms
+
+pytestmark = pytest.mark.integration
+
+LOADER = "/nacos/v2/core/loader"
+SDK_LABELS = {"source": "sdk", "module": "naming"}
+
+
+# ---- the server process ------------------------------------------------------------------
+
+class _Exited(Exception):
+    def __init__(self, code: int, log: str) -> None:
+        super().__init__(f"server exited with {code}:\n{log}")
+        self.code = code
+
+
+class RefServer:
+    """The server as a subprocess. Readiness = its own ready line (so a stranger answering on
+    a port we were handed cannot fool us) and then its admin HTTP answering."""
+
+    BIND_RETRIES = 3  # another process on the machine may take a free port before we bind it
+
+    def __init__(self, log_dir: Path, args: list[str], *, grpc_at_offset: bool = False,
+                 launcher: list[str] | None = None) -> None:
+        for attempt in range(self.BIND_RETRIES):
+            self.main_port = free_port(also_free_offset=1000)
+            self.grpc_port = self.main_port + 1000 if grpc_at_offset else ephemeral_port()
+            self.log_path = log_dir / f"nacos-ref-{self.main_port}.log"
+            argv = (launcher or [sys.executable, "-m", "harness.reference.nacos.server"]) + [
+                "--main-port", str(self.main_port), "--grpc-port", str(self.grpc_port), *args]
+            self._log = open(self.log_path, "wb")
+            self.started_ms = now_ms()
+            self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
+                                         cwd=Path(__file__).parents[2])
+            try:
+                waited = eventually(self._answers, timeout_ms=15_000, what=f"ready line and admin HTTP of "
+                                    f"main={self.main_port}", interval_ms=10, swallow=(OSError,))
+                self.ready_ms = waited.at_mono_ms - self.started_ms
+                return
+            except _Exited as exc:
+                self._log.close()
+                if exc.code != 2 or attempt == self.BIND_RETRIES - 1:  # 2 = could not bind
+                    raise RuntimeError(str(exc)) from None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise _Exited(self.proc.returncode, self.log_text())
+        if f"nacos-ref-server ready main={self.main_port} " not in self.log_text():
+            return False
+        self.get("current")
+        return True
+
+    def get(self, op: str, timeout_s: float = 10.0, **params: Any) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.main_port}{LOADER}/{op}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    def json(self, op: str, **params: Any) -> Any:
+        status, body = self.get(op, **params)
+        assert status == 200, (op, status, body)
+        return json.loads(body)
+
+    def current(self) -> dict[str, Any]:
+        return self.json("current")
+
+    def events(self, since: int = 0) -> list[dict[str, Any]]:
+        return self.json("events", since=since)
+
+    def pushes(self, since: int = 0) -> list[dict[str, Any]]:
+        return self.json("pushes", since=since)
+
+    def transport_ids(self) -> set[str]:
+        return {t["id"] for t in self.json("transports")}
+
+    def stop(self, timeout_s: float = 5.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout_s)
+        self._log.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_server(tmp_path: Path):
+    servers: list[RefServer] = []
+
+    def start(*args: str, **kw: Any) -> RefServer:
+        server = RefServer(tmp_path, list(args), **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+        print(f"---- {server.log_path.name} ----\n{server.log_text()}")  # shown when the test fails
+
+
+# ---- a raw client ------------------------------------------------------------------------
+
+class RawClient:
+    """One gRPC channel = one TCP transport (local subchannel pool), plus one bi-stream."""
+
+    def __init__(self, target: str, client_ip: str = "10.1.0.1", auto_answer: bool = True) -> None:
+        self.target = target
+        self.client_ip = client_ip
+        self.auto_answer = auto_answer
+        self.channel = grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        self._unary = self.channel.unary_unary(wire.UNARY_METHOD, request_serializer=wire.serialize,
+                                               response_deserializer=wire.deserialize)
+        self._bi = self.channel.stream_stream(wire.BISTREAM_METHOD, request_serializer=wire.serialize,
+                                              response_deserializer=wire.deserialize)
+        self.pushes: list[codec.Message] = []
+        self.stream_done = threading.Event()
+        self.stream_error: grpc.RpcError | None = None
+        self._out: queue.Queue = queue.Queue()
+
+    def call(self, payload: Any, timeout_s: float = 5.0) -> codec.Message:
+        return codec.decode(self._unary(payload, timeout=timeout_s))
+
+    def server_check(self) -> str:
+        resp = self.call(codec.server_check_request(client_ip=self.client_ip))
+        assert resp.type == codec.SERVER_CHECK_RESPONSE and resp.body["success"] is True, resp
+        return resp.body["connectionId"]
+
+    def health(self) -> codec.Message:
+        return self.call(codec.health_check_request(client_ip=self.client_ip))
+
+    def setup(self, labels: dict[str, str] | None = None, version: str = "connformance-raw:1",
+              tenant: str | None = None) -> None:
+        self._out.put(codec.connection_setup_request(client_version=version, labels=labels or dict(SDK_LABELS),
+                                                     tenant=tenant, client_ip=self.client_ip))
+        call = self._bi(iter(self._out.get, None))
+        threading.Thread(target=self._read, args=(call,), daemon=True).start()
+
+    def _read(self, call: Any) -> None:
+        try:
+            for payload in call:
+                msg = codec.decode(payload)
+                self.pushes.append(msg)
+                if self.auto_answer and msg.request_id:
+                    self._out.put(codec.push_response(msg.type.replace("Request", "Response"), msg.request_id))
+        except grpc.RpcError as exc:
+            self.stream_error = exc
+        finally:
+            self.stream_done.set()
+
+    def end_stream(self) -> None:
+        self._out.put(None)  # half-close: the request iterator ends
+
+    def close(self) -> None:
+        self._out.put(None)
+        self.channel.close()
+
+
+@pytest.fixture
+def clients():
+    made: list[RawClient] = []
+
+    def make(target: str, **kw: Any) -> RawClient:
+        c = RawClient(target, **kw)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.close()
+
+
+def local_ports_to(port: int) -> set[int]:
+    """Local ports of this process's ESTABLISHED TCP connections to 127.0.0.1:<port>."""
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED}
+
+
+def peer_port(connection_id: str) -> int:
+    return int(connection_id.rsplit("_", 1)[1])
+
+
+def registered(server: RefServer, cid: str) -> Callable[[], bool]:
+    return lambda: cid in server.current()
+
+
+# ---- SR: setup ---------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_server_check_mints_one_id_per_transport(start_server, clients):
+    server = start_server()
+    a, b = clients(server.target), clients(server.target)
+    id_a, id_b = a.server_check(), b.server_check()
+    assert id_a != id_b
+    assert a.server_check() == id_a  # the same transport keeps its id
+    for cid in (id_a, id_b):
+        ms, ip, port = cid.split("_")
+        assert ip == "127.0.0.1" and ms.isdigit()
+    # the ids name the client's TCP peer port (no proxy here): our own sockets' local ports
+    assert {peer_port(id_a), peer_port(id_b)} <= local_ports_to(server.grpc_port)
+    assert server.transport_ids() == {id_a, id_b}
+
+
+@pytest.mark.timeout(30)
+def test_unary_before_setup_is_301_then_succeeds(start_server, clients):
+    server = start_server()
+    c = clients(server.target)
+    cid = c.server_check()
+    before = c.health()
+    assert before.type == codec.ERROR_RESPONSE and before.error_code == 301 and before.body["success"] is False
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    after = c.health()
+    assert after.type == codec.HEALTH_CHECK_RESPONSE and after.body == {"resultCode": 200, "errorCode": 0,
+                                                                         "success": True}
+
+
+@pytest.mark.timeout(30)
+def test_unknown_type_and_bad_body_keep_the_connection(start_server, clients):
+    server = start_server()
+    c = clients(server.target)
+    cid = c.server_check()
+    assert c.call(codec.encode("NoSuchRequest", {})).error_code == 302  # 302 even before setup
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    assert c.call(codec.encode("NoSuchRequest", {"x": 1})).error_code == 302
+    bad = codec.health_check_request()
+    bad.body.value = b"{not json"
+    assert c.call(bad).error_code == 502
+    not_object = codec.health_check_request()
+    not_object.body.value = b"[1, 2]"
+    assert c.call(not_object).error_code == 502
+    assert c.health().body["success"] is True
+    assert c.server_check() == cid and cid in server.current()
+
+
+@pytest.mark.timeout(30)
+def test_setup_registers_reported_fields(start_server, clients):
+    server = start_server()
+    a = clients(server.target, client_ip="10.2.0.7")
+    b = clients(server.target, client_ip="10.2.0.8")
+    id_a, id_b = a.server_check(), b.server_check()
+    a.setup(labels={"source": "sdk", "module": "config", "AppName": "shop"}, version="Nacos-Java-Client:v2.2.4",
+            tenant="ns-1")
+    b.setup()
+    current = eventually(server.current, timeout_ms=3000, what="two registrations",
+                         accept=lambda cur: {id_a, id_b} <= set(cur)).value
+    meta = current[id_a]["metaInfo"]
+    assert meta["clientIp"] == "10.2.0.7" and meta["version"] == "Nacos-Java-Client:v2.2.4"
+    assert meta["appName"] == "shop" and meta["tenant"] == "ns-1"
+    assert meta["labels"] == {"source": "sdk", "module": "config", "AppName": "shop"}
+    assert meta["connectionId"] == id_a and meta["connectType"] == "GRPC" and meta["sdkSource"] is True
+    assert meta["remoteIp"] == "127.0.0.1" and meta["remotePort"] == peer_port(id_a)
+    assert meta["localPort"] == server.grpc_port
+    assert abs(meta["lastActiveTime"] - time.time() * 1000) < 60_000
+    assert current[id_a]["connected"] is True and current[id_a]["abilities"] is None
+    assert current[id_b]["metaInfo"]["appName"] == "-"
+    assert server.json("clientIpCounts") == {"10.2.0.7": 1, "10.2.0.8": 1}
+
+
+# ---- TC: termination ---------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_channel_close_unregisters_exactly_once(start_server, clients):
+    server = start_server()
+    c = clients(server.target, client_ip="10.3.0.1")
+    keep = clients(server.target, client_ip="10.3.0.2")
+    cid, keep_id = c.server_check(), keep.server_check()
+    c.setup()
+    keep.setup()
+    eventually(lambda: {cid, keep_id} <= set(server.current()), timeout_ms=3000, what="registrations")
+    seq = server.events()[-1]["seq"]
+    c.close()
+    waited = eventually(lambda: cid not in server.current(), timeout_ms=1000, what="unregister within 1 s")
+    assert waited.elapsed_ms < 1000
+    gone = [e for e in server.events(seq) if e["connectionId"] == cid]
+    assert [e["event"] for e in gone] == ["disconnected"] and gone[0]["clientIp"] == "10.3.0.1"
+    assert server.json("clientIpCounts") == {"10.3.0.2": 1}
+    assert cid not in server.transport_ids() and keep_id in server.current()
+
+
+@pytest.mark.timeout(30)
+def test_stream_end_with_live_transport_stays_registered(start_server, clients):
+    server = start_server()
+    c = clients(server.target)
+    cid = c.server_check()
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    c.end_stream()
+    assert c.stream_done.wait(5), "the server did not complete the ended stream"
+    assert c.stream_error is None
+    held, bad, _ = holds_for(lambda: cid in server.current(), duration_ms=500, what="still registered")
+    assert held, bad
+    assert c.health().body["success"] is True  # the transport's registration is intact
+    assert not [e for e in server.events() if e["event"] == "disconnected"]
+
+
+@pytest.mark.timeout(40)
+def test_starting_server_answers_300_and_rejects_sdk_setup(start_server, clients):
+    server = start_server("--startup-delay-ms", "4000")
+    sdk = clients(server.target, client_ip="10.4.0.1")
+    reply = sdk.call(codec.server_check_request())
+    assert reply.type == codec.ERROR_RESPONSE and reply.error_code == 300
+    (tid,) = server.transport_ids()
+    sdk.setup()
+    assert sdk.stream_done.wait(5), "the rejected transport was not closed"
+    assert [p.type for p in sdk.pushes] == [codec.CONNECT_RESET_REQUEST]
+    assert "serverIp" not in sdk.pushes[0].body
+    eventually(lambda: tid not in server.transport_ids(), timeout_ms=2000, what="rejected transport gone")
+    eventually(lambda: peer_port(tid) not in local_ports_to(server.grpc_port), timeout_ms=2000,
+               what="no ESTABLISHED socket left from the rejected transport")
+    # a cluster-source setup is not rejected while starting
+    peer = clients(server.target, client_ip="10.4.0.2")
+    assert peer.call(codec.server_check_request()).error_code == 300
+    peer_tid = (server.transport_ids() - {tid}).pop()
+    peer.setup(labels={"source": "cluster"})
+    eventually(registered(server, peer_tid), timeout_ms=3000, what="cluster registration while starting")
+    assert all(e["connectionId"] != tid for e in server.events())
+    (reset,) = [p for p in server.pushes() if p["connectionId"] == tid]
+    assert reset["answered"] and reset["answer_result_code"] == 200
+    later = clients(server.target)
+    eventually(lambda: later.call(codec.server_check_request()).type == codec.SERVER_CHECK_RESPONSE,
+               timeout_ms=8000, what="ServerCheck accepted once started", swallow=(grpc.RpcError,))
+
+
+@pytest.mark.timeout(40)
+def test_per_ip_limit_resets_and_really_closes_the_extra_transport(start_server, clients):
+    server = start_server("--count-limit-per-client-ip", json.dumps({"10.5.0.1": 2}))
+    inside = [clients(server.target, client_ip="10.5.0.1") for _ in range(2)]
+    ids = [c.server_check() for c in inside]
+    for c in inside:
+        c.setup()
+    eventually(lambda: set(ids) <= set(server.current()), timeout_ms=3000, what="two under the limit")
+    extra = clients(server.target, client_ip="10.5.0.1")
+    extra_id = extra.server_check()
+    extra.setup()
+    assert extra.stream_done.wait(5), "the over-limit transport was not closed"
+    assert [p.type for p in extra.pushes] == [codec.CONNECT_RESET_REQUEST]
+    push = extra.pushes[0].body
+    assert push["headers"] == {} and push["module"] == "internal" and push["requestId"].isdigit()
+    eventually(lambda: peer_port(extra_id) not in local_ports_to(server.grpc_port), timeout_ms=2000,
+               what="client socket of the rejected transport closed")
+    assert extra_id not in server.transport_ids() and extra_id not in server.current()
+    assert server.json("clientIpCounts") == {"10.5.0.1": 2}
+    other = clients(server.target, client_ip="10.5.0.2")
+    other_id = other.server_check()
+    other.setup()
+    eventually(registered(server, other_id), timeout_ms=3000, what="other IP unaffected")
+    assert server.json("clientIpCounts") == {"10.5.0.1": 2, "10.5.0.2": 1}
+    assert sum(1 for v in server.current().values() if v["metaInfo"]["clientIp"] == "10.5.0.1") == 2
+
+
+@pytest.mark.timeout(40)
+def test_count_limit_exempts_cluster_source(start_server, clients):
+    server = start_server("--count-limit", "1")
+    first = clients(server.target, client_ip="10.6.0.1")
+    first_id = first.server_check()
+    first.setup()
+    eventually(registered(server, first_id), timeout_ms=3000, what="first sdk connection")
+    second = clients(server.target, client_ip="10.6.0.2")
+    second_id = second.server_check()
+    second.setup()
+    assert second.stream_done.wait(5), "the over-limit sdk transport was not closed"
+    member = clients(server.target, client_ip="10.6.0.3")
+    member_id = member.server_check()
+    member.setup(labels={"source": "cluster"})
+    eventually(registered(server, member_id), timeout_ms=3000, what="cluster connection over the limit")
+    assert set(server.current()) == {first_id, member_id} and second_id not in server.transport_ids()
+
+
+# ---- reset and reload --------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_reload_client_unknown_id_is_success_and_changes_nothing(start_server, clients):
+    server = start_server()
+    c = clients(server.target)
+    cid = c.server_check()
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    assert server.get("reloadClient", connectionId="1_127.0.0.1_1") == (200, "success")
+    assert server.get("reloadClient")[0] == 400
+    assert set(server.current()) == {cid} and server.pushes() == [] and c.pushes == []
+
+
+@pytest.mark.timeout(30)
+def test_reload_client_pushes_reset_and_leaves_the_transport(start_server, clients):
+    server = start_server()
+    c = clients(server.target)
+    cid = c.server_check()
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    assert server.get("reloadClient", connectionId=cid, redirectAddress="127.0.0.1:18848") == (200, "success")
+    (push,) = c.pushes
+    assert push.type == codec.CONNECT_RESET_REQUEST
+    assert push.body == {"headers": {}, "requestId": push.body["requestId"], "module": "internal",
+                         "serverIp": "127.0.0.1", "serverPort": "18848"}
+    (record,) = server.pushes()
+    assert record["answered"] and record["requestId"] == push.body["requestId"]
+    assert cid in server.current() and cid in server.transport_ids()  # the client is expected to leave
+
+
+@pytest.mark.timeout(30)
+def test_reload_current_sheds_down_to_count_once(start_server, clients):
+    server = start_server("--eject-interval-ms", "300")
+    cs = [clients(server.target, client_ip=f"10.7.0.{i}") for i in range(3)]
+    ids = [c.server_check() for c in cs]
+    for c in cs:
+        c.setup()
+    eventually(lambda: set(ids) <= set(server.current()), timeout_ms=3000, what="three registrations")
+    assert server.get("reloadCurrent")[0] == 400
+    assert server.get("reloadCurrent", count=1, redirectAddress="127.0.0.1:18848") == (200, "success")
+    resets = lambda: [p for p in server.pushes() if p["type"] == codec.CONNECT_RESET_REQUEST]  # noqa: E731
+    waited = eventually(resets, timeout_ms=3000, what="two resets", accept=lambda r: len(r) == 2)
+    assert all(r["body"]["serverIp"] == "127.0.0.1" and r["body"]["serverPort"] == "18848" for r in waited.value)
+    held, bad, _ = holds_for(lambda: len(resets()) == 2, duration_ms=900, what="one-shot")
+    assert held, bad
+
+
+@pytest.mark.timeout(30)
+def test_pending_reset_is_released_when_the_connection_dies(start_server, clients):
+    server = start_server()
+    c = clients(server.target, auto_answer=False)
+    cid = c.server_check()
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    with ThreadPoolExecutor(1) as pool:
+        reload = pool.submit(server.get, "reloadClient", connectionId=cid)
+        eventually(lambda: c.pushes, timeout_ms=3000, what="reset received")
+        closed_at = now_ms()
+        c.close()
+        assert reload.result(timeout=5) == (200, "success")
+        assert now_ms() - closed_at < 1500, "reloadClient waited on a dead connection"
+    eventually(lambda: cid not in server.current(), timeout_ms=2000, what="unregistered")
+    (record,) = server.pushes()
+    assert record["outcome"] == "closed" and not record["answered"]
+
+
+@pytest.mark.timeout(30)
+def test_ejector_removes_a_client_that_stops_answering(start_server, clients):
+    server = start_server("--eject-interval-ms", "300", "--idle-threshold-ms", "600", "--probe-timeout-ms", "300")
+    alive = clients(server.target, client_ip="10.8.0.1")
+    silent = clients(server.target, client_ip="10.8.0.2", auto_answer=False)
+    alive_id, silent_id = alive.server_check(), silent.server_check()
+    alive.setup()
+    silent.setup()
+    eventually(lambda: {alive_id, silent_id} <= set(server.current()), timeout_ms=3000, what="registrations")
+    gone = eventually(lambda: silent_id not in server.current(), timeout_ms=6000, what="silent client ejected")
+    assert gone.elapsed_ms < 600 + 300 + 300 + 300 + 1000  # idle + interval + probe + a pass + tolerance
+    assert silent.stream_done.wait(3), "the ejected transport was not closed"
+    assert any(p.type == codec.CLIENT_DETECTION_REQUEST for p in silent.pushes)
+    assert alive_id in server.current()
+    answered = [p for p in server.pushes() if p["connectionId"] == alive_id]
+    assert answered and all(p["answered"] for p in answered if p["outcome"] != "pending")
+    assert [e["event"] for e in server.events() if e["connectionId"] == silent_id] == ["connected", "disconnected"]
+
+
+# ---- robustness --------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_bad_input_never_kills_the_server(start_server, clients):
+    server = start_server("--max-inbound-message-bytes", "65536")
+    c = clients(server.target)
+    cid = c.server_check()
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    big = codec.health_check_request()
+    big.body.value = b'{"pad":"' + b"x" * 100_000 + b'"}'
+    with pytest.raises(grpc.RpcError) as info:
+        c.call(big)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert c.server_check() == cid and c.health().body["success"] is True
+    with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5) as raw:
+        raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(4096))
+        while raw.recv(65536):  # the server closes it: recv returns b"" (or the socket errors)
+            pass
+    other = clients(server.target)
+    assert other.server_check() != cid and server.proc.poll() is None
+    eventually(lambda: len(server.transport_ids()) == 2, timeout_ms=2000, what="garbage transport gone")
+
+
+@pytest.mark.timeout(30)
+def test_sigterm_stops_cleanly(start_server, clients):
+    server = start_server()
+    c = clients(server.target)
+    cid = c.server_check()
+    c.setup()
+    eventually(registered(server, cid), timeout_ms=3000, what="registration")
+    assert server.stop() == 0
+    assert c.stream_done.wait(5)
+    assert "nacos-ref-server ready" in server.log_text() and "unregister " + cid in server.log_text()
+
+
+@pytest.mark.timeout(30)
+def test_a_broken_variant_runs_from_a_subclass(start_server, clients):
+    """A subclass overriding one step (here: leave the rejected transport open) runs as a
+    server, so suites can prove they catch the fault."""
+    code = ("import sys\n"
+            "from harness.reference.nacos.server import NacosRefServer, main\n"
+            "class LeaveRejectedOpen(NacosRefServer):\n"
+            "    def close_rejected(self, conn):\n"
+            "        pass\n"
+            "sys.exit(main(sys.argv[1:], server_cls=LeaveRejectedOpen))\n")
+    server = start_server("--count-limit-per-client-ip", json.dumps({"10.9.0.1": 0}),
+                          launcher=[sys.executable, "-c", code])
+    c = clients(server.target, client_ip="10.9.0.1")
+    cid = c.server_check()
+    c.setup()
+    eventually(lambda: c.pushes, timeout_ms=3000, what="reset received")
+    held, bad, _ = holds_for(lambda: cid in server.transport_ids(), duration_ms=500, what="left open")
+    assert held, bad
+    assert cid not in server.current()
+
+
+# ---- the real nacos-sdk-python client ------------------------------------------------------
+
+class LoopThread:
+    """An asyncio loop in a thread, so the test thread can wait without starving the SDK."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout_s: float = 15.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+@pytest.mark.timeout(60)
+# nacos-sdk-python 3.2.0's models use pydantic's class-based Config (its warning, not ours)
+@pytest.mark.filterwarnings("ignore::pydantic.warnings.PydanticDeprecatedSince20")
+def test_nacos_sdk_python_registers_and_stays_registered(start_server, tmp_path):
+    from v2.nacos import ClientConfigBuilder, GRPCConfig, NacosNamingService
+    from v2.nacos.naming.model.naming_param import ListInstanceParam, RegisterInstanceParam
+
+    server = start_server(grpc_at_offset=True)
+    cfg = (ClientConfigBuilder().server_address(f"127.0.0.1:{server.main_port}").namespace_id("")
+           .log_dir(str(tmp_path / "sdk-logs")).cache_dir(str(tmp_path / "sdk-cache"))
+           .grpc_config(GRPCConfig(grpc_timeout=3000, port_offset=1000)).build())
+    lt = LoopThread()
+    try:
+        naming = lt.run(NacosNamingService.create_naming_service(cfg))
+        assert lt.run(naming.register_instance(RegisterInstanceParam(service_name="conn-svc", ip="10.10.0.1",
+                                                                     port=8080)))
+        (cid, entry), = server.current().items()
+        meta = entry["metaInfo"]
+        assert meta["version"].startswith("Nacos-Python-Client") and meta["labels"]["module"] == "naming"
+        after_register = meta["lastActiveTime"]
+        # one HealthCheck cycle (idle >= 5 s, checked every 5 s) refreshes lastActiveTime
+        eventually(lambda: server.current()[cid]["metaInfo"]["lastActiveTime"] > after_register,
+                   timeout_ms=15_000, interval_ms=200, what="a HealthCheck from the idle SDK client")
+        hosts = lt.run(naming.list_instances(ListInstanceParam(service_name="conn-svc", healthy_only=None,
+                                                                subscribe=False)))
+        assert [(h.ip, h.port) for h in hosts] == [("10.10.0.1", 8080)]
+        assert set(server.current()) == {cid}
+        assert [e["event"] for e in server.events()] == ["connected"]
+        lt.run(naming.shutdown())
+        eventually(lambda: not server.current(), timeout_ms=3000, what="unregistered after SDK shutdown")
+        assert [e["event"] for e in server.events()] == ["connected", "disconnected"]
+    finally:
+        lt.close()
