@@ -37,8 +37,8 @@ def is_free(port: int, host: str = LOOPBACK) -> bool:
     return True
 
 
-def free_port(*, also_free_offset: int | None = None) -> int:
-    """A loopback port that binds now; with ``also_free_offset`` the port + offset binds too.
+def free_port(*, also_free_offset: int | None = None, host: str = LOOPBACK) -> int:
+    """A port that binds on ``host`` (loopback) now; with ``also_free_offset`` port + offset too.
 
     Nacos main ports use ``also_free_offset=1000`` because the proxy for the server listens on
     main + 1000 (SPEC 4.1).
@@ -53,13 +53,25 @@ def free_port(*, also_free_offset: int | None = None) -> int:
         for _ in range(_SPAN):
             port = cur
             cur = cur + 1 if cur + 1 < hi else lo
-            if not is_free(port):
+            if not is_free(port, host):
                 continue
-            if also_free_offset is not None and not is_free(port + also_free_offset):
+            if also_free_offset is not None and not is_free(port + also_free_offset, host):
                 continue
             _next[idx] = cur
             return port
     raise OSError(f"no free loopback port in {lo}..{hi} (worker {idx}); close leftover peers")
+
+
+def server_host(index: int) -> str:
+    """The loopback address of the index-th server of a topology: 127.0.0.11, .12, ...
+
+    Nacos clients match a redirect's target by IP alone and take the port from their own list
+    (RpcClient: "Recommend server is not in server list"), so servers sharing one IP could never
+    be told apart by a redirect. One address per server keeps redirects meaningful on loopback.
+    """
+    if not 0 <= index < 200:
+        raise ValueError(f"server index {index} out of range 0..199")
+    return f"127.0.0.{11 + index}"
 
 
 def ephemeral_port() -> int:

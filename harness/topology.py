@@ -1,9 +1,10 @@
 """A topology of peers behind real Toxiproxy proxies (SPEC §4.1), with nothing pytest-specific
 so cases, chaos sessions and ``connformance up`` share it.
 
-Placement: server S has a main port M (admin HTTP) and a real gRPC port G; its proxy listens on
-M + 1000 and forwards to G. Clients get the main addresses ``127.0.0.1:M`` and dial M + 1000, so
-every client->server byte crosses the proxy, redirects included.
+Placement: server S has its own loopback address H (127.0.0.11, .12, ...; see
+``ports.server_host`` for why), a main port M (admin HTTP on H:M) and a real gRPC port G; its
+proxy listens on H:M+1000 and forwards to H:G. Clients get the main addresses ``H:M`` and dial
+M + 1000, so every client->server byte crosses the proxy, redirects included.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
 from harness.observe.history import History
 from harness.peers import PeerManifest, render
-from harness.ports import LOOPBACK, NACOS_GRPC_OFFSET, free_port
+from harness.ports import NACOS_GRPC_OFFSET, free_port, server_host
 from harness.runtime.base import Node, Runtime
 from harness.toxiproxy import Proxy, ToxiproxyClient
 
@@ -26,6 +27,7 @@ class NacosServerHandle:
     index: int
     peer: PeerManifest
     node: Node
+    host: str
     main_port: int
     grpc_port: int
     proxy: Proxy
@@ -35,7 +37,7 @@ class NacosServerHandle:
     @property
     def main_address(self) -> str:
         """What clients are given (and what redirects name): the proxied main address."""
-        return f"{LOOPBACK}:{self.main_port}"
+        return f"{self.host}:{self.main_port}"
 
     @property
     def proxied_grpc_port(self) -> int:
@@ -74,26 +76,32 @@ class Topology:
         """Start ``count`` servers of ``peer``, each behind its own proxy. A cluster of more
         than one learns its members through the ``members`` knob when the peer has it."""
         knobs = dict(knobs or {})
-        ports = [(free_port(also_free_offset=NACOS_GRPC_OFFSET), free_port()) for _ in range(count)]
-        members = [f"{LOOPBACK}:{main}" for main, _ in ports]
+        first = len(self.servers)
+        places = []
+        for index in range(first, first + count):
+            host = server_host(index)
+            places.append((index, host, free_port(also_free_offset=NACOS_GRPC_OFFSET, host=host), free_port(host=host)))
+        members = [f"{host}:{main}" for _, host, main, _ in places]
         if count > 1 and peer.supports("members"):
             knobs.setdefault("members", members)
         started = []
-        for main_port, grpc_port in ports:
-            index = len(self.servers)
+        for index, host, main_port, grpc_port in places:
             name = f"server-{index}"
             proxy = self.toxiproxy.create_proxy(
                 f"nacos-{index}-{main_port}",
-                upstream=f"{LOOPBACK}:{grpc_port}",
-                listen=f"{LOOPBACK}:{main_port + NACOS_GRPC_OFFSET}",
+                upstream=f"{host}:{grpc_port}",
+                listen=f"{host}:{main_port + NACOS_GRPC_OFFSET}",
             )
             self._proxies.append(proxy)
-            node = self._start(peer, name, {"main_port": main_port, "grpc_port": grpc_port, "host": LOOPBACK}, knobs)
-            handle = NacosServerHandle(index, peer, node, main_port, grpc_port, proxy,
-                                       NacosAdmin(f"{LOOPBACK}:{main_port}"), knobs)
+            server_knobs = dict(knobs)
+            if peer.supports("server_address"):
+                server_knobs.setdefault("server_address", f"{host}:{main_port}")
+            node = self._start(peer, name, {"main_port": main_port, "grpc_port": grpc_port, "host": host}, server_knobs)
+            handle = NacosServerHandle(index, peer, node, host, main_port, grpc_port, proxy,
+                                       NacosAdmin(f"{host}:{main_port}"), server_knobs)
             self.servers.append(handle)
             started.append(handle)
-            self.history.info("harness", "server_started", {"name": name, "peer": peer.name, "main": main_port,
+            self.history.info("harness", "server_started", {"name": name, "peer": peer.name, "host": host, "main": main_port,
                                                              "grpc": grpc_port, "proxy": proxy.listen, "knobs": knobs})
         return started
 

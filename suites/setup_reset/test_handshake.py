@@ -38,8 +38,8 @@ def test_server_check_mints_one_id_per_transport(cf, topology, nacos_server_peer
     state = _running(cf, client)
 
     answers = []
-    with RawNacosConnection("127.0.0.1", server.proxied_grpc_port) as first, \
-            RawNacosConnection("127.0.0.1", server.proxied_grpc_port) as second:
+    with RawNacosConnection(server.host, server.proxied_grpc_port) as first, \
+            RawNacosConnection(server.host, server.proxied_grpc_port) as second:
         for probe in (first, second):
             cf.history.invoke("probe", "ServerCheck", {"target": probe.target})
             msg = probe.server_check()
@@ -69,7 +69,7 @@ def test_request_before_setup_is_unregistered(cf, topology, nacos_server_peer, n
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
     _running(cf, client)
 
-    with RawNacosConnection("127.0.0.1", server.proxied_grpc_port) as probe:
+    with RawNacosConnection(server.host, server.proxied_grpc_port) as probe:
         check = probe.server_check()
         probe_id = check.body.get("connectionId")
         cf.history.invoke("probe", "HealthCheck", {"phase": "before setup"})
@@ -115,7 +115,9 @@ def test_setup_registers_reported_metadata(cf, topology, nacos_server_peer, naco
 
     expected_ip = knobs.get("client_ip") or meta.get("client_ip")
     labels = meta.get("labels") or {}
-    expected_app = knobs.get("app_name") or labels.get("AppName") or "-"
+    # appName comes from the AppName label the client actually sent (a knob may not reach the
+    # wire: the Python naming client sends no AppName), defaulting to "-".
+    expected_app = labels.get("AppName") or "-"
     expected_tenant = knobs.get("tenant") if "tenant" in knobs else meta.get("tenant")
     expected = {
         "clientIp": expected_ip,

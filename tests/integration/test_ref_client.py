@@ -444,3 +444,127 @@ def test_unregistered_connection_301_switches_and_the_request_succeeds(tmp_path:
         after = client.state()
         assert after["connection_id"] == result["attempts"][-1]["connection_id"]
         assert after["server"] != before["server"]
+
+
+def test_all_servers_down_reconnects_are_paced_then_recover(tmp_path: Path) -> None:
+    # SR-18 shape: attempts ≥ one backoff step apart and growing per pass; back when a server is
+    step_ms = 100.0
+    with fake_servers(2) as servers, ref_client(servers, tmp_path, "--backoff-step-ms", str(step_ms)) as client:
+        before = client.wait_running()
+        for server in servers:
+            server.stop()
+
+        def failed_attempts(state: dict[str, Any]) -> list[dict[str, Any]]:
+            return [e for e in state["events"]
+                    if e["kind"] == "error" and e["detail"].get("what") == "connect attempt failed"]
+
+        state = eventually(client.state, timeout_ms=SWITCH_MS, what="six failed reconnect attempts",
+                           accept=lambda s: len(failed_attempts(s)) >= 6).value
+        times = [e["t_ms"] for e in failed_attempts(state)[:6]]
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        # passes of two servers: ~100, 100, 200, 200, 300 ms (a little slack below for timer rounding)
+        assert all(g >= step_ms * 0.9 for g in gaps), gaps
+        assert gaps[2] >= 2 * step_ms * 0.9, gaps
+        assert gaps[4] >= 3 * step_ms * 0.9, gaps
+        assert state["status"] == "UNHEALTHY"
+
+        back = FakeNacosServer(servers[0].host, servers[0].main_port).start()
+        try:
+            after = eventually(client.state, timeout_ms=SWITCH_MS, what="reconnected to the returning server",
+                               accept=lambda s: s["status"] == "RUNNING" and s["connection_id"] != before["connection_id"]).value
+            assert after["server"] == back.address
+            assert after["connection_id"] in back.current()
+        finally:
+            back.stop()
+
+
+# ---- against the reference server (when it is there) --------------------------------------
+
+REF_SERVER = "harness.reference.nacos.server"
+LOADER = "/nacos/v2/core/loader"
+
+
+class RefServerProcess:
+    """``python -m harness.reference.nacos.server`` on ``host``, gRPC directly on main + 1000."""
+
+    def __init__(self, host: str, log_path: Path) -> None:
+        self.host = host
+        self.main_port = free_port(also_free_offset=NACOS_GRPC_OFFSET)
+        self.grpc_port = self.main_port + NACOS_GRPC_OFFSET
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", REF_SERVER, "--main-port", str(self.main_port), "--grpc-port",
+             str(self.grpc_port), "--host", host], stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.main_port}"
+
+    def loader(self, op: str, **params: Any) -> requests.Response:
+        return requests.get(f"http://{self.address}{LOADER}/{op}", params=params, timeout=HTTP_TIMEOUT_S)
+
+    def current(self) -> dict[str, Any]:
+        r = self.loader("current")
+        r.raise_for_status()
+        return r.json()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        try:
+            self.proc.wait(timeout=EXIT_TIMEOUT_S)
+        finally:
+            self._log.close()
+
+
+@contextlib.contextmanager
+def ref_servers(count: int, tmp_path: Path) -> Iterator[list[RefServerProcess]]:
+    import importlib.util
+
+    if importlib.util.find_spec(REF_SERVER) is None:
+        pytest.skip(f"{REF_SERVER} is not there yet")
+    servers: list[RefServerProcess] = []
+    try:
+        for i in range(count):
+            servers.append(RefServerProcess(f"127.0.0.{2 + i}", tmp_path / f"ref-server-{i}.log"))
+        for server in servers:
+            eventually(server.current, timeout_ms=STARTUP_MS, what=f"reference server {server.address} ready",
+                       accept=lambda current: isinstance(current, dict))
+        yield servers
+    finally:
+        for server in servers:
+            server.kill()
+
+
+def pushes_to(server: RefServerProcess, connection_id: str) -> list[dict[str, Any]] | None:
+    """The server's push ledger (harness extension) for one connection; None without it."""
+    r = server.loader("pushes")
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    return [p for p in r.json() if p.get("connectionId") == connection_id]
+
+
+def test_against_reference_server_reload_client_redirect(tmp_path: Path) -> None:
+    """SR-06/SR-07 end to end: reloadClient with an in-list redirect moves the client exactly
+    there, the reset is answered, and the old transport closes so the server unregisters it."""
+    with ref_servers(3, tmp_path) as servers, ref_client(servers, tmp_path) as client:
+        before = client.wait_running()
+        i = [s.address for s in servers].index(before["server"])
+        old, target = servers[i], servers[(i + 2) % 3]
+        assert before["connection_id"] in old.current()
+
+        r = old.loader("reloadClient", connectionId=before["connection_id"], redirectAddress=target.address)
+        assert (r.status_code, r.text) == (200, "success")
+
+        after = eventually(client.state, timeout_ms=SWITCH_MS, what=f"client on {target.address}",
+                           accept=lambda s: s["status"] == "RUNNING" and s["connection_id"] != before["connection_id"]).value
+        assert after["server"] == target.address
+        assert after["connection_id"] in target.current()
+        eventually(old.current, timeout_ms=SWITCH_MS, what="old id gone from current",
+                   accept=lambda c: before["connection_id"] not in c)
+        pushes = pushes_to(old, before["connection_id"])
+        if pushes is not None:
+            assert [(p["type"], p["answered"], p["answer_result_code"]) for p in pushes] == [
+                ("ConnectResetRequest", True, 200)]
+        assert client.request()["ok"] is True

@@ -19,9 +19,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 import psutil
@@ -29,6 +30,7 @@ import pytest
 
 from harness.ports import ephemeral_port, free_port
 from harness.reference.nacos import codec, wire
+from harness.reference.nacos.server import EXIT_CANNOT_BIND
 from harness.wait import eventually, holds_for, now_ms
 
 pytestmark = pytest.mark.integration
@@ -52,9 +54,10 @@ class RefServer:
     BIND_RETRIES = 3  # another process on the machine may take a free port before we bind it
 
     def __init__(self, log_dir: Path, args: list[str], *, grpc_at_offset: bool = False,
-                 launcher: list[str] | None = None) -> None:
-        for attempt in range(self.BIND_RETRIES):
-            self.main_port = free_port(also_free_offset=1000)
+                 launcher: list[str] | None = None, main_port: int | None = None) -> None:
+        retries = 1 if main_port else self.BIND_RETRIES
+        for attempt in range(retries):
+            self.main_port = main_port or free_port(also_free_offset=1000)
             self.grpc_port = self.main_port + 1000 if grpc_at_offset else ephemeral_port()
             self.log_path = log_dir / f"nacos-ref-{self.main_port}.log"
             argv = (launcher or [sys.executable, "-m", "harness.reference.nacos.server"]) + [
@@ -70,7 +73,7 @@ class RefServer:
                 return
             except _Exited as exc:
                 self._log.close()
-                if exc.code != 2 or attempt == self.BIND_RETRIES - 1:  # 2 = could not bind
+                if exc.code != EXIT_CANNOT_BIND or attempt == retries - 1:
                     raise RuntimeError(str(exc)) from None
 
     @property
@@ -168,7 +171,8 @@ class RawClient:
 
     def server_check(self) -> str:
         resp = self.call(codec.server_check_request(client_ip=self.client_ip))
-        assert resp.type == codec.SERVER_CHECK_RESPONSE and resp.body["success"] is True, resp
+        assert resp.type == codec.SERVER_CHECK_RESPONSE, resp
+        assert resp.body["success"] is True, resp
         return resp.body["connectionId"]
 
     def health(self) -> codec.Message:
@@ -240,7 +244,8 @@ def test_server_check_mints_one_id_per_transport(start_server, clients):
     assert a.server_check() == id_a  # the same transport keeps its id
     for cid in (id_a, id_b):
         ms, ip, port = cid.split("_")
-        assert ip == "127.0.0.1" and ms.isdigit()
+        assert ip == "127.0.0.1"
+        assert ms.isdigit()
     # the ids name the client's TCP peer port (no proxy here): our own sockets' local ports
     assert {peer_port(id_a), peer_port(id_b)} <= local_ports_to(server.grpc_port)
     assert server.transport_ids() == {id_a, id_b}
@@ -252,11 +257,14 @@ def test_unary_before_setup_is_301_then_succeeds(start_server, clients):
     c = clients(server.target)
     cid = c.server_check()
     before = c.health()
-    assert before.type == codec.ERROR_RESPONSE and before.error_code == 301 and before.body["success"] is False
+    assert before.type == codec.ERROR_RESPONSE
+    assert before.error_code == 301
+    assert before.body["success"] is False
     c.setup()
     eventually(registered(server, cid), timeout_ms=3000, what="registration")
     after = c.health()
-    assert after.type == codec.HEALTH_CHECK_RESPONSE and after.body == {"resultCode": 200, "errorCode": 0,
+    assert after.type == codec.HEALTH_CHECK_RESPONSE
+    assert after.body == {"resultCode": 200, "errorCode": 0,
                                                                          "success": True}
 
 
@@ -276,7 +284,8 @@ def test_unknown_type_and_bad_body_keep_the_connection(start_server, clients):
     not_object.body.value = b"[1, 2]"
     assert c.call(not_object).error_code == 502
     assert c.health().body["success"] is True
-    assert c.server_check() == cid and cid in server.current()
+    assert c.server_check() == cid
+    assert cid in server.current()
 
 
 @pytest.mark.timeout(30)
@@ -291,14 +300,20 @@ def test_setup_registers_reported_fields(start_server, clients):
     current = eventually(server.current, timeout_ms=3000, what="two registrations",
                          accept=lambda cur: {id_a, id_b} <= set(cur)).value
     meta = current[id_a]["metaInfo"]
-    assert meta["clientIp"] == "10.2.0.7" and meta["version"] == "Nacos-Java-Client:v2.2.4"
-    assert meta["appName"] == "shop" and meta["tenant"] == "ns-1"
+    assert meta["clientIp"] == "10.2.0.7"
+    assert meta["version"] == "Nacos-Java-Client:v2.2.4"
+    assert meta["appName"] == "shop"
+    assert meta["tenant"] == "ns-1"
     assert meta["labels"] == {"source": "sdk", "module": "config", "AppName": "shop"}
-    assert meta["connectionId"] == id_a and meta["connectType"] == "GRPC" and meta["sdkSource"] is True
-    assert meta["remoteIp"] == "127.0.0.1" and meta["remotePort"] == peer_port(id_a)
+    assert meta["connectionId"] == id_a
+    assert meta["connectType"] == "GRPC"
+    assert meta["sdkSource"] is True
+    assert meta["remoteIp"] == "127.0.0.1"
+    assert meta["remotePort"] == peer_port(id_a)
     assert meta["localPort"] == server.grpc_port
     assert abs(meta["lastActiveTime"] - time.time() * 1000) < 60_000
-    assert current[id_a]["connected"] is True and current[id_a]["abilities"] is None
+    assert current[id_a]["connected"] is True
+    assert current[id_a]["abilities"] is None
     assert current[id_b]["metaInfo"]["appName"] == "-"
     assert server.json("clientIpCounts") == {"10.2.0.7": 1, "10.2.0.8": 1}
 
@@ -319,9 +334,11 @@ def test_channel_close_unregisters_exactly_once(start_server, clients):
     waited = eventually(lambda: cid not in server.current(), timeout_ms=1000, what="unregister within 1 s")
     assert waited.elapsed_ms < 1000
     gone = [e for e in server.events(seq) if e["connectionId"] == cid]
-    assert [e["event"] for e in gone] == ["disconnected"] and gone[0]["clientIp"] == "10.3.0.1"
+    assert [e["event"] for e in gone] == ["disconnected"]
+    assert gone[0]["clientIp"] == "10.3.0.1"
     assert server.json("clientIpCounts") == {"10.3.0.2": 1}
-    assert cid not in server.transport_ids() and keep_id in server.current()
+    assert cid not in server.transport_ids()
+    assert keep_id in server.current()
 
 
 @pytest.mark.timeout(30)
@@ -345,7 +362,8 @@ def test_starting_server_answers_300_and_rejects_sdk_setup(start_server, clients
     server = start_server("--startup-delay-ms", "4000")
     sdk = clients(server.target, client_ip="10.4.0.1")
     reply = sdk.call(codec.server_check_request())
-    assert reply.type == codec.ERROR_RESPONSE and reply.error_code == 300
+    assert reply.type == codec.ERROR_RESPONSE
+    assert reply.error_code == 300
     (tid,) = server.transport_ids()
     sdk.setup()
     assert sdk.stream_done.wait(5), "the rejected transport was not closed"
@@ -362,7 +380,8 @@ def test_starting_server_answers_300_and_rejects_sdk_setup(start_server, clients
     eventually(registered(server, peer_tid), timeout_ms=3000, what="cluster registration while starting")
     assert all(e["connectionId"] != tid for e in server.events())
     (reset,) = [p for p in server.pushes() if p["connectionId"] == tid]
-    assert reset["answered"] and reset["answer_result_code"] == 200
+    assert reset["answered"]
+    assert reset["answer_result_code"] == 200
     later = clients(server.target)
     eventually(lambda: later.call(codec.server_check_request()).type == codec.SERVER_CHECK_RESPONSE,
                timeout_ms=8000, what="ServerCheck accepted once started", swallow=(grpc.RpcError,))
@@ -382,10 +401,13 @@ def test_per_ip_limit_resets_and_really_closes_the_extra_transport(start_server,
     assert extra.stream_done.wait(5), "the over-limit transport was not closed"
     assert [p.type for p in extra.pushes] == [codec.CONNECT_RESET_REQUEST]
     push = extra.pushes[0].body
-    assert push["headers"] == {} and push["module"] == "internal" and push["requestId"].isdigit()
+    assert push["headers"] == {}
+    assert push["module"] == "internal"
+    assert push["requestId"].isdigit()
     eventually(lambda: peer_port(extra_id) not in local_ports_to(server.grpc_port), timeout_ms=2000,
                what="client socket of the rejected transport closed")
-    assert extra_id not in server.transport_ids() and extra_id not in server.current()
+    assert extra_id not in server.transport_ids()
+    assert extra_id not in server.current()
     assert server.json("clientIpCounts") == {"10.5.0.1": 2}
     other = clients(server.target, client_ip="10.5.0.2")
     other_id = other.server_check()
@@ -410,7 +432,8 @@ def test_count_limit_exempts_cluster_source(start_server, clients):
     member_id = member.server_check()
     member.setup(labels={"source": "cluster"})
     eventually(registered(server, member_id), timeout_ms=3000, what="cluster connection over the limit")
-    assert set(server.current()) == {first_id, member_id} and second_id not in server.transport_ids()
+    assert set(server.current()) == {first_id, member_id}
+    assert second_id not in server.transport_ids()
 
 
 # ---- reset and reload --------------------------------------------------------------------
@@ -424,7 +447,9 @@ def test_reload_client_unknown_id_is_success_and_changes_nothing(start_server, c
     eventually(registered(server, cid), timeout_ms=3000, what="registration")
     assert server.get("reloadClient", connectionId="1_127.0.0.1_1") == (200, "success")
     assert server.get("reloadClient")[0] == 400
-    assert set(server.current()) == {cid} and server.pushes() == [] and c.pushes == []
+    assert set(server.current()) == {cid}
+    assert server.pushes() == []
+    assert c.pushes == []
 
 
 @pytest.mark.timeout(30)
@@ -440,8 +465,10 @@ def test_reload_client_pushes_reset_and_leaves_the_transport(start_server, clien
     assert push.body == {"headers": {}, "requestId": push.body["requestId"], "module": "internal",
                          "serverIp": "127.0.0.1", "serverPort": "18848"}
     (record,) = server.pushes()
-    assert record["answered"] and record["requestId"] == push.body["requestId"]
-    assert cid in server.current() and cid in server.transport_ids()  # the client is expected to leave
+    assert record["answered"]
+    assert record["requestId"] == push.body["requestId"]
+    assert cid in server.current()
+    assert cid in server.transport_ids()
 
 
 @pytest.mark.timeout(30)
@@ -477,7 +504,8 @@ def test_pending_reset_is_released_when_the_connection_dies(start_server, client
         assert now_ms() - closed_at < 1500, "reloadClient waited on a dead connection"
     eventually(lambda: cid not in server.current(), timeout_ms=2000, what="unregistered")
     (record,) = server.pushes()
-    assert record["outcome"] == "closed" and not record["answered"]
+    assert record["outcome"] == "closed"
+    assert not record["answered"]
 
 
 @pytest.mark.timeout(30)
@@ -495,8 +523,34 @@ def test_ejector_removes_a_client_that_stops_answering(start_server, clients):
     assert any(p.type == codec.CLIENT_DETECTION_REQUEST for p in silent.pushes)
     assert alive_id in server.current()
     answered = [p for p in server.pushes() if p["connectionId"] == alive_id]
-    assert answered and all(p["answered"] for p in answered if p["outcome"] != "pending")
+    assert answered
+    assert all(p["answered"] for p in answered if p["outcome"] != "pending")
     assert [e["event"] for e in server.events() if e["connectionId"] == silent_id] == ["connected", "disconnected"]
+
+
+@pytest.mark.timeout(40)
+def test_cluster_metrics_and_smart_reload_move_load_to_the_idle_member(start_server, clients):
+    main_a, main_b = free_port(also_free_offset=1000), free_port(also_free_offset=1000)
+    members = f"127.0.0.1:{main_a},127.0.0.1:{main_b}"
+    a = start_server("--members", members, main_port=main_a)
+    b = start_server("--members", members, "--eject-interval-ms", "300", main_port=main_b)
+    busy = [clients(b.target, client_ip=f"10.11.0.{i}") for i in range(4)]
+    ids = [c.server_check() for c in busy]
+    for c in busy:
+        c.setup()
+    eventually(lambda: set(ids) <= set(b.current()), timeout_ms=3000, what="four registrations on b")
+    view = a.json("cluster")
+    assert [d["address"] for d in view["detail"]] == sorted([f"127.0.0.1:{main_a}", f"127.0.0.1:{main_b}"])
+    assert {d["address"]: d["metric"]["sdkConCount"] for d in view["detail"]} == {
+        f"127.0.0.1:{main_a}": "0", f"127.0.0.1:{main_b}": "4"}
+    assert (view["memberCount"], view["metricsCount"], view["completed"]) == (2, 2, True)
+    assert (view["total"], view["max"], view["min"], view["avg"]) == (4, 4, 0, 2)
+    # avg 2, f 0.1: b (4 > 2) sheds to max(2, int(4 * 0.9)) = 3 connections, towards a (0 < 1)
+    assert a.get("smartReloadCluster") == (200, "Ok")
+    resets = eventually(lambda: [p for c in busy for p in c.pushes], timeout_ms=3000, what="one reset on b",
+                        accept=lambda r: len(r) == 1).value
+    assert resets[0].type == codec.CONNECT_RESET_REQUEST
+    assert (resets[0].body["serverIp"], resets[0].body["serverPort"]) == ("127.0.0.1", str(main_a))
 
 
 # ---- robustness --------------------------------------------------------------------------
@@ -513,14 +567,47 @@ def test_bad_input_never_kills_the_server(start_server, clients):
     with pytest.raises(grpc.RpcError) as info:
         c.call(big)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert c.server_check() == cid and c.health().body["success"] is True
+    assert c.server_check() == cid
+    assert c.health().body["success"] is True
     with socket.create_connection(("127.0.0.1", server.grpc_port), timeout=5) as raw:
         raw.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(4096))
         while raw.recv(65536):  # the server closes it: recv returns b"" (or the socket errors)
             pass
     other = clients(server.target)
-    assert other.server_check() != cid and server.proc.poll() is None
+    assert other.server_check() != cid
+    assert server.proc.poll() is None
     eventually(lambda: len(server.transport_ids()) == 2, timeout_ms=2000, what="garbage transport gone")
+
+
+@pytest.mark.timeout(60)
+def test_churn_leaks_no_socket_and_no_count(start_server, clients):
+    server = start_server("--count-limit-per-client-ip", json.dumps({"10.12.0.1": 2}))
+    for _ in range(15):
+        batch = [clients(server.target, client_ip="10.12.0.1") for _ in range(3)]
+        ids = [c.server_check() for c in batch]
+        for c in batch:
+            c.setup()
+        # two registered, the third rejected and closed
+        eventually(lambda ids=ids, batch=batch: sum(1 for cid in ids if cid in server.current()) == 2
+                   and sum(1 for c in batch if c.stream_done.is_set()) == 1,
+                   timeout_ms=5000, what="two registered, one rejected")
+        assert server.json("clientIpCounts") == {"10.12.0.1": 2}
+        for c in batch:
+            c.close()
+        eventually(lambda: not server.current() and not server.transport_ids(), timeout_ms=3000,
+                   what="all unregistered")
+    assert server.json("clientIpCounts") == {}
+    kinds = [e["event"] for e in server.events()]
+    assert kinds.count("connected") == kinds.count("disconnected") == 30
+    proc = psutil.Process(server.proc.pid)
+
+    def server_sockets() -> list[str]:
+        return [c.status for c in proc.net_connections(kind="tcp") if c.status != psutil.CONN_LISTEN]
+
+    # the front holds nothing once its transports are gone (the internal gRPC side of each
+    # closed splice ends as the server's own TIME_WAIT, which is not an open socket)
+    eventually(lambda: not [st for st in server_sockets() if st != psutil.CONN_TIME_WAIT],
+               timeout_ms=5000, what="no ESTABLISHED/CLOSE_WAIT socket left in the server")
 
 
 @pytest.mark.timeout(30)
@@ -532,7 +619,8 @@ def test_sigterm_stops_cleanly(start_server, clients):
     eventually(registered(server, cid), timeout_ms=3000, what="registration")
     assert server.stop() == 0
     assert c.stream_done.wait(5)
-    assert "nacos-ref-server ready" in server.log_text() and "unregister " + cid in server.log_text()
+    assert "nacos-ref-server ready" in server.log_text()
+    assert "unregister " + cid in server.log_text()
 
 
 @pytest.mark.timeout(30)
@@ -592,7 +680,8 @@ def test_nacos_sdk_python_registers_and_stays_registered(start_server, tmp_path)
                                                                      port=8080)))
         (cid, entry), = server.current().items()
         meta = entry["metaInfo"]
-        assert meta["version"].startswith("Nacos-Python-Client") and meta["labels"]["module"] == "naming"
+        assert meta["version"].startswith("Nacos-Python-Client")
+        assert meta["labels"]["module"] == "naming"
         after_register = meta["lastActiveTime"]
         # one HealthCheck cycle (idle >= 5 s, checked every 5 s) refreshes lastActiveTime
         eventually(lambda: server.current()[cid]["metaInfo"]["lastActiveTime"] > after_register,

@@ -34,6 +34,8 @@ def _load_fake():
 _fake = _load_fake()
 fake_servers = _fake.fake_servers
 agent_process = _fake.agent_process
+ref_servers = _fake.ref_servers
+pushes_to = _fake.pushes_to
 
 SDK_AGENT = "harness.agents.python.nacos_sdk_agent"
 STARTUP_MS = 20_000
@@ -117,6 +119,26 @@ def test_finding_sdk_python_3_2_0_drops_connect_reset_unanswered_and_never_switc
         assert kinds(after) == ["connected"]
         errors = [e["detail"]["message"] for e in after["events"] if e["kind"] == "error"]
         assert any("unknown payload type:ConnectResetRequest" in m for m in errors), errors
+
+
+def test_finding_sdk_python_3_2_0_ignores_reload_client_on_the_reference_server(tmp_path: Path) -> None:
+    """RECORDED FINDING, end to end (SR-06): ``reloadClient`` on the reference server gets no
+    ConnectResetResponse (the server gives up after its 3 s wait) and the client stays put."""
+    with ref_servers(2, tmp_path) as servers, sdk_agent(servers, tmp_path) as agent:
+        before = agent.wait_running(STARTUP_MS)
+        server = next(s for s in servers if s.address == before["server"])
+        cid = before["connection_id"]
+
+        r = server.loader("reloadClient", connectionId=cid)  # returns after the reset's 3 s timeout
+        assert (r.status_code, r.text) == (200, "success")
+
+        pushes = pushes_to(server, cid)
+        if pushes is not None:
+            assert [(p["type"], p["answered"]) for p in pushes] == [("ConnectResetRequest", False)]
+        held, bad, _ = holds_for(agent.state, duration_ms=NO_SWITCH_WINDOW_MS, what="no switch after reloadClient",
+                                 accept=lambda s: s["status"] == "RUNNING" and s["connection_id"] == cid)
+        assert held, f"the library switched after all: {bad}"
+        assert cid in server.current()
 
 
 def test_finding_sdk_python_3_2_0_reports_connected_again_after_a_failed_request(tmp_path: Path) -> None:

@@ -82,7 +82,8 @@ def test_verdicts_pytest_outcomes_and_report(pytester: pytest.Pytester) -> None:
     verdicts = {r["case_id"]: r["verdict"] for r in index["results"]}
     assert verdicts == EXPECTED
     failed = next(r for r in index["results"] if r["case_id"] == "SR-92")
-    assert "expected:    one" in failed["detail"] and "actual:      two" in failed["detail"]
+    assert (failed["expected"], failed["actual"]) == ("one", "two")
+    assert "history excerpt" in failed["detail"]
     assert failed["history"] and (report_dir / failed["history"]).exists()
 
     junit = ET.parse(report_dir / "junit.xml").getroot()

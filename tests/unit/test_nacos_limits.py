@@ -23,20 +23,23 @@ def verdict(rule: LimitRule, *, ip: str = "10.0.0.1", app: str = "-", cluster: b
 
 def test_defaults_are_unlimited():
     v = verdict(LimitRule(), sdk_count=10_000, ip_count=10_000)
-    assert v.allowed and v.rule == "none"
+    assert v.allowed
+    assert v.rule == "none"
 
 
 def test_total_count_limit_counts_sdk_connections():
     rule = LimitRule(count_limit=2)
     assert verdict(rule, sdk_count=1)
     v = verdict(rule, sdk_count=2)
-    assert not v.allowed and v.rule == "total"
+    assert not v.allowed
+    assert v.rule == "total"
 
 
 def test_cluster_source_is_exempt_from_every_limit():
     rule = LimitRule(count_limit=1, count_limit_per_client_ip={"10.0.0.1": 0}, count_limit_per_client_ip_default=1)
     v = verdict(rule, cluster=True, sdk_count=5, ip_count=5)
-    assert v.allowed and v.rule == "cluster-exempt"
+    assert v.allowed
+    assert v.rule == "cluster-exempt"
 
 
 def test_per_ip_entry_decides_before_app_and_default():
@@ -58,7 +61,8 @@ def test_per_ip_default_applies_to_unmapped_ips():
     rule = LimitRule(count_limit_per_client_ip={"10.0.0.9": 5}, count_limit_per_client_ip_default=1)
     assert verdict(rule, ip="10.0.0.1", ip_count=0)
     v = verdict(rule, ip="10.0.0.1", ip_count=1)
-    assert not v.allowed and v.rule == "per-ip-default"
+    assert not v.allowed
+    assert v.rule == "per-ip-default"
     assert verdict(rule, ip="10.0.0.9", ip_count=4)
 
 
@@ -116,7 +120,8 @@ def test_register_then_unregister_once():
     mgr = ConnectionManager(listeners=[rec])
     conn, t = make_conn("c1")
     assert mgr.register(conn)
-    assert mgr.check_valid("c1") and mgr.client_ip_counts == {"10.0.0.1": 1}
+    assert mgr.check_valid("c1")
+    assert mgr.client_ip_counts == {"10.0.0.1": 1}
     assert mgr.unregister("c1", "test") is conn
     assert mgr.unregister("c1", "again") is None
     assert not mgr.check_valid("c1")
@@ -131,13 +136,15 @@ def test_register_of_a_closed_transport_fails():
     conn, t = make_conn("c1")
     t.open = False
     assert not mgr.register(conn)
-    assert mgr.count() == 0 and mgr.events.since(0) == []
+    assert mgr.count() == 0
+    assert mgr.events.since(0) == []
 
 
 def test_second_register_of_the_same_id_is_a_noop_success():
     mgr = ConnectionManager()
     conn, _ = make_conn("c1")
-    assert mgr.register(conn) and mgr.register(conn)
+    assert mgr.register(conn)
+    assert mgr.register(conn)
     assert mgr.client_ip_counts == {"10.0.0.1": 1}
     assert len(mgr.events.since(0)) == 1
 
@@ -160,7 +167,8 @@ def test_count_limit_exempts_cluster_but_counts_its_ip():
     assert not mgr.register(make_conn("s2")[0])
     assert mgr.register(make_conn("k1", source="cluster")[0])
     assert mgr.register(make_conn("k2", source="CLUSTER")[0])  # case-insensitive source
-    assert mgr.sdk_count() == 1 and mgr.count() == 3
+    assert mgr.sdk_count() == 1
+    assert mgr.count() == 3
     assert mgr.client_ip_counts == {"10.0.0.1": 3}
 
 
@@ -175,8 +183,10 @@ def test_monitor_ip_list_marks_traced():
     mgr = ConnectionManager(LimitRule(monitor_ip_list=frozenset({"10.0.0.7"})))
     a, _ = make_conn("a", ip="10.0.0.7")
     b, _ = make_conn("b", ip="10.0.0.8")
-    assert mgr.register(a) and mgr.register(b)
-    assert a.traced and not b.traced
+    assert mgr.register(a)
+    assert mgr.register(b)
+    assert a.traced
+    assert not b.traced
     assert mgr.snapshot()["a"]["traced"] is True
 
 
@@ -222,9 +232,13 @@ def test_current_shape():
     entry = mgr.snapshot()["c1"]
     assert set(entry) == {"traced", "abilities", "connected", "labels", "metaInfo"}
     meta = entry["metaInfo"]
-    assert meta["connectType"] == "GRPC" and meta["clientIp"] == "10.0.0.1" and meta["appName"] == "shop"
-    assert meta["sdkSource"] is True and meta["clusterSource"] is False
-    assert isinstance(meta["lastActiveTime"], int) and isinstance(meta["createTime"], str)
+    assert meta["connectType"] == "GRPC"
+    assert meta["clientIp"] == "10.0.0.1"
+    assert meta["appName"] == "shop"
+    assert meta["sdkSource"] is True
+    assert meta["clusterSource"] is False
+    assert isinstance(meta["lastActiveTime"], int)
+    assert isinstance(meta["createTime"], str)
     assert {"remoteIp", "remotePort", "localPort", "version", "tenant", "labels", "tag"} <= set(meta)
 
 
@@ -259,7 +273,9 @@ def test_push_ids_answers_and_release():
         answer = await task
         assert answer.result_code == 200  # judged by resultCode alone (the Go client's success:false)
         record = center.log.since(0)[0]
-        assert record["answered"] and record["answer_result_code"] == 200 and record["outcome"] == "answered"
+        assert record["answered"]
+        assert record["answer_result_code"] == 200
+        assert record["outcome"] == "answered"
 
         # a pending push is released as soon as its connection dies (TC-10)
         task2 = asyncio.ensure_future(center.push("c1", channel, codec.CLIENT_DETECTION_REQUEST, {}, timeout_ms=60_000))

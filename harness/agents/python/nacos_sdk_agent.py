@@ -38,7 +38,8 @@ library's ``RpcClient``/``GrpcClient``):
   ``NacosException(500, message)``, so ``error`` carries the server's message as well.
 
 Logs: the library's log and cache dirs default to ``~/logs/nacos`` and ``~/nacos/cache``; they
-are pointed into ``--work-dir`` (default: a fresh temp dir, removed at exit) and the tail of
+are pointed into ``--work-dir`` (default: a fresh temp dir named after the agent's pid, removed
+at exit; dirs left by agents that were SIGKILLed are reaped by the next agent) and the tail of
 ``naming.log`` is copied to stderr when the agent exits.
 """
 
@@ -47,6 +48,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import re
 import shutil
 import signal
 import sys
@@ -72,6 +75,8 @@ GRPC_PORT_OFFSET = 1000
 PROBE_SERVICE = "connformance-probe"
 LIBRARY_LOGGER = Constants.NAMING_MODULE  # "naming": the logger (and log file) of the naming client
 LOG_TAIL_LINES = 60
+WORK_DIR_PREFIX = "connformance-nacos-sdk-"
+_WORK_DIR_RE = re.compile(re.escape(WORK_DIR_PREFIX) + r"(\d+)-")
 
 
 class _EventListener(ConnectionEventListener):
@@ -219,6 +224,16 @@ class SdkAgent:
         sys.stderr.flush()
 
 
+def reap_stale_work_dirs(parent: Path) -> None:
+    """Remove default work dirs whose agent process is gone (it was killed before cleaning up)."""
+    import psutil
+
+    for entry in parent.glob(WORK_DIR_PREFIX + "*"):
+        match = _WORK_DIR_RE.match(entry.name)
+        if match and entry.is_dir() and not psutil.pid_exists(int(match.group(1))):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
 def _int_or_none(value: Any) -> int | None:
     try:
         return int(value)
@@ -277,7 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nacos-sdk agent: {exc}", file=sys.stderr)
         return 2
     own_dir = args.work_dir is None
-    work_dir = Path(tempfile.mkdtemp(prefix="connformance-nacos-sdk-")) if own_dir else Path(args.work_dir)
+    if own_dir:
+        reap_stale_work_dirs(Path(tempfile.gettempdir()))
+        work_dir = Path(tempfile.mkdtemp(prefix=f"{WORK_DIR_PREFIX}{os.getpid()}-"))
+    else:
+        work_dir = Path(args.work_dir)
     agent = SdkAgent(args.servers, app_name=args.app_name, tenant=args.tenant,
                      request_timeout_ms=args.request_timeout_ms, work_dir=work_dir)
     try:

@@ -40,7 +40,7 @@ LOADER_PREFIX = cluster.LOADER_PREFIX
 SERVER_KEY = web.AppKey("server", object)
 
 
-def _srv(request: web.Request) -> "NacosRefServer":
+def _srv(request: web.Request) -> NacosRefServer:
     return request.app[SERVER_KEY]  # type: ignore[return-value]
 
 
@@ -155,7 +155,7 @@ ROUTES = {
 }
 
 
-async def start_admin(server: "NacosRefServer", host: str, port: int) -> tuple[web.AppRunner, int]:
+async def start_admin(server: NacosRefServer, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start the admin app; returns the runner and the bound port (``port`` may be 0)."""
     app = web.Application()
     app[SERVER_KEY] = server

@@ -37,7 +37,7 @@ MEMBER_TIMEOUT_S = 0.5  # Nacos: 200 ms per member, 1 s overall; loosened for lo
 RELOAD_TIMEOUT_S = 0.5  # Nacos: 100 ms
 
 
-def local_metrics(server: "NacosRefServer") -> dict[str, str]:
+def local_metrics(server: NacosRefServer) -> dict[str, str]:
     """``ServerLoaderInfoRequestHandler``: all values are strings."""
     try:
         load = os.getloadavg()[0]
@@ -57,7 +57,7 @@ def local_metrics(server: "NacosRefServer") -> dict[str, str]:
     }
 
 
-def server_reload(server: "NacosRefServer", reload_count: int, reload_server: str | None) -> str:
+def server_reload(server: NacosRefServer, reload_count: int, reload_server: str | None) -> str:
     sdk_count = server.connections.sdk_count()
     if sdk_count <= reload_count:
         return "ignore"
@@ -76,7 +76,7 @@ async def _member_metrics(session: aiohttp.ClientSession, address: str) -> dict[
         return None
 
 
-async def cluster_metrics(server: "NacosRefServer") -> dict[str, Any]:
+async def cluster_metrics(server: NacosRefServer) -> dict[str, Any]:
     me = server.config.server_address
     others = [m for m in server.config.members if m != me]
     async with aiohttp.ClientSession() as session:
@@ -100,7 +100,7 @@ async def cluster_metrics(server: "NacosRefServer") -> dict[str, Any]:
     }
 
 
-async def smart_reload(server: "NacosRefServer", loader_factor: float) -> bool:
+async def smart_reload(server: NacosRefServer, loader_factor: float) -> bool:
     metrics = await cluster_metrics(server)
     avg = metrics["avg"]
     over_limit = int(avg * (1 + loader_factor))
@@ -115,7 +115,7 @@ async def smart_reload(server: "NacosRefServer", loader_factor: float) -> bool:
              low_limit, [d["address"] for d in low])
     ok = True
     async with aiohttp.ClientSession() as session:
-        for src, dst in zip(over, low):
+        for src, dst in zip(over, low, strict=False):  # pairs, the longer list is cut
             log.info("reload task: from %s to %s, reloadCount=%d", src["address"], dst["address"], over_limit)
             if src["address"] == server.config.server_address:
                 server_reload(server, over_limit, dst["address"])

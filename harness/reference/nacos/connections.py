@@ -17,9 +17,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
 
 from .limits import LimitRule, LimitVerdict, check_limit
 
@@ -240,12 +241,12 @@ class ConnectionManager:
         if conn is None:
             return None
         self._decrement_client_ip(conn.meta.client_ip)
+        log.info("unregister %s clientIp=%s reason=%s", conn.id, conn.meta.client_ip, reason or "-")
         try:
             conn.close()
         except Exception:  # a broken transport must not stop the bookkeeping
             log.exception("closing %s failed", connection_id)
         self.events.append(event="disconnected", connectionId=conn.id, clientIp=conn.meta.client_ip)
-        log.info("unregister %s clientIp=%s reason=%s", conn.id, conn.meta.client_ip, reason or "-")
         self._notify("disconnected", conn)
         return conn
 

@@ -44,7 +44,7 @@ def split_redirect(redirect_address: str | None) -> tuple[str | None, str | None
 
 
 class EjectorMixin:
-    async def load_single(self: "NacosRefServer", connection_id: str, redirect_address: str | None) -> bool:
+    async def load_single(self: NacosRefServer, connection_id: str, redirect_address: str | None) -> bool:
         """``loadSingle``: push ConnectResetRequest (redirect split into serverIp/serverPort)
         to an SDK connection and wait for the answer; never close the transport here, the
         client is expected to leave. A connection found closed is unregistered."""
@@ -69,12 +69,12 @@ class EjectorMixin:
             return False
         return answer.result_code == 200
 
-    def load_count(self: "NacosRefServer", count: int, redirect_address: str | None) -> None:
+    def load_count(self: NacosRefServer, count: int, redirect_address: str | None) -> None:
         """``loadCount``: remembered for the next over-limit pass."""
         log.info("loadCount count=%d redirect=%s", count, redirect_address or "-")
         self.connections.load_count(count, redirect_address)
 
-    async def run_ejector(self: "NacosRefServer") -> None:
+    async def run_ejector(self: NacosRefServer) -> None:
         interval_s = self.config.eject_interval_ms / 1000.0
         while True:
             await asyncio.sleep(interval_s)  # the ejector's period, not a synchronisation
@@ -85,27 +85,27 @@ class EjectorMixin:
             except Exception:
                 log.exception("eject pass failed")
 
-    async def eject_pass(self: "NacosRefServer") -> None:
+    async def eject_pass(self: NacosRefServer) -> None:
         await self.eject_outdated()
         await self.eject_over_limit()
 
-    def outdated_connections(self: "NacosRefServer") -> list[Connection]:
+    def outdated_connections(self: NacosRefServer) -> list[Connection]:
         now = epoch_ms()
         threshold = self.config.idle_threshold_ms
         return [c for c in self.connections.current.values() if now - c.meta.last_active_ms >= threshold]
 
-    async def eject_outdated(self: "NacosRefServer") -> None:
+    async def eject_outdated(self: NacosRefServer) -> None:
         stale = self.outdated_connections()
         if not stale:
             return
         log.info("probing %d idle connection(s)", len(stale))
         answered = await asyncio.gather(*(self.probe(c) for c in stale))
-        for conn, ok in zip(stale, answered):
+        for conn, ok in zip(stale, answered, strict=True):
             if not ok and self.connections.check_valid(conn.id):
                 log.info("eject %s clientIp=%s: no answer to ClientDetectionRequest", conn.id, conn.meta.client_ip)
                 self.unregister(conn.id, "ejected")
 
-    async def probe(self: "NacosRefServer", conn: Connection) -> bool:
+    async def probe(self: NacosRefServer, conn: Connection) -> bool:
         """One ClientDetectionRequest; True iff answered with resultCode 200 in time."""
         try:
             answer = await self.pushes.push(conn.id, conn.channel, codec.CLIENT_DETECTION_REQUEST, {},
@@ -118,7 +118,7 @@ class EjectorMixin:
             return True
         return False
 
-    async def eject_over_limit(self: "NacosRefServer") -> None:
+    async def eject_over_limit(self: NacosRefServer) -> None:
         count, redirect = self.connections.take_load_count()
         if count < 0:
             return

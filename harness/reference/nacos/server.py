@@ -29,7 +29,8 @@ import inspect
 import logging
 import signal
 import sys
-from typing import Any, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 
@@ -342,14 +343,18 @@ async def serve(server: NacosRefServer) -> None:
         await server.stop()
 
 
+EXIT_CANNOT_BIND = 3  # argparse uses 2 for bad arguments
+
+
 def main(argv: Sequence[str] | None = None, *, server_cls: type[NacosRefServer] | None = None) -> int:
+    """Exit codes: 0 stopped by SIGTERM/SIGINT, 2 bad arguments, 3 a port could not be bound."""
     config = parse_args(argv)
     setup_logging()
     try:
         asyncio.run(serve((server_cls or NacosRefServer)(config)))
     except OSError as exc:
         log.error("cannot serve main=%d grpc=%d: %s", config.main_port, config.grpc_port, exc)
-        return 2
+        return EXIT_CANNOT_BIND
     return 0
 
 

@@ -34,8 +34,8 @@ import logging
 import socket
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 __all__ = ["Transport", "TransportFront"]
 
@@ -72,11 +72,12 @@ class Transport:
 class _Side(asyncio.BufferedProtocol):
     """One socket of a splice; reads into a 64 KiB buffer and writes to the other side."""
 
-    def __init__(self, front: "TransportFront", name: str) -> None:
+    def __init__(self, front: TransportFront, name: str, link: Transport | None = None,
+                 other: _Side | None = None) -> None:
         self.front = front
         self.name = name  # "client" | "upstream"
-        self.link: Transport | None = None
-        self.other: _Side | None = None
+        self.link = link
+        self.other = other  # set at construction for the upstream side: it may speak first
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self._buf = bytearray(READ_SIZE_BYTES)
@@ -208,17 +209,17 @@ class TransportFront:
         loop = asyncio.get_running_loop()
         try:
             up_transport, upstream = await loop.create_connection(
-                lambda: _Side(self, "upstream"), self.upstream_host, self.upstream_port)
+                lambda: _Side(self, "upstream", link=t, other=client), self.upstream_host, self.upstream_port)
         except OSError as exc:
             log.error("transport %s: internal gRPC server unreachable: %s", t.id, exc)
             self._sides.pop(t.id, None)
             client.transport.abort()
             return
-        if t.closed or client.lost:  # the client went away while we connected
+        if t.closed or client.lost:  # the client (or the upstream) went away while we connected
             up_transport.abort()
             self._sides.pop(t.id, None)
             return
-        upstream.link, upstream.other, client.other = t, client, upstream
+        client.other = upstream
         t._upstream = up_transport
         local = up_transport.get_extra_info("sockname")
         t.upstream_addr = (local[0], int(local[1]))
