@@ -95,27 +95,75 @@ def _not_implemented(name: str) -> Handler:
 
 
 def _add_peers(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "peers", help="list the known peers and their capabilities (not yet implemented)"
-    )
-    p.set_defaults(func=_not_implemented("peers"))
+    p = subparsers.add_parser("peers", help="list the known peers, their knobs and capabilities")
+    p.add_argument("--peers-file", action="append", default=[], metavar="FILE",
+                   help="also load peers from this manifest (as the suites' --peers-file)")
+    p.set_defaults(func=_cmd_peers)
+
+
+def _cmd_peers(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.peers import PeerRegistry
+
+    registry = PeerRegistry()
+    registry.load_builtin()
+    for path in args.peers_file:
+        registry.add_file(Path(path))
+    print(registry.describe())
+    return EXIT_OK
 
 
 def _add_run(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("run", help="run conformance suites against peers (not yet implemented)")
-    p.set_defaults(func=_not_implemented("run"))
+    p = subparsers.add_parser(
+        "run", help="run the conformance suites (pytest suites ...); extra arguments go to pytest",
+        description="Runs `pytest suites` with the connformance plugin; everything after the known "
+        "options is passed to pytest (e.g. --peer nacos-client=ref -k SR-02).",
+    )
+    p.add_argument("--report-dir", default=None, help="where the report goes (default ./report)")
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from harness.paths import PROJECT_ROOT
+
+    cmd = [sys.executable, "-m", "pytest", str(PROJECT_ROOT / "suites"), "-p", "no:cacheprovider"]
+    if args.report_dir:
+        cmd += ["--report-dir", args.report_dir]
+    cmd += list(args.pytest_args)
+    print("+ " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=PROJECT_ROOT)
 
 
 def _add_up(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "up", help="start peers behind Toxiproxy and keep them up (not yet implemented)"
+        "up", help="start peers behind Toxiproxy and keep them up for a chaos session (comes with the TC suite)"
     )
     p.set_defaults(func=_not_implemented("up"))
 
 
 def _add_report(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="render a run's results (not yet implemented)")
-    p.set_defaults(func=_not_implemented("report"))
+    p = subparsers.add_parser("report", help="re-render index.html and junit.xml from a report's index.json")
+    p.add_argument("report_dir", nargs="?", default=None, help="the report folder (default ./report)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.paths import default_report_dir
+    from harness.report.writer import ReportWriter
+
+    report_dir = Path(args.report_dir) if args.report_dir else default_report_dir()
+    if not (report_dir / "index.json").exists():
+        raise HarnessError(f"{report_dir}/index.json not found: run the suites first (tox run -e conformance)")
+    writer, meta = ReportWriter.load(report_dir)
+    files = writer.write(meta)
+    print(f"wrote {files}")
+    print(f"summary: {writer.summary()}")
+    return EXIT_OK
 
 
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
@@ -139,7 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "run":
+        args.pytest_args = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except SetupError as exc:

@@ -10,6 +10,7 @@ because a Java-style client matches a redirect on the IP alone (client_logic doc
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -319,7 +320,7 @@ def test_reaches_running_registers_and_requests(tmp_path: Path) -> None:
         assert result["ok"] is True, result
         assert result["error_code"] is None
         assert result["ms"] >= 0
-        assert server.current()[state["connection_id"]]["health_checks"] == 1
+        assert server.current()[state["connection_id"]]["health_checks"] >= 1  # + idle checks on a slow box
 
         later = client.state(since=1)
         assert (later["events"], later["events_total"]) == ([], 1)
@@ -476,6 +477,62 @@ def test_all_servers_down_reconnects_are_paced_then_recover(tmp_path: Path) -> N
             assert after["connection_id"] in back.current()
         finally:
             back.stop()
+
+
+class _InProcessClient:
+    """A (possibly broken) RefNacosClient subclass on its own loop thread, for hook tests."""
+
+    def __init__(self, client_cls: type, servers: list[FakeNacosServer]) -> None:
+        from harness.reference.nacos.client import RefClientConfig
+        from harness.reference.nacos.client_logic import ServerAddress
+
+        self.config = RefClientConfig(servers=[ServerAddress(s.host, s.main_port) for s in servers])
+        self.client_cls = client_cls
+        self.loop = asyncio.new_event_loop()
+        self.client: Any = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True, name="in-process-client")
+
+    def __enter__(self) -> _InProcessClient:
+        self.thread.start()
+        self.client = self._call(self._make())
+        asyncio.run_coroutine_threadsafe(self.client.start(), self.loop)
+        return self
+
+    async def _make(self) -> Any:
+        return self.client_cls(self.config)
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=EXIT_TIMEOUT_S)
+
+    def state(self) -> dict[str, Any]:
+        return self.client.state.snapshot()
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self._call(self.client.shutdown())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=EXIT_TIMEOUT_S)
+            self.loop.close()
+
+
+def test_subclass_hook_builds_a_client_that_never_answers_resets() -> None:
+    from harness.reference.nacos.client import RefNacosClient
+
+    class NeverAnswersReset(RefNacosClient):
+        def reset_response(self, msg: Any) -> None:
+            return None
+
+    with fake_servers(2) as servers, _InProcessClient(NeverAnswersReset, servers) as client:
+        before = eventually(client.state, timeout_ms=STARTUP_MS, what="RUNNING",
+                            accept=lambda s: s["status"] == "RUNNING").value
+        old = by_address(servers, before["server"])
+        rid = old.push_reset(before["connection_id"])
+        eventually(client.state, timeout_ms=SWITCH_MS, what="switched anyway",
+                   accept=lambda s: s["status"] == "RUNNING" and s["connection_id"] != before["connection_id"])
+        assert old.answers_to(rid) == []
+        resets = [e["detail"] for e in client.state()["events"] if e["kind"] == "reset_received"]
+        assert [(r["acted"], r["answered"]) for r in resets] == [(True, False)]
 
 
 # ---- against the reference server (when it is there) --------------------------------------

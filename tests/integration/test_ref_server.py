@@ -12,6 +12,7 @@ import os
 import queue
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -642,6 +643,81 @@ def test_a_broken_variant_runs_from_a_subclass(start_server, clients):
     held, bad, _ = holds_for(lambda: cid in server.transport_ids(), duration_ms=500, what="left open")
     assert held, bad
     assert cid not in server.current()
+
+
+# ---- the TCP front in-process (no gRPC): ids, splice, FIN/RST both ways ----------------------
+
+@pytest.mark.timeout(20)
+def test_transport_front_splices_and_reports_termination_causes():
+    from harness.reference.nacos.transport import TransportFront
+
+    async def scenario() -> None:
+        async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        upstream = await asyncio.start_server(echo, "127.0.0.1", 0)
+        ready: list = []
+        gone: list = []
+        front = TransportFront("127.0.0.1", 0, upstream.sockets[0].getsockname()[1],
+                               on_ready=ready.append, on_terminated=gone.append)
+        await front.start()
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+            r, w = await asyncio.open_connection("127.0.0.1", front.port)
+            return r, w, w.get_extra_info("sockname")[1]
+
+        async def until(cond: Callable[[], bool]) -> None:
+            async with asyncio.timeout(5):
+                while not cond():
+                    await asyncio.sleep(0.01)
+
+        # ready once per connection, the id names the client's port, bytes flow both ways
+        r1, w1, port1 = await connect()
+        await until(lambda: len(ready) == 1)
+        assert ready[0].id.endswith(f"_127.0.0.1_{port1}")
+        blob = os.urandom(1_000_000)
+        w1.write(blob)
+        assert await r1.readexactly(len(blob)) == blob
+        assert front.by_peer(f"ipv4:127.0.0.1:{ready[0].upstream_addr[1]}") is ready[0]
+
+        # client FIN -> terminated once
+        w1.close()
+        await until(lambda: len(gone) == 1)
+        assert gone[0] is ready[0]
+        assert gone[0].cause == "client-eof"
+
+        # client RST (SO_LINGER 0) -> terminated with a reset cause
+        r2, w2, _ = await connect()
+        await until(lambda: len(ready) == 2)
+        sock = w2.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w2.transport.abort()
+        await until(lambda: len(gone) == 2)
+        assert gone[1].cause == "client-reset"
+
+        # server close with RST -> the client sees a reset; with FIN -> EOF
+        r3, w3, _ = await connect()
+        r4, w4, _ = await connect()
+        await until(lambda: len(ready) == 4)
+        assert front.close(ready[2].id, rst=True)
+        assert front.close(ready[3].id)
+        assert not front.close(ready[3].id)  # once
+        with pytest.raises(ConnectionResetError):
+            await r3.read(1)
+        assert await r4.read(1) == b""
+        await until(lambda: len(gone) == 4)
+        assert [t.cause for t in gone[2:]] == ["server-reset", "server-close"]
+        assert front.transports() == []
+        for w in (w2, w3, w4):
+            w.close()
+        await front.stop()
+        upstream.close()
+        await upstream.wait_closed()
+
+    asyncio.run(scenario())
 
 
 # ---- the real nacos-sdk-python client ------------------------------------------------------

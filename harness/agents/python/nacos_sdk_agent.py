@@ -126,7 +126,7 @@ class SdkAgent:
         self.grpc_config = grpc_config
         self.request_timeout_ms = float(grpc_config.grpc_timeout)
         self.naming: NacosNamingService | None = None
-        self.state = AgentState(meta={"client_ip": NetUtils.get_local_ip(), "client_version": Constants.CLIENT_VERSION,
+        self.state = AgentState(meta={"client_ip": _library_local_ip(), "client_version": Constants.CLIENT_VERSION,
                                       "labels": None, "app_name": None, "tenant": tenant,
                                       "library": f"nacos-sdk-python {SDK_VERSION}"})
         self.listener = _EventListener(self)
@@ -222,6 +222,16 @@ class SdkAgent:
         for line in lines[-LOG_TAIL_LINES:]:
             print(line, file=sys.stderr)
         sys.stderr.flush()
+
+
+def _library_local_ip() -> str | None:
+    """What the library puts in metadata.clientIp; it raises without a non-loopback IPv4
+    interface, and then cannot send anything itself — its own error will say so."""
+    try:
+        return NetUtils.get_local_ip()
+    except NacosException as exc:
+        log.error("the library found no local IP: %s", exc)
+        return None
 
 
 def reap_stale_work_dirs(parent: Path) -> None:

@@ -42,7 +42,7 @@ from .naming import NamingError, NamingStore
 from .pushes import ConnectionClosed, PushCenter, PushChannel, PushTimeout
 from .transport import Transport, TransportFront
 
-__all__ = ["NacosRefServer", "main"]
+__all__ = ["EXIT_CANNOT_BIND", "NacosRefServer", "main"]
 
 log = logging.getLogger("nacos-ref.server")
 
