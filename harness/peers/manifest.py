@@ -6,6 +6,8 @@ harness-level knobs map onto its flags, environment or JVM system properties.
     [docker]      image, command, env                          -- docker runtime (parsed, kept)
     [readiness]   http / port / log (a string or a list each), http_status, timeout_ms
     [knobs]       knob = { flag = "--x" | env = "X" | sysprop = "a.b", format = int|str|bool|json|csv }
+    [timers]      the peer's own default timers in ms (health_interval_ms = 5000, ...): cases write
+                  their expectation bands on these, or on the knob value when a case sets one
 
 A file holds one peer (the tables above at top level) or several (``[[peers]]`` entries, each
 with the same sub-tables). ``{identifier}`` in any template is a placeholder, filled by
@@ -141,6 +143,7 @@ class PeerManifest:
     process: ProcessSection | None = None
     docker: DockerSection | None = None
     readiness: ReadinessSection = ReadinessSection()
+    timers: Mapping[str, int] = field(default_factory=dict)
     key_prefix: str = ""  # "peers#2." for the 2nd [[peers]] entry; used in error messages
 
     @property
@@ -158,6 +161,20 @@ class PeerManifest:
     @property
     def readiness_timeout_ms(self) -> int:
         return self.readiness.timeout_ms
+
+    def timer(self, name: str, knobs: Mapping[str, Any] | None = None, default: int | None = None) -> int:
+        """The peer's effective timer ``name``: the knob value a case set, else the manifest's
+        ``[timers]`` default, else ``default``. HarnessError when none is known."""
+        if knobs and knobs.get(name) is not None:
+            return int(knobs[name])
+        if name in self.timers:
+            return self.timers[name]
+        if default is not None:
+            return default
+        raise HarnessError(
+            f"{self.source}: peer {self.label} declares no timer {name!r}; "
+            f"add it under [timers] (known: {', '.join(sorted(self.timers)) or 'none'})"
+        )
 
     def supports(self, knob: str) -> bool:
         return knob in self.knobs
@@ -314,6 +331,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         )
     readiness = _parse_readiness(top.table("readiness"))
     knobs = _parse_knobs(top.table("knobs"))
+    timers = _parse_timers(top.table("timers"))
     top.finish()
 
     manifest = PeerManifest(
@@ -326,6 +344,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         process=process,
         docker=docker,
         readiness=readiness,
+        timers=timers,
         key_prefix=prefix,
     )
     _check_special_elements(manifest)
@@ -369,6 +388,20 @@ def _parse_readiness(table: _Table | None) -> ReadinessSection:
     )
     table.finish()
     return section
+
+
+def _parse_timers(table: _Table | None) -> dict[str, int]:
+    if table is None:
+        return {}
+    timers: dict[str, int] = {}
+    for name in list(table.data):
+        value = table.get(name)
+        if not _KNOB_NAME.fullmatch(name) or isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise table.error(name, f"expected a lower_snake_case timer with a whole number >= 0, got {value!r}",
+                              "e.g. health_interval_ms = 5000")
+        timers[name] = value
+    table.finish()
+    return timers
 
 
 def _parse_knobs(table: _Table | None) -> dict[str, KnobMapping]:

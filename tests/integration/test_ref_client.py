@@ -530,6 +530,8 @@ def test_subclass_hook_builds_a_client_that_never_answers_resets() -> None:
         rid = old.push_reset(before["connection_id"])
         eventually(client.state, timeout_ms=SWITCH_MS, what="switched anyway",
                    accept=lambda s: s["status"] == "RUNNING" and s["connection_id"] != before["connection_id"])
+        # the fake drops a registration only after reading everything on that stream
+        eventually(old.current, timeout_ms=SWITCH_MS, what="old stream fully read", accept=lambda c: not c)
         assert old.answers_to(rid) == []
         resets = [e["detail"] for e in client.state()["events"] if e["kind"] == "reset_received"]
         assert [(r["acted"], r["answered"]) for r in resets] == [(True, False)]

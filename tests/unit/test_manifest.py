@@ -467,6 +467,7 @@ def test_every_builtin_manifest_loads_and_renders(tmp_path: Path) -> None:
     assert len(loaded) >= len(files)
     placeholders = {
         "main_port": 8848,
+        "host": "127.0.0.11",
         "grpc_port": 9848,
         "server_list": "127.0.0.1:8848",
         "control_port": 1,
@@ -485,7 +486,7 @@ def test_builtin_reference_server_maps_its_knobs(tmp_path: Path) -> None:
     assert server.capabilities >= {"events", "limits", "eject", "loader", "startup_delay", "cluster"}
     spec, [ready] = render(
         server,
-        placeholders={"main_port": 8848, "grpc_port": 9848},
+        placeholders={"main_port": 8848, "grpc_port": 9848, "host": "127.0.0.11"},
         knobs={
             "count_limit_per_client_ip": {"127.0.0.1": 1},
             "monitor_ip_list": ["127.0.0.1"],
@@ -493,11 +494,11 @@ def test_builtin_reference_server_maps_its_knobs(tmp_path: Path) -> None:
         },
     )
     assert spec.argv[1:] == [
-        "-m", "harness.reference.nacos.server", "--main-port", "8848", "--grpc-port", "9848",
+        "-m", "harness.reference.nacos.server", "--host", "127.0.0.11", "--main-port", "8848", "--grpc-port", "9848",
         "--count-limit-per-client-ip", '{"127.0.0.1":1}', "--monitor-ip-list", "127.0.0.1", "--startup-delay-ms", "200",
     ]  # fmt: skip
     assert isinstance(ready, HttpReady)
-    assert ready.url == "http://127.0.0.1:8848/nacos/v2/core/loader/current"
+    assert ready.url == "http://127.0.0.11:8848/nacos/v2/core/loader/current"
 
 
 def test_builtin_sdk_client_lacks_client_ip(tmp_path: Path) -> None:
