@@ -93,6 +93,7 @@ class Topology:
                 listen=f"{host}:{main_port + NACOS_GRPC_OFFSET}",
             )
             self._proxies.append(proxy)
+            proxy.on_event(self._record_proxy_event)
             server_knobs = dict(knobs)
             if peer.supports("server_address"):
                 server_knobs.setdefault("server_address", f"{host}:{main_port}")
@@ -120,6 +121,17 @@ class Topology:
         return handle
 
     # -- plumbing ------------------------------------------------------------------------
+    def _record_proxy_event(self, event: dict[str, Any]) -> None:
+        """Every toxic added/removed and proxy down/up goes into the history as it is applied;
+        heals (toxic removed, proxy up) as ``healed``."""
+        detail = {k: v for k, v in event.items() if k not in ("kind", "action", "t_ms", "t_start_ms")}
+        action = event.get("action", "?")
+        detail["applied_after_ms"] = round(event.get("t_ms", 0) - event.get("t_start_ms", 0), 1)
+        if action in ("toxic_removed", "proxy_up", "reset"):
+            self.history.healed(action, **detail)
+        elif action not in ("proxy_created", "proxy_deleted"):
+            self.history.fault(action, **detail)
+
     def _start(self, peer: PeerManifest, name: str, placeholders: dict[str, Any], knobs: dict[str, Any]) -> Node:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
