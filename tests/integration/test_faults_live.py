@@ -1,0 +1,333 @@
+"""The fault vocabulary (harness.faults) against the REAL Toxiproxy and real processes.
+
+Proxy faults run on a tiny threaded echo server behind a proxy (baseline echo proved first);
+node faults on a small echo subprocess started through ``ProcessRuntime``. Every wait is
+bounded (``eventually`` or a socket timeout); "nothing arrives" is one bounded read.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from harness.chaos import Schedule, run_schedule
+from harness.faults import (
+    Blackhole,
+    Kill,
+    Latency,
+    Pause,
+    ProxyDown,
+    ResetPeer,
+    Restart,
+)
+from harness.observe.history import History
+from harness.observe.sockets import owners, snapshot, wait_state_count
+from harness.ports import free_port
+from harness.runtime import LaunchSpec, PortReady, ProcessNode, ProcessRuntime
+from harness.toxiproxy import Proxy, ToxiproxyClient, ToxiproxyServer
+from harness.wait import eventually, now_ms
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+SOCKET_TIMEOUT_S = 2.0
+CLOSE_WITHIN_MS = 3000  # a close through loopback + Toxiproxy takes milliseconds; 3 s is a hang
+QUIET_S = 0.3  # "no answer" is checked over this window
+LATENCY_MS = 200
+START_TIMEOUT_MS = 10_000
+_names = itertools.count()
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+class EchoServer:
+    """Threaded TCP echo server on 127.0.0.1:<ephemeral>; close() unblocks and joins its threads."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._spawn(self._accept_loop)
+
+    def _spawn(self, target, *args) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"echo-{self.port}")
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept_loop(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # listener shut down
+            with self._lock:
+                self._conns.append(conn)
+            self._spawn(self._echo, conn)
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        try:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+        except OSError:
+            pass  # reset, or closed by close()
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            socks = [self._listener, *self._conns]
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes accept()/recv()
+            except OSError:
+                pass
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(timeout=SOCKET_TIMEOUT_S)
+
+
+# The node-fault target: an echo server as its own process group.
+ECHO_PROGRAM = textwrap.dedent(
+    """
+    import socket, sys, threading
+
+    def echo(conn):
+        try:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    server = socket.create_server(("127.0.0.1", int(sys.argv[1])))  # SO_REUSEADDR: restarts rebind
+    print("echo ready", flush=True)
+    while True:
+        conn, _ = server.accept()
+        threading.Thread(target=echo, args=(conn,), daemon=True).start()
+    """
+)
+
+
+def dial(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_S)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise ConnectionError(f"EOF after {len(buf)} of {n} bytes")
+        buf += chunk
+    return buf
+
+
+def echo_ms(sock: socket.socket, payload: bytes = b"ping") -> float:
+    start = now_ms()
+    sock.sendall(payload)
+    assert recv_exact(sock, len(payload)) == payload
+    return now_ms() - start
+
+
+def read_state(sock: socket.socket, wait_s: float = 0.05) -> str:
+    """One bounded read: 'open' (nothing within wait_s), 'data', 'eof' (FIN) or 'reset' (RST)."""
+    sock.settimeout(wait_s)
+    try:
+        data = sock.recv(4096)
+    except TimeoutError:
+        return "open"
+    except ConnectionResetError:
+        return "reset"
+    finally:
+        sock.settimeout(SOCKET_TIMEOUT_S)
+    return "data" if data else "eof"
+
+
+def wait_closed(sock: socket.socket, what: str) -> str:
+    return eventually(lambda: read_state(sock), accept=lambda s: s in ("eof", "reset"),
+                      timeout_ms=CLOSE_WITHIN_MS, what=what).value
+
+
+# --- fixtures ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tp(toxiproxy_server: ToxiproxyServer) -> Iterator[ToxiproxyClient]:
+    """``toxiproxy_server`` (conftest) skips with the reason when the binary is missing."""
+    with toxiproxy_server.client() as client:
+        yield client
+
+
+@pytest.fixture
+def history() -> History:
+    return History(None)
+
+
+@pytest.fixture
+def proxy(tp: ToxiproxyClient, history: History) -> Iterator[Proxy]:
+    echo = EchoServer()
+    proxy = tp.create_proxy(f"faults-{os.getpid()}-{next(_names)}", upstream=f"127.0.0.1:{echo.port}")
+    # Like the topology's hook: Toxiproxy faults reach the history through proxy events.
+    proxy.on_event(lambda ev: history.append("proxy_event", action=ev["action"], toxic=ev["toxic"]))
+    try:
+        with dial(proxy.listen_port) as sock:  # baseline before any fault
+            echo_ms(sock)
+        yield proxy
+    finally:
+        proxy.delete(missing_ok=True)
+        echo.close()
+
+
+@pytest.fixture
+def runtime() -> Iterator[ProcessRuntime]:
+    runtime = ProcessRuntime()
+    try:
+        yield runtime
+    finally:
+        runtime.close()
+    assert runtime.leaked() == []
+
+
+@pytest.fixture
+def echo_node(runtime: ProcessRuntime, tmp_path: Path) -> tuple[ProcessNode, int]:
+    program = tmp_path / "echo.py"
+    program.write_text(ECHO_PROGRAM)
+    port = free_port()
+    spec = LaunchSpec(name="echo", argv=[sys.executable, str(program), str(port)], env={"PYTHONUNBUFFERED": "1"})
+    node = runtime.start(spec, [PortReady("127.0.0.1", port)], timeout_ms=START_TIMEOUT_MS)
+    return node, port
+
+
+def kinds(history: History) -> list[tuple[str, str]]:
+    return [(e["kind"], e.get("action") or e.get("fault")) for e in history]
+
+
+# --- proxy faults --------------------------------------------------------------------------------
+
+
+def test_proxy_down_closes_live_refuses_new_and_heals(proxy: Proxy, history: History) -> None:
+    with dial(proxy.listen_port) as live:
+        echo_ms(live)
+        with ProxyDown(proxy, history=history):
+            assert wait_closed(live, "the live connection to close on proxy down") == "eof"
+            with pytest.raises(ConnectionRefusedError):
+                dial(proxy.listen_port)
+    with dial(proxy.listen_port) as sock:
+        echo_ms(sock)
+    assert kinds(history) == [("fault_begin", "proxy_down"), ("proxy_event", "proxy_down"),
+                              ("proxy_event", "proxy_up"), ("fault_end", "proxy_down")]
+
+
+def test_blackhole_drops_data_and_healing_closes_the_connection(proxy: Proxy, history: History) -> None:
+    with dial(proxy.listen_port) as sock:
+        echo_ms(sock)
+        with Blackhole(proxy, history=history):
+            sock.sendall(b"lost")
+            assert read_state(sock, QUIET_S) == "open"  # no echo, no close
+        assert wait_closed(sock, "the blackholed connection to close when healed") in ("eof", "reset")
+    with dial(proxy.listen_port) as fresh:
+        echo_ms(fresh)
+    # Toxics are recorded once (by the proxy hook), inside the vocabulary fault's window.
+    assert kinds(history) == [("fault_begin", "blackhole"), *[("proxy_event", "toxic_added")] * 2,
+                              *[("proxy_event", "toxic_removed")] * 2, ("fault_end", "blackhole")]
+
+
+def test_reset_peer_resets_connections_opened_after_apply(proxy: Proxy, history: History) -> None:
+    with ResetPeer(proxy, history=history):
+        with dial(proxy.listen_port) as sock:
+            sock.sendall(b"first chunk")
+            assert wait_closed(sock, "reset_peer to reset a new connection") == "reset"
+    with dial(proxy.listen_port) as sock:
+        echo_ms(sock)
+
+
+def test_latency_delays_the_echo(proxy: Proxy, history: History) -> None:
+    with dial(proxy.listen_port) as sock, Latency(proxy, latency_ms=LATENCY_MS, history=history):
+        assert echo_ms(sock) >= LATENCY_MS  # a lower bound: a loaded machine only adds time
+
+
+# --- node faults ---------------------------------------------------------------------------------
+
+
+def test_pause_stops_answers_and_heal_resumes(echo_node, history: History) -> None:
+    node, port = echo_node
+    with dial(port) as sock:
+        echo_ms(sock)
+        with Pause(node, history=history):
+            assert set(node.live_members().values()) <= {"T", "t"}
+            sock.sendall(b"held")
+            assert read_state(sock, QUIET_S) == "open"  # the kernel took the bytes; nobody answers
+        assert recv_exact(sock, 4) == b"held"  # answered once continued
+    assert kinds(history) == [("fault", "pause"), ("healed", "resume")]
+    assert history.events()[0]["pid"] == node.pid
+
+
+def test_kill_leaves_client_close_wait_and_restart_on_heal(echo_node, history: History) -> None:
+    node, port = echo_node
+    pid = node.pid
+    with dial(port) as sock:
+        echo_ms(sock)
+        kill = Kill(node, restart_on_heal=True, history=history)
+        kill.apply()
+        assert not node.alive()
+        assert node.exit_code == -9
+        # The kernel closed the dead server's socket: our end waits in CLOSE_WAIT until we close
+        # it (the client-side leak TC-06 looks for), and it is ours.
+        wait_state_count(port, "CLOSE_WAIT", lambda n: n == 1, side="client", timeout_ms=CLOSE_WITHIN_MS)
+        mine = [e for e in snapshot([port]) if e.state == "CLOSE_WAIT" and e.remote_port == port]
+        assert owners(mine, pids=[os.getpid()]) == {mine[0].inode: os.getpid()}
+    wait_state_count(port, "CLOSE_WAIT", lambda n: n == 0, side="client", timeout_ms=CLOSE_WITHIN_MS)
+    kill.heal()
+    kill.heal()  # idempotent: one restart
+    assert node.alive()
+    assert node.pid != pid
+    assert node.starts == 2
+    with dial(port) as sock:
+        echo_ms(sock)
+    assert kinds(history) == [("fault", "kill"), ("healed", "restart")]
+
+
+def test_restart_replaces_the_process_on_the_same_port(echo_node, history: History) -> None:
+    node, port = echo_node
+    pid = node.pid
+    with Restart(node, history=history):
+        assert node.alive()
+        assert node.pid != pid
+    with dial(port) as sock:
+        echo_ms(sock)
+    assert history.events()[0]["pid_before"] == pid
+
+
+# --- a schedule, end to end ----------------------------------------------------------------------
+
+
+def test_run_schedule_applies_and_heals_real_faults(proxy: Proxy, echo_node, history: History) -> None:
+    node, port = echo_node
+    schedule = Schedule.from_data([
+        {"at_ms": 0, "fault": "proxy_down", "target": "link", "duration_ms": 200},
+        {"at_ms": 100, "fault": "pause", "target": "echo", "duration_ms": 200},
+    ])
+    targets = {("link", "proxy"): proxy, ("echo", "node"): node}
+    runs = run_schedule(schedule, lambda name, role: targets[(name, role)], history, deadline_ms=2000)
+    assert [r.skipped for r in runs] == [False, False]
+    assert all(r.healed_at_ms is not None and r.healed_at_ms >= r.event.at_ms + r.event.duration_ms for r in runs)
+    with dial(proxy.listen_port) as via_proxy, dial(port) as direct:  # both healed
+        echo_ms(via_proxy)
+        echo_ms(direct)
+    assert [k for k in kinds(history) if k[0] != "proxy_event"] == [
+        ("meta", None), ("fault_begin", "proxy_down"), ("fault", "pause"), ("fault_end", "proxy_down"),
+        ("healed", "resume"),
+    ]
