@@ -16,10 +16,16 @@ from typing import Any
 from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
 from harness.observe.history import History
+from harness.observe.sockets import close_wait_on, snapshot
 from harness.peers import PeerManifest, render
 from harness.ports import NACOS_GRPC_OFFSET, free_port, server_host
 from harness.runtime.base import Node, Runtime
 from harness.toxiproxy import Proxy, ToxiproxyClient
+from harness.wait import WaitTimeout, eventually
+
+# A peer closes its side within this after the other side did; a CLOSE_WAIT older than that at
+# the end of a case is a leak (SPEC TC-13's 60 s CLOSE_WAIT is what this catches).
+CLOSE_WAIT_GRACE_MS = 2000
 
 
 @dataclass
@@ -154,13 +160,42 @@ class Topology:
                 tails[node.name] = f"<log unavailable: {exc}>"
         return tails
 
+    def ports(self) -> set[int]:
+        """Every port this topology placed: servers' main/gRPC, proxies, client control ports."""
+        ports: set[int] = set()
+        for server in self.servers:
+            ports |= {server.main_port, server.grpc_port, server.proxied_grpc_port}
+        for client in self.clients:
+            ports.add(client.control_port)
+        return ports
+
+    def socket_leaks(self, grace_ms: float = CLOSE_WAIT_GRACE_MS) -> list[str]:
+        """CLOSE_WAIT sockets on our ports that do not clear within ``grace_ms``: a side that
+        never closed after its peer did."""
+        ports = self.ports()
+
+        def stuck() -> list:
+            entries = snapshot(ports)
+            return [e for port in ports for e in close_wait_on(entries, port)]
+
+        try:
+            eventually(stuck, timeout_ms=grace_ms, what="no CLOSE_WAIT on the topology's ports",
+                       accept=lambda found: not found, interval_ms=100)
+            return []
+        except WaitTimeout as exc:
+            found = exc.last or []
+            self.history.observe("close_wait_leak", [vars(e) for e in found])
+            return [f"CLOSE_WAIT {e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port} still open "
+                    f"{grace_ms:.0f} ms into teardown" for e in found]
+
     def close(self) -> list[str]:
-        """Stop clients (gracefully), then servers, then delete proxies. Returns leaks: any
-        process still alive after its stop, any proxy that would not go."""
+        """Check for CLOSE_WAIT leaks, then stop clients (gracefully), servers, and delete
+        proxies. Returns leaks: sockets left in CLOSE_WAIT, any process still alive after its
+        stop, any proxy that would not go."""
         if self._closed:
             return []
         self._closed = True
-        leaks: list[str] = []
+        leaks: list[str] = self.socket_leaks() if self._nodes else []
         for client in self.clients:
             if client.node.alive():
                 client.control.shutdown()

@@ -1,0 +1,429 @@
+"""SR — admission at setup: who the server lets register, and how it turns the others away
+(SPEC §4.2 "Limits", "A server that is starting"; §5 SR-05, SR-11; research/nacos-protocol.md
+§2.2–§2.5).
+
+A rejected setup is answered the Nacos way: a `ConnectResetRequest` without address pushed on
+the bi-stream, then the transport closed for real, and the connection never appears in
+`current` (nor as a `connected` event). Real clients cannot be made to send a setup to a
+starting server (they abandon on the 300 of ServerCheck), and they cannot be made to fill a
+limit to order, so the rejection paths are driven by raw wire probes over the proxy; the
+client under test then has to cope: end RUNNING once the server has started (SR-05), stay out
+while the limit holds and get in once a slot is free (SR-11).
+
+"Really closed" is read from the kernel: no ESTABLISHED socket on the server's gRPC port is
+left from the rejected transport (SPEC §4.6 socket table; the TC-07 bound of 1 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from fixtures.case import case
+from harness.control.http import ControlError
+from harness.errors import SetupError
+from harness.probe.nacos_raw import RawNacosConnection
+from harness.reference.nacos import codec
+from harness.scenarios.nacos import current, wait_client_running, wait_registered
+from harness.topology import NacosServerHandle
+from harness.wait import WaitTimeout, eventually, holds_for, now_ms
+
+RUNNING_TIMEOUT_MS = 15000
+TOLERANCE_MS = 250
+# Nacos waits this long for the answer to a ConnectResetRequest before it closes anyway
+# (GrpcBiStreamRequestAcceptor / loadSingle, research §2.3, §2.4).
+RESET_WAIT_MS = 3000
+# A rejected connection is really closed within 1 s (SPEC TC-07).
+CLOSE_BOUND_MS = 1000
+SDK_LABELS = {"source": "sdk", "module": "naming"}
+CLUSTER_LABELS = {"source": "cluster", "module": "naming"}
+_SWALLOW = (OSError, ValueError, ControlError)
+
+
+# ---- shared steps ------------------------------------------------------------------------
+
+def _established(server: NacosServerHandle) -> int:
+    """ESTABLISHED TCP sockets on the server's real gRPC port (the proxy's upstream side)."""
+    return sum(1 for c in psutil.net_connections(kind="tcp4")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr
+               and c.laddr.ip == server.host and c.laddr.port == server.grpc_port)
+
+
+def _is_sdk(entry: dict[str, Any]) -> bool:
+    labels = entry.get("labels") or (entry.get("metaInfo") or {}).get("labels") or {}
+    return str(labels.get("source", "")).lower() == "sdk"
+
+
+def _connect(cf, probe: RawNacosConnection, name: str, *, expected: str) -> str:
+    """ServerCheck on a raw probe; returns its connectionId (a missing one fails ``expected``)."""
+    cf.history.invoke(name, "ServerCheck", {"target": probe.target})
+    msg = probe.server_check()
+    cf.history.ok(name, "ServerCheck", {"type": msg.type, "body": msg.body})
+    connection_id = msg.body.get("connectionId")
+    if msg.type != codec.SERVER_CHECK_RESPONSE or not connection_id:
+        cf.fail(expected=expected, actual=f"{msg.type} {msg.body}")
+    return connection_id
+
+
+class Rejection:
+    """What a rejected setup looked like from the probe's side (times in history ms)."""
+
+    def __init__(self) -> None:
+        self.reset: codec.Message | None = None
+        self.other_pushes: list[dict[str, Any]] = []
+        self.setup_t_ms = 0.0
+        self.reset_t_ms: float | None = None
+        self.stream_end_t_ms: float | None = None
+        self.closed_t_ms: float | None = None
+        self.sockets_left: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"reset": self.reset.body if self.reset else None, "other_pushes": self.other_pushes,
+                "reset_after_ms": _after(self.reset_t_ms, self.setup_t_ms),
+                "stream_end_after_ms": _after(self.stream_end_t_ms, self.setup_t_ms),
+                "closed_after_ms": _after(self.closed_t_ms, self.setup_t_ms), "sockets_left": self.sockets_left}
+
+
+def _after(t_ms: float | None, since_ms: float) -> float | None:
+    return None if t_ms is None else round(t_ms - since_ms, 1)
+
+
+def _setup_and_watch_rejection(cf, probe: RawNacosConnection, server: NacosServerHandle, name: str,
+                               sockets_after: int, *, labels: dict[str, str]) -> Rejection:
+    """Send a setup that must be rejected; answer the reset as a client would; record when the
+    stream ended and when the transport's socket went (``sockets_after`` = ESTABLISHED sockets
+    on the server port expected once it has). Observes only; the caller judges."""
+    seen = Rejection()
+    hard_bound_ms = RESET_WAIT_MS + CLOSE_BOUND_MS + TOLERANCE_MS
+    cf.history.invoke(name, "ConnectionSetup", {"labels": labels})
+    seen.setup_t_ms = cf.history.elapsed_ms()
+    probe.setup(labels=labels)
+    deadline = now_ms() + hard_bound_ms
+    while seen.stream_end_t_ms is None:
+        try:
+            item = probe.next_push(timeout_s=max(0.0, deadline - now_ms()) / 1000.0)
+        except queue.Empty:
+            break
+        if item is None:
+            seen.stream_end_t_ms = cf.history.elapsed_ms()
+            cf.history.observe("probe_stream", {"probe": name, "state": "ended"})
+        elif item.type == codec.CONNECT_RESET_REQUEST and seen.reset is None:
+            seen.reset, seen.reset_t_ms = item, cf.history.elapsed_ms()
+            cf.history.observe("probe_push", {"probe": name, "type": item.type, "body": item.body})
+            # Answer as every client does (same requestId), so the server need not wait 3 s.
+            probe.send_on_stream(codec.push_response(codec.CONNECT_RESET_RESPONSE, item.request_id))
+        else:
+            seen.other_pushes.append({"type": item.type, "body": item.body})
+            cf.history.observe("probe_push", {"probe": name, "type": item.type, "body": item.body})
+    try:
+        waited = eventually(lambda: _established(server), timeout_ms=max(0.0, deadline - now_ms()) + TOLERANCE_MS,
+                            what=f"{name}'s transport closed on the server port",
+                            accept=lambda n: n <= sockets_after, interval_ms=20)
+        seen.closed_t_ms = cf.history.relative_ms(waited.at_mono_ms)
+        seen.sockets_left = waited.value
+    except WaitTimeout as exc:
+        seen.sockets_left = exc.last  # type: ignore[assignment]
+    cf.history.observe("rejection", {"probe": name, **seen.as_dict()})
+    return seen
+
+
+def _judge_rejection(cf, seen: Rejection, name: str, why: str) -> list[dict[str, Any]]:
+    """FAILED for a missing reset or a transport left open; returns timing misses (late)."""
+    cf.check(seen.reset is not None,
+             expected=f"{name}'s setup ({why}) is rejected with a ConnectResetRequest pushed on its bi-stream",
+             actual=f"no reset push within {RESET_WAIT_MS + CLOSE_BOUND_MS + TOLERANCE_MS} ms; {seen.as_dict()}",
+             at_ms=seen.setup_t_ms)
+    assert seen.reset is not None
+    address = {k: seen.reset.body.get(k) for k in ("serverIp", "serverPort") if seen.reset.body.get(k)}
+    cf.check(not address, expected=f"the reset rejecting {name} carries no address (ConnectResetRequest())",
+             actual=seen.reset.body)
+    cf.check(seen.closed_t_ms is not None and seen.stream_end_t_ms is not None,
+             expected=f"then {name}'s transport really closed: its bi-stream ends and no ESTABLISHED socket of it "
+                      f"is left on the server port within {RESET_WAIT_MS + CLOSE_BOUND_MS + TOLERANCE_MS} ms",
+             actual=seen.as_dict(), at_ms=seen.setup_t_ms)
+    late = []
+    assert seen.reset_t_ms is not None and seen.closed_t_ms is not None
+    if seen.closed_t_ms - seen.reset_t_ms > CLOSE_BOUND_MS + TOLERANCE_MS:
+        late.append({"what": f"{name}'s transport closed {seen.closed_t_ms - seen.reset_t_ms:.0f} ms after the "
+                             f"answered reset", "bound_ms": CLOSE_BOUND_MS + TOLERANCE_MS})
+    return late
+
+
+def _no_connected(cf, server: NacosServerHandle, has_events: bool, ids: Callable[[str], bool], what: str) -> None:
+    if not has_events:
+        return
+    connected = [e for e in server.admin.events() if e.get("event") == "connected" and ids(e.get("connectionId", ""))]
+    cf.history.observe("events", {"connected": connected, "for": what})
+    cf.check(not connected, expected=f"{what} never registered: no connected event", actual=connected)
+
+
+def _request_ok(cf, client) -> None:
+    cf.history.invoke(client.name, "request")
+    answer = client.control.request()
+    cf.history.ok(client.name, "request", answer)
+    cf.check(answer.get("ok") is True, expected=f"{client.name}'s request succeeds once admitted", actual=answer)
+
+
+# ---- SR-05 ---------------------------------------------------------------------------------
+
+# Long enough for the server to get ready, the probe to be rejected and the client under test to
+# start (0.3 + 0.1 + 0.7 s on a quiet machine) inside the starting phase, with room for load.
+STARTUP_DELAY_MS = 3000
+
+
+@case("SR-05", "MUST", timeout_s=90)
+def test_starting_server_answers_300_and_rejects_setup(cf, topology, nacos_server_peer, nacos_client_peer):
+    """While starting: ServerCheck → 300; an SDK setup is rejected (reset + close), never registered.
+
+    Procedure: the server starts with `startup_delay_ms` = 3 s. At once a raw probe through
+    the proxy gets ErrorResponse 300 for ServerCheck, then sends an SDK ConnectionSetup anyway
+    (real clients abandon on the 300 and never do): it must get a ConnectResetRequest without
+    address, and after answering it, its stream ends and its socket is gone within 1 s; nothing
+    is registered (`current` empty, no `connected` event). Then the client under test is started
+    while the server is still starting and must end RUNNING, registered, once it has started
+    (no registration dated before the startup delay elapsed).
+    """
+    nacos_server_peer.require_capabilities(["startup_delay"])
+    nacos_server_peer.require_knobs(["startup_delay_ms"])
+    has_events = nacos_server_peer.has_capability("events")
+    launched_wall_ms = time.time() * 1000.0
+    (server,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs={"startup_delay_ms": STARTUP_DELAY_MS})
+    # The server starts its delay after launch: it cannot have started before this instant.
+    starts_not_before_wall_ms = launched_wall_ms + STARTUP_DELAY_MS
+
+    def still_starting(step: str) -> None:
+        if time.time() * 1000.0 >= starts_not_before_wall_ms - TOLERANCE_MS:
+            raise SetupError(f"SR-05: {step} happened {time.time() * 1000.0 - launched_wall_ms:.0f} ms after the "
+                             f"server's launch, too late for its {STARTUP_DELAY_MS} ms startup delay; the machine is "
+                             "too loaded for this case (nothing was judged)")
+
+    with RawNacosConnection(server.host, server.proxied_grpc_port) as probe:
+        cf.history.invoke("probe", "ServerCheck", {"target": probe.target})
+        check = probe.server_check()
+        cf.history.ok("probe", "ServerCheck", {"type": check.type, "body": check.body})
+        if check.type != codec.ERROR_RESPONSE:
+            still_starting("the first ServerCheck")
+        cf.check(check.type == codec.ERROR_RESPONSE and check.error_code == codec.INVALID_SERVER_STATUS
+                 and check.result_code != 200,
+                 expected="ServerCheck while starting → ErrorResponse with errorCode 300 (no connectionId)",
+                 actual=f"{check.type} {check.body}")
+        still_starting("the probe's setup")
+        rejected = _setup_and_watch_rejection(cf, probe, server, "probe", 0, labels=SDK_LABELS)
+        snapshot = current(cf.history, server)
+        still_starting("the rejection check")
+    cf.check(not snapshot, expected="the SDK setup sent while starting is never registered: current stays empty",
+             actual=sorted(snapshot))
+    _no_connected(cf, server, has_events, lambda cid: True, "the SDK setup sent while starting")
+    late = _judge_rejection(cf, rejected, "the probe", "server is starting")
+
+    client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
+    client_saw_starting = time.time() * 1000.0 < starts_not_before_wall_ms
+    cf.history.observe("client_started_while_server_starting", client_saw_starting)
+    try:
+        state = wait_client_running(cf.history, client, timeout_ms=STARTUP_DELAY_MS + RUNNING_TIMEOUT_MS)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"{client.name} ends RUNNING once the server has started", actual=f"last state {exc.last!r}",
+                hint="a client must retry after a 300 (starting), not give up")
+    client_id = state.get("connection_id")
+    try:
+        snapshot = wait_registered(cf.history, server, timeout_ms=3000, connection_id=client_id,
+                                   count=None if client_id else 1)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"{client.name} RUNNING and registered once the server has started",
+                actual=f"current {exc.last!r}")
+    if has_events:
+        early = [e for e in server.admin.events() if e.get("event") == "connected"
+                 and float(e.get("t_ms", 0)) < starts_not_before_wall_ms]
+        cf.check(not early, expected=f"no registration while starting (before launch + {STARTUP_DELAY_MS} ms)",
+                 actual=early)
+    _request_ok(cf, client)
+    if late:
+        cf.late(expected=f"a rejected transport closed within {CLOSE_BOUND_MS} + {TOLERANCE_MS} ms of the "
+                         "answered reset", actual=late, at_ms=rejected.setup_t_ms)
+    cf.ok(f"300 while starting; setup rejected (reset after {_after(rejected.reset_t_ms, rejected.setup_t_ms)} ms, "
+          f"closed after {_after(rejected.closed_t_ms, rejected.setup_t_ms)} ms), never registered; {client.name} "
+          f"{'started while the server was starting and ' if client_saw_starting else ''}ended RUNNING as "
+          f"{client_id or sorted(snapshot)}")
+
+
+# ---- SR-11 ---------------------------------------------------------------------------------
+
+COUNT_LIMIT = 2
+
+
+class LimitWatch:
+    """Every `current` the case reads goes through here: SDK connections must never exceed the
+    limit, and none but the ``allowed`` ids may be registered while the limit holds."""
+
+    def __init__(self, cf, server: NacosServerHandle, limit: int) -> None:
+        self.cf, self.server, self.limit = cf, server, limit
+        self.allowed: set[str] | None = set()  # None: any id, as long as the count holds
+        self.violation: dict[str, Any] | None = None
+        self.max_sdk = 0
+
+    def poll(self) -> dict[str, dict[str, Any]]:
+        snapshot = self.server.admin.current()
+        sdk = sorted(cid for cid, entry in snapshot.items() if _is_sdk(entry))
+        self.max_sdk = max(self.max_sdk, len(sdk))
+        intruders = [] if self.allowed is None else sorted(set(sdk) - self.allowed)
+        if self.violation is None and (len(sdk) > self.limit or intruders):
+            self.violation = {"t_ms": round(self.cf.history.elapsed_ms(), 1), "sdk": sdk, "not_allowed": intruders}
+            self.cf.history.observe("limit_violation", self.violation)
+        return snapshot
+
+    def check(self, while_what: str) -> None:
+        self.cf.check(self.violation is None,
+                      expected=f"SDK connections in current stay at countLimit {self.limit} while {while_what}: "
+                               f"over-limit setups are never registered",
+                      actual=self.violation, at_ms=(self.violation or {}).get("t_ms"))
+
+
+@case("SR-11", "MUST", timeout_s=120)
+def test_total_count_limit_with_cluster_exempt(cf, topology, nacos_server_peer, nacos_client_peer):
+    """Total `countLimit`; cluster-source connections exempt.
+
+    Procedure: the server runs with `count_limit` = 2. Two raw SDK probes fill it (baseline:
+    both registered); a raw probe labelled `source=cluster` must still register (exempt); a
+    third SDK probe must be rejected (reset without address, stream ended, socket gone, never
+    registered). Then the client under test connects while the limit holds: it must never be
+    registered and SDK connections in `current` never exceed 2, until the server has rejected
+    its setup (seen in the `pushes` log, capability `events`; else a fixed 4.25 s watch). Then
+    one SDK probe leaves and the client under test must get in (RUNNING, registered), still
+    within the limit, and its request succeeds.
+    """
+    nacos_server_peer.require_capabilities(["limits"])
+    nacos_server_peer.require_knobs(["count_limit"])
+    has_events = nacos_server_peer.has_capability("events")
+    (server,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs={"count_limit": COUNT_LIMIT})
+    watch = LimitWatch(cf, server, COUNT_LIMIT)
+
+    with contextlib.ExitStack() as stack:
+        fill: list[tuple[RawNacosConnection, str]] = []
+        for i in range(COUNT_LIMIT):
+            probe = stack.enter_context(RawNacosConnection(server.host, server.proxied_grpc_port))
+            name = f"sdk-probe-{i}"
+            cid = _connect(cf, probe, name, expected="baseline: ServerCheckResponse through the proxy")
+            watch.allowed.add(cid)
+            cf.history.invoke(name, "ConnectionSetup", {"labels": SDK_LABELS})
+            probe.setup(labels=SDK_LABELS)
+            fill.append((probe, cid))
+        try:
+            eventually(watch.poll, timeout_ms=3000, what=f"{COUNT_LIMIT} SDK probes registered",
+                       accept=lambda snap: all(cid in snap for _, cid in fill), swallow=_SWALLOW)
+        except WaitTimeout as exc:
+            cf.fail(expected=f"baseline: {COUNT_LIMIT} SDK connections register up to countLimit {COUNT_LIMIT}",
+                    actual=f"current {sorted(exc.last or {})}")
+        cf.history.observe("current", {"ids": sorted(watch.poll()), "filled": [cid for _, cid in fill]})
+
+        cluster = stack.enter_context(RawNacosConnection(server.host, server.proxied_grpc_port))
+        cluster_id = _connect(cf, cluster, "cluster-probe", expected="baseline: ServerCheckResponse through the proxy")
+        cf.history.invoke("cluster-probe", "ConnectionSetup", {"labels": CLUSTER_LABELS})
+        cluster.setup(labels=CLUSTER_LABELS)
+        try:
+            eventually(watch.poll, timeout_ms=3000, what="the cluster probe registered",
+                       accept=lambda snap: cluster_id in snap, swallow=_SWALLOW)
+        except WaitTimeout as exc:
+            pushed = []
+            with contextlib.suppress(queue.Empty):
+                item = cluster.next_push(timeout_s=0.05)
+                pushed.append("stream ended" if item is None else {"type": item.type, "body": item.body})
+            cf.fail(expected=f"cluster-source connections are exempt from countLimit: a source=cluster setup "
+                             f"registers with {COUNT_LIMIT} SDK connections at the limit",
+                    actual=f"current {sorted(exc.last or {})}; pushed to it: {pushed}")
+        sockets_at_limit = _established(server)
+        cf.history.observe("sockets", {"server_port": server.grpc_port, "established": sockets_at_limit})
+
+        over = stack.enter_context(RawNacosConnection(server.host, server.proxied_grpc_port))
+        over_id = _connect(cf, over, "over-probe", expected="baseline: ServerCheckResponse through the proxy")
+        rejected = _setup_and_watch_rejection(cf, over, server, "over-probe", sockets_at_limit, labels=SDK_LABELS)
+        watch.poll()
+        watch.check("a third SDK probe sets up")
+        _no_connected(cf, server, has_events, lambda cid: cid == over_id, f"the over-limit probe {over_id}")
+        late = _judge_rejection(cf, rejected, "the over-limit probe", f"countLimit {COUNT_LIMIT} reached")
+
+        # The client under test is the one over the limit now. Reference peers take a short
+        # health interval so a client left on a dead connection finds out quickly.
+        knobs = {"health_interval_ms": 1000} if nacos_client_peer.supports("health_interval_ms") else {}
+        known = {cid for _, cid in fill} | {cluster_id, over_id}
+        push_seq = max((int(p.get("seq", 0)) for p in server.admin.pushes()), default=0) if has_events else 0
+        client = topology.nacos_client(peer=nacos_client_peer, servers=[server], knobs=knobs)
+        if has_events:
+            # Until the server has turned the client's setup away and closed that transport.
+            def rejected_client() -> dict[str, Any] | None:
+                watch.poll()
+                resets = [p for p in server.admin.pushes(push_seq) if p.get("type") == codec.CONNECT_RESET_REQUEST
+                          and p.get("connectionId") not in known and p.get("outcome") != "pending"]
+                open_ids = {t.get("id") for t in server.admin.transports()}
+                closed = [p for p in resets if p.get("connectionId") not in open_ids]
+                return closed[0] if closed else None
+
+            bound_ms = RUNNING_TIMEOUT_MS + RESET_WAIT_MS + CLOSE_BOUND_MS + TOLERANCE_MS
+            try:
+                first = eventually(rejected_client, timeout_ms=bound_ms, what=f"{client.name}'s setup rejected",
+                                   accept=lambda p: p is not None, swallow=_SWALLOW, interval_ms=50).value
+            except WaitTimeout:
+                watch.check(f"{client.name} connects")
+                cf.fail(expected=f"{client.name}'s setup over countLimit {COUNT_LIMIT} is rejected: a "
+                                 "ConnectResetRequest pushed to it, then its transport closed",
+                        actual=f"none within {bound_ms} ms; pushes {server.admin.pushes(push_seq)}; "
+                               f"state {client.control.state()}")
+            cf.history.observe("client_rejected", first)
+        else:
+            # No pushes log: watch `current` for as long as a rejection takes at most.
+            holds_for(watch.poll, duration_ms=RESET_WAIT_MS + CLOSE_BOUND_MS + TOLERANCE_MS,
+                      what="the limit holds", accept=lambda _snap: watch.violation is None)
+        watch.check(f"{client.name} tries to connect over the limit")
+        state_over = client.control.state()
+        cf.history.observe("client_state_over_limit", {k: state_over.get(k) for k in
+                                                       ("status", "server", "connection_id")})
+
+        # Free one slot: the client under test must get in, and nothing beyond the limit.
+        leaving, leaving_id = fill[0]
+        cf.history.invoke("sdk-probe-0", "close", {"connectionId": leaving_id})
+        leaving.close()
+        try:
+            eventually(watch.poll, timeout_ms=CLOSE_BOUND_MS + TOLERANCE_MS, what=f"{leaving_id} unregistered",
+                       accept=lambda snap: leaving_id not in snap, swallow=_SWALLOW)
+        except WaitTimeout as exc:
+            cf.fail(expected=f"a slot frees: {leaving_id} leaves current once its transport closed",
+                    actual=f"current {sorted(exc.last or {})}")
+        cf.history.ok("sdk-probe-0", "close", {"connectionId": leaving_id})
+        watch.allowed = None  # one slot is free: anyone may take it, nobody beyond it
+
+        def admitted() -> tuple[dict[str, Any], dict[str, Any]]:
+            return watch.poll(), client.control.state()
+
+        def client_in(seen: tuple[dict[str, Any], dict[str, Any]]) -> bool:
+            snapshot, state = seen
+            newcomers = [cid for cid, entry in snapshot.items() if _is_sdk(entry) and cid not in known]
+            if not newcomers or state.get("status") != "RUNNING":
+                return False
+            return state.get("connection_id") in (None, *newcomers)
+
+        try:
+            waited = eventually(admitted, timeout_ms=RUNNING_TIMEOUT_MS + RESET_WAIT_MS, interval_ms=50,
+                                what=f"{client.name} admitted", accept=client_in, swallow=_SWALLOW)
+        except WaitTimeout as exc:
+            watch.check("a slot is freed")
+            snapshot, state = exc.last if isinstance(exc.last, tuple) else ({}, {})
+            cf.fail(expected=f"once a slot is free, {client.name} gets in: RUNNING and registered",
+                    actual={"current": sorted(snapshot), "state": {k: state.get(k) for k in
+                                                                  ("status", "server", "connection_id")}})
+        snapshot, state = waited.value
+        cf.history.observe("client_admitted", {"connection_id": state.get("connection_id"), "ids": sorted(snapshot),
+                                               "after_ms": round(waited.elapsed_ms, 1)})
+        watch.poll()
+        watch.check(f"{client.name} is admitted")
+        _request_ok(cf, client)
+    if late:
+        cf.late(expected=f"a rejected transport closed within {CLOSE_BOUND_MS} + {TOLERANCE_MS} ms of the "
+                         "answered reset", actual=late, at_ms=rejected.setup_t_ms)
+    cf.ok(f"countLimit {COUNT_LIMIT}: cluster probe registered beside {COUNT_LIMIT} SDK probes; over-limit probe "
+          f"reset and closed after {_after(rejected.closed_t_ms, rejected.setup_t_ms)} ms; {client.name} kept out "
+          f"(max {watch.max_sdk} SDK registered), admitted {waited.elapsed_ms:.0f} ms after a slot freed",
+          expected=f"SDK connections <= {COUNT_LIMIT}, cluster exempt", actual={"max_sdk": watch.max_sdk})

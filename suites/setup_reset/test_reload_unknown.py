@@ -1,0 +1,139 @@
+"""SR — `reloadClient` for a connection the server does not know (SPEC §5 SR-09;
+research/nacos-protocol.md §3 and §6: "`/reloadClient` for an unknown id → still success").
+
+`ServerLoaderController.reloadSingle` answers `success` whatever `loadSingle` found; for an
+unknown id `loadSingle` finds no connection and does nothing. The case proves the client under
+test RUNNING and registered, adds a registered raw probe as a bystander (a push to it is seen
+on the wire, whichever client is under test and whether or not the server has a pushes log),
+then asks for two unknown ids and checks that nothing at all changed.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from typing import Any
+
+from fixtures.case import case
+from harness.control.http import ControlError
+from harness.probe.nacos_raw import RawNacosConnection
+from harness.scenarios.nacos import client_state, wait_client_running, wait_registered
+from harness.wait import WaitTimeout, holds_for
+
+RUNNING_TIMEOUT_MS = 15000
+TOLERANCE_MS = 250
+# How long "nothing changes" is watched after the reloads. reloadClient is synchronous (it
+# returns after the reset's answer or its 3 s wait), so a reset it sent has arrived by then; a
+# client that obeys one leaves within its setup wait (100 ms) + a connect: 1 s covers it.
+QUIET_WINDOW_MS = 1000
+_CLIENT_EVENTS_OF_A_RESET = ("reset_received", "switching", "disconnected")
+
+
+def _running(cf, client) -> dict[str, Any]:
+    try:
+        return wait_client_running(cf.history, client, timeout_ms=RUNNING_TIMEOUT_MS)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"{client.name} RUNNING within {RUNNING_TIMEOUT_MS} ms (baseline)",
+                actual=f"last state {exc.last!r}", hint="the handshake did not complete; see the peer logs")
+        raise  # unreachable: cf.fail raises
+
+
+def _last_seq(entries: list[dict[str, Any]]) -> int:
+    return max((int(e.get("seq", 0)) for e in entries), default=0)
+
+
+@case("SR-09", "MUST", timeout_s=90)
+def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, nacos_client_peer):
+    """`reloadClient` for an unknown id → `success`, nothing changes.
+
+    Procedure: the client under test RUNNING and registered (baseline) and a registered raw
+    probe; `reloadClient` for an id no transport has (once plain, once with a redirect to the
+    server itself) must answer `success`; then for 1 s: `current` keeps exactly the same ids,
+    the client stays RUNNING on the same server and connection id, no push reaches the probe,
+    and (capability `events`) the server logs no push and no connected/disconnected event.
+    """
+    (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
+    client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
+    state = _running(cf, client)
+    client_id = state.get("connection_id")
+    has_logs = nacos_server_peer.has_capability("events")
+
+    with RawNacosConnection(server.host, server.proxied_grpc_port) as probe:
+        probe_id = probe.server_check().body.get("connectionId")
+        probe.setup()
+        try:
+            before = wait_registered(cf.history, server, timeout_ms=3000, connection_id=probe_id,
+                                     count=None if client_id else 2)
+            if client_id:
+                before = wait_registered(cf.history, server, timeout_ms=3000, connection_id=client_id)
+        except WaitTimeout as exc:
+            cf.fail(expected=f"baseline: {client.name} ({client_id or 'id not reported'}) and the probe "
+                             f"({probe_id}) registered", actual=f"current {exc.last!r}")
+        ids_before = sorted(before)
+        agent_events_before = client.control.state().get("events_total", 0)
+        push_seq = _last_seq(server.admin.pushes()) if has_logs else 0
+        event_seq = _last_seq(server.admin.events()) if has_logs else 0
+
+        unknown = f"{int(time.time() * 1000)}_127.0.0.254_1"
+        cf.check(unknown not in before, expected=f"{unknown} unknown to the server", actual=ids_before)
+        bodies = {}
+        for label, redirect in (("plain", None), ("with redirect", server.main_address)):
+            cf.history.invoke("admin", "reloadClient", {"connectionId": unknown, "redirectAddress": redirect})
+            try:
+                bodies[label] = server.admin.reload_client(unknown, redirect)
+            except ControlError as exc:
+                cf.fail(expected=f"reloadClient({unknown}) {label} answers success", actual=str(exc))
+            cf.history.ok("admin", "reloadClient", {"body": bodies[label]})
+        for label, body in bodies.items():
+            cf.check(body.strip() == "success", expected=f"reloadClient for an unknown id ({label}) answers success",
+                     actual=body)
+
+        # Watch everything for the quiet window; judge afterwards, in a fixed order.
+        changes: list[dict[str, Any]] = []
+
+        def observe() -> dict[str, Any]:
+            snapshot = sorted(server.admin.current())
+            now = client_state(cf.history, client)
+            seen = {"current": snapshot, "status": now.get("status"), "server": now.get("server"),
+                    "connection_id": now.get("connection_id")}
+            if (snapshot != ids_before or seen["status"] != "RUNNING" or seen["server"] != state.get("server")
+                    or seen["connection_id"] != client_id):
+                changes.append(seen)
+            return seen
+
+        held, first_change, after_ms = holds_for(observe, duration_ms=QUIET_WINDOW_MS, what="nothing changes",
+                                                 accept=lambda seen: not changes, interval_ms=100)
+        pushed_to_probe = []
+        while True:
+            try:
+                item = probe.next_push(timeout_s=0.05)
+            except queue.Empty:
+                break
+            pushed_to_probe.append({"type": item.type, "body": item.body} if item else "stream ended")
+            if item is None:
+                break
+        cf.history.observe("probe_inbox", pushed_to_probe)
+        # Read before the probe leaves: its own disconnect is not a change the reload made.
+        pushes = server.admin.pushes(push_seq) if has_logs else []
+        events = server.admin.events(event_seq) if has_logs else []
+        agent_events = client.control.state().get("events", [])[agent_events_before:]
+        cf.history.observe("after_reload", {"pushes": pushes, "events": events, "agent_events": agent_events})
+
+    cf.check(not pushed_to_probe, expected="no push: nothing reaches the bystander probe's bi-stream",
+             actual=pushed_to_probe)
+    cf.check(not pushes, expected="no push: the server's pushes log stays empty after the reloads", actual=pushes)
+    cf.check(held, expected=f"nothing changes for {QUIET_WINDOW_MS} ms: current stays {ids_before}, "
+                            f"{client.name} stays RUNNING on {state.get('server')} as {client_id}",
+             actual=f"after {after_ms:.0f} ms: {first_change}")
+    cf.check(not events, expected="nothing changes: no connected/disconnected event", actual=events)
+    resets = [e for e in agent_events if e.get("kind") in _CLIENT_EVENTS_OF_A_RESET]
+    cf.check(not resets, expected=f"nothing changes: {client.name} reports no reset, switch or disconnect",
+             actual=resets)
+
+    cf.history.invoke(client.name, "request")
+    answer = client.control.request()
+    cf.history.ok(client.name, "request", answer)
+    cf.check(answer.get("ok") is True, expected=f"{client.name}'s request still succeeds", actual=answer)
+    cf.ok(f"reloadClient({unknown}) answered {bodies}; for {QUIET_WINDOW_MS} ms current stayed {len(ids_before)} "
+          f"ids, {client.name} stayed on {client_id}, no push"
+          + ("" if has_logs else " (server has no pushes/events log: checked on the wire and in current only)"))

@@ -1,0 +1,45 @@
+"""Deliberately broken reference servers for the rebalancing cases (SR-12, SR-13): each
+overrides ONE step of ``NacosRefServer`` so a case can be shown to FAIL. They live in the
+tests, never in the product peer.
+
+    python -m tests.broken_peers.sr_reset_servers --variant NAME <reference server flags>
+
+Variants:
+
+- ``load-count-noop``: ``loadCount`` remembers nothing, so ``reloadCurrent`` and
+  ``smartReloadCluster`` (whose ``ServerReload`` ends in ``loadCount``) answer as usual and
+  never reset a connection: the Nacos 2.2.0-2.2.4 behaviour (research §3, alibaba/nacos#10761).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from harness.reference.nacos import server
+from harness.reference.nacos.server import NacosRefServer
+
+log = logging.getLogger("nacos-ref.broken")
+
+
+class LoadCountNoop(NacosRefServer):
+    """``loadCount`` is stored nowhere: the ejector never sees a reload request."""
+
+    def load_count(self, count: int, redirect_address: str | None) -> None:
+        log.info("loadCount count=%d redirect=%s ignored (broken: 2.2.x behaviour)", count, redirect_address or "-")
+
+
+VARIANTS: dict[str, type[NacosRefServer]] = {
+    "load-count-noop": LoadCountNoop,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in VARIANTS:
+        print(f"usage: --variant {{{','.join(VARIANTS)}}} <reference server flags>", file=sys.stderr)
+        return 2
+    return server.main(argv[2:], server_cls=VARIANTS[argv[1]])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
