@@ -139,9 +139,49 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _add_up(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "up", help="start peers behind Toxiproxy and keep them up for a chaos session (comes with the TC suite)"
+        "up", help="start peers behind Toxiproxy for a chaos session: a seeded fault schedule, or stay up (bounded)",
+        description="Start Toxiproxy (or use --toxiproxy-url), N servers each behind its own proxy and the "
+        "given clients; print every address; then run a seeded fault schedule (--faults) and check the "
+        "cluster converged, or keep it up printing a status line every 2 s until Ctrl-C or --duration-s. "
+        "Always bounded; tears everything down and prints the leak check. Exit 0, 3 when teardown found "
+        "leaks or the cluster did not converge, 130 when interrupted.",
     )
-    p.set_defaults(func=_not_implemented("up"))
+    p.add_argument("--servers", type=int, default=2, metavar="N", help="nacos servers (default 2)")
+    p.add_argument("--clients", action="append", default=None, metavar="PEER[:COUNT]",
+                   help="clients of a nacos-client peer, repeatable (default ref:3)")
+    p.add_argument("--server-peer", default="ref", metavar="NAME", help="the nacos-server peer (default ref)")
+    p.add_argument("--peers-file", action="append", default=[], metavar="FILE",
+                   help="also load peers from this manifest (as the suites' --peers-file)")
+    p.add_argument("--knob", action="append", default=[], metavar="ROLE.KNOB=VALUE",
+                   help="server.KNOB=V or client.KNOB=V (JSON values parsed), e.g. server.eject_interval_ms=1000; "
+                   "a client knob goes to every client peer that declares it")
+    p.add_argument("--scaled-timers", action="store_true",
+                   help="the TC-08 soak's scaled-down eject/health/backoff knobs where the peers take them "
+                   "(explicit --knob values win)")
+    p.add_argument("--duration-s", type=float, default=None, metavar="S",
+                   help="end the session after S seconds (default 300; with --faults the window + 60; max 3600)")
+    p.add_argument("--chaos-seed", type=int, default=None, metavar="S", help="seed of the fault schedule (printed)")
+    p.add_argument("--faults", type=int, default=0, metavar="M",
+                   help="run M seeded random faults (proxy_down, reset_peer, blackhole, kill, pause), then "
+                   "check convergence and end (default 0: just stay up)")
+    p.add_argument("--window-ms", type=int, default=10000, metavar="W", help="the schedule's window (default 10000)")
+    p.add_argument("--history", default=None, metavar="PATH", help="write the session's history (JSONL) here")
+    p.add_argument("--toxiproxy-url", default=None, metavar="URL",
+                   help="use this running Toxiproxy (loopback) instead of starting the pinned one")
+    p.add_argument("--workdir", default=None, metavar="DIR", help="peer logs (and the history) go here (default: a temp dir)")
+    p.set_defaults(func=_cmd_up)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from harness.session import UpOptions, run_up
+
+    options = UpOptions(
+        servers=args.servers, clients=args.clients or ["ref:3"], server_peer=args.server_peer,
+        peers_files=args.peers_file, knobs=args.knob, scaled_timers=args.scaled_timers,
+        duration_s=args.duration_s, seed=args.chaos_seed, faults=args.faults, window_ms=args.window_ms,
+        history=args.history, toxiproxy_url=args.toxiproxy_url, workdir=args.workdir,
+    )
+    return run_up(options, echo=lambda line: print(line, flush=True))
 
 
 def _add_report(subparsers: argparse._SubParsersAction) -> None:

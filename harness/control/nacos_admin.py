@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.control.http import ControlError, JsonHttp
+from harness.errors import Unimplemented
 
 LOADER = "/nacos/v2/core/loader"
 
@@ -42,18 +43,30 @@ class NacosAdmin:
     def cluster(self) -> dict[str, Any]:
         return self._http.json_of(self._http.get_raw(f"{LOADER}/cluster"))
 
-    # -- harness extensions (capabilities) -------------------------------------------------
+    # -- harness extensions ----------------------------------------------------------------
+    # A server without an extension answers 404: the checks that need it are UNIMPLEMENTED for
+    # that peer (SPEC §4.2), the rest of the case still ran.
+    def _extension(self, name: str, params: dict[str, Any] | None = None) -> Any:
+        resp = self._http.get_raw(f"{LOADER}/{name}", params)
+        if resp.status_code == 404:
+            raise Unimplemented(f"server {self.main_address} has no `{name}` extension (GET {LOADER}/{name} -> 404)")
+        return self._http.json_of(resp)
+
     def events(self, since: int = 0) -> list[dict[str, Any]]:
-        return self._http.json_of(self._http.get_raw(f"{LOADER}/events", {"since": since}))
+        """Listener notifications ``{seq, t_ms, event, connectionId, clientIp}`` (capability ``events``)."""
+        return self._extension("events", {"since": since})
 
     def client_ip_counts(self) -> dict[str, int]:
-        return self._http.json_of(self._http.get_raw(f"{LOADER}/clientIpCounts"))
+        """The server's per-client-IP counter (capability ``client_ip_counts``)."""
+        return self._extension("clientIpCounts")
 
     def pushes(self, since: int = 0) -> list[dict[str, Any]]:
-        return self._http.json_of(self._http.get_raw(f"{LOADER}/pushes", {"since": since}))
+        """Server pushes and their answers (capability ``pushes``)."""
+        return self._extension("pushes", {"since": since})
 
     def transports(self) -> list[dict[str, Any]]:
-        return self._http.json_of(self._http.get_raw(f"{LOADER}/transports"))
+        """Open transports, registered or not (capability ``transports``)."""
+        return self._extension("transports")
 
     def close(self) -> None:
         self._http.close()

@@ -82,7 +82,7 @@ def test_idle_client_health_checks_at_its_interval(cf, topology, nacos_server_pe
     window_end_wall = cf.history.start_wall_ms + cf.history.elapsed_ms()
 
     final = client.control.state()
-    gaps = [b - a for a, b in zip(refreshes, refreshes[1:])]
+    gaps = [b - a for a, b in zip(refreshes, refreshes[1:], strict=False)]
     open_gap = round(window_end_wall - refreshes[-1])  # the time since the last refresh counts too
     probes = []
     disconnects = []

@@ -1,0 +1,346 @@
+"""Setup steps for the non-Python HTTP peers, registered with ``harness.toolchain``.
+
+| step               | does                                                                       |
+|--------------------|----------------------------------------------------------------------------|
+| go-http-agent      | ``go build`` harness/agents/go/httpagent -> ``<cache>/agents/go/httpagent`` |
+| java-http-agents   | ``javac`` the two JDK client agents -> ``<cache>/agents/java/classes``      |
+| tomcat-launcher    | find Tomcat 10.1 embed (Debian ``libtomcat10-embed-java``; installed with   |
+|                    | apt-get when root, else copied from Maven Central), ``javac`` the launcher, |
+|                    | write ``<cache>/agents/java/tomcat.argfile`` (the launcher's ``-cp``)       |
+| nginx              | ``apt-get install nginx-light`` when ``nginx`` is missing and we are root   |
+
+Builds are keyed by a hash of their sources (and, for Tomcat, the jar's path and size) written
+next to the output: an unchanged source is never rebuilt, a changed one always is. The peers'
+manifests (``harness/peers/builtin/http-*.toml``) name these outputs through ``{cache}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import SetupError
+from harness.paths import cache_dir
+from harness.toolchain import Progress, Step, check_go, register_step
+
+__all__ = [
+    "GO_HTTP_AGENT_SRC",
+    "JAVA_SRC",
+    "NGINX_BIN_ENV",
+    "NGINX_PACKAGE",
+    "TOMCAT_DEBIAN_JAR",
+    "TOMCAT_MAVEN_VERSION",
+    "find_nginx",
+    "go_http_agent_binary",
+    "java_agent_classes",
+    "tomcat_argfile",
+]
+
+AGENTS_DIR = Path(__file__).resolve().parent
+GO_HTTP_AGENT_SRC = AGENTS_DIR / "go" / "httpagent"
+JAVA_SRC = AGENTS_DIR / "java"
+JAVA_HTTP_AGENT_SOURCES = ("HttpUrlConnectionAgent.java", "JavaHttpClientAgent.java")
+TOMCAT_LAUNCHER_SOURCE = "TomcatLauncher.java"
+
+TOMCAT_DEBIAN_PACKAGE = "libtomcat10-embed-java"
+TOMCAT_DEBIAN_JAR = Path("/usr/share/java/tomcat10-embed-core.jar")
+# Maven Central fallback when Debian's package cannot be installed (not root): the same
+# 10.1 release as Debian bookworm's security update, and like Debian's jar without the
+# annotations API (the launcher does no annotation scanning).
+TOMCAT_MAVEN_VERSION = "10.1.60"
+TOMCAT_MAVEN_ARTIFACTS = (f"org.apache.tomcat.embed:tomcat-embed-core:{TOMCAT_MAVEN_VERSION}",)
+# nginx-light depends on libnginx-mod-http-echo: echo_sleep / echo_duplicate give /sleep and /bytes.
+NGINX_PACKAGE = "nginx-light"
+NGINX_BIN_ENV = "CONNFORMANCE_NGINX_BIN"
+NGINX_PATHS = (Path("/usr/sbin/nginx"), Path("/usr/local/sbin/nginx"), Path("/usr/local/nginx/sbin/nginx"))
+
+_GO_BUILD_TIMEOUT_S = 600.0
+_JAVAC_TIMEOUT_S = 300.0
+_APT_TIMEOUT_S = 900.0
+_MVN_TIMEOUT_S = 900.0
+
+
+# --- where things go --------------------------------------------------------------------------
+
+
+def _agents_cache() -> Path:
+    return cache_dir() / "agents"
+
+
+def go_http_agent_binary() -> Path:
+    """The built Go net/http agent (``connformance setup --only go-http-agent``)."""
+    return _agents_cache() / "go" / "httpagent"
+
+
+def java_agent_classes() -> Path:
+    """The compiled JDK client agents: ``java -cp <this> HttpUrlConnectionAgent ...``."""
+    return _agents_cache() / "java" / "classes"
+
+
+def tomcat_classes() -> Path:
+    return _agents_cache() / "java" / "tomcat-classes"
+
+
+def tomcat_argfile() -> Path:
+    """``java @<this> TomcatLauncher ...``: holds ``-cp <launcher classes>:<tomcat jars>``."""
+    return _agents_cache() / "java" / "tomcat.argfile"
+
+
+def _stamp(output: Path) -> Path:
+    return output.with_name(output.name + ".sha256")
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _sources_hash(files: Sequence[Path], extra: Sequence[str] = ()) -> str:
+    h = hashlib.sha256()
+    for path in files:
+        h.update(path.name.encode() + b"\0")
+        h.update(path.read_bytes())
+        h.update(b"\0")
+    for item in extra:
+        h.update(item.encode() + b"\0")
+    return h.hexdigest()
+
+
+def _is_fresh(output: Path, digest: str) -> bool:
+    stamp = _stamp(output)
+    try:
+        return output.exists() and stamp.read_text().strip() == digest
+    except OSError:
+        return False
+
+
+def _run(argv: Sequence[str], *, what: str, timeout_s: float, env: dict[str, str] | None = None,
+         cwd: Path | None = None, fix: str = "") -> str:
+    """Run a build command; SetupError with the output's tail when it fails or hangs."""
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, env=env, cwd=cwd,
+                             stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        raise SetupError(f"{what}: `{' '.join(argv)}` did not finish within {timeout_s:.0f} s. {fix}".strip()) from exc
+    except OSError as exc:
+        raise SetupError(f"{what}: could not run `{argv[0]}`: {exc}. {fix}".strip()) from exc
+    if out.returncode != 0:
+        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-25:])
+        raise SetupError(f"{what}: `{' '.join(argv)}` failed with exit {out.returncode}:\n{tail}\n{fix}".strip())
+    return out.stdout
+
+
+def _javac() -> str:
+    javac = shutil.which("javac")
+    if javac is None:
+        raise SetupError(
+            "`javac` not found on PATH; the JDK agents and the Tomcat launcher are compiled with the "
+            "machine's JDK (17 or newer). Install one (Debian: apt-get install openjdk-17-jdk-headless)."
+        )
+    return javac
+
+
+def _is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def _apt_install(packages: Sequence[str], progress: Progress, what: str) -> None:
+    """``apt-get install`` as root, non-interactive; one ``apt-get update`` and retry on failure."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise SetupError(f"{what}: no apt-get on this machine; install {' '.join(packages)} by hand")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    argv = [apt, "install", "-y", "-q", "--no-install-recommends", *packages]
+    progress(f"[setup] {what}: {' '.join(argv)}")
+    try:
+        _run(argv, what=what, timeout_s=_APT_TIMEOUT_S, env=env)
+    except SetupError:
+        progress(f"[setup] {what}: install failed; running apt-get update once and retrying")
+        _run([apt, "update", "-q"], what=what, timeout_s=_APT_TIMEOUT_S, env=env)
+        _run(argv, what=what, timeout_s=_APT_TIMEOUT_S, env=env,
+             fix="Check access to the Debian mirror, then rerun `connformance setup`.")
+
+
+# --- go-http-agent ------------------------------------------------------------------------------
+
+
+def _go_sources() -> list[Path]:
+    return sorted(GO_HTTP_AGENT_SRC.glob("*.go")) + [GO_HTTP_AGENT_SRC / "go.mod"]
+
+
+def _go_agent_done() -> bool:
+    return _is_fresh(go_http_agent_binary(), _sources_hash(_go_sources()))
+
+
+def _build_go_agent(progress: Progress) -> None:
+    go, version = check_go()
+    output = go_http_agent_binary()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    progress(f"[setup] go-http-agent: go{'.'.join(map(str, version))} build -o {output}")
+    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+    tmp = output.with_name(output.name + ".tmp")
+    _run([go, "build", "-o", str(tmp), "."], what="go-http-agent", timeout_s=_GO_BUILD_TIMEOUT_S,
+         env=env, cwd=GO_HTTP_AGENT_SRC)
+    tmp.replace(output)  # never leave a half-written binary under the real name
+    _stamp(output).write_text(_sources_hash(_go_sources()) + "\n")
+
+
+register_step(Step(
+    name="go-http-agent",
+    description="build the Go net/http agent (harness/agents/go/httpagent) with `go build`",
+    is_done=_go_agent_done,
+    run=_build_go_agent,
+))
+
+
+# --- java-http-agents ---------------------------------------------------------------------------
+
+
+def _java_agent_sources() -> list[Path]:
+    return [JAVA_SRC / name for name in JAVA_HTTP_AGENT_SOURCES]
+
+
+def _java_agents_done() -> bool:
+    return _is_fresh(java_agent_classes(), _sources_hash(_java_agent_sources()))
+
+
+def _compile(sources: Sequence[Path], output: Path, classpath: Sequence[Path], what: str, progress: Progress) -> None:
+    """javac into a fresh directory, then swap it in (a failed build leaves the old one)."""
+    javac = _javac()
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    argv = [javac, "--release", "17", "-encoding", "UTF-8", "-d", str(tmp)]
+    if classpath:
+        argv += ["-cp", os.pathsep.join(str(p) for p in classpath)]
+    argv += [str(s) for s in sources]
+    progress(f"[setup] {what}: javac -d {output} {' '.join(s.name for s in sources)}")
+    _run(argv, what=what, timeout_s=_JAVAC_TIMEOUT_S)
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.replace(output)
+
+
+def _build_java_agents(progress: Progress) -> None:
+    output = java_agent_classes()
+    _compile(_java_agent_sources(), output, (), "java-http-agents", progress)
+    _stamp(output).write_text(_sources_hash(_java_agent_sources()) + "\n")
+
+
+register_step(Step(
+    name="java-http-agents",
+    description="compile the JDK HttpURLConnection and java.net.http agents with `javac`",
+    is_done=_java_agents_done,
+    run=_build_java_agents,
+))
+
+
+# --- tomcat-launcher ----------------------------------------------------------------------------
+
+
+def _maven_tomcat_dir() -> Path:
+    return _agents_cache() / "java" / f"tomcat-{TOMCAT_MAVEN_VERSION}"
+
+
+def _tomcat_jars() -> list[Path]:
+    """Tomcat embed jars to compile and run against: Debian's, else the Maven copy; [] if none."""
+    if TOMCAT_DEBIAN_JAR.is_file():
+        return [TOMCAT_DEBIAN_JAR]
+    maven = [_maven_tomcat_dir() / f"{a.split(':')[1]}-{TOMCAT_MAVEN_VERSION}.jar" for a in TOMCAT_MAVEN_ARTIFACTS]
+    return maven if all(j.is_file() for j in maven) else []
+
+
+def _tomcat_key(jars: Sequence[Path]) -> str:
+    extra = [f"{j}:{j.stat().st_size}" for j in jars]
+    return _sources_hash([JAVA_SRC / TOMCAT_LAUNCHER_SOURCE], extra)
+
+
+def _tomcat_done() -> bool:
+    jars = _tomcat_jars()
+    return bool(jars) and tomcat_argfile().is_file() and _is_fresh(tomcat_classes(), _tomcat_key(jars))
+
+
+def _fetch_tomcat_from_maven(progress: Progress) -> None:
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise SetupError(
+            f"tomcat-launcher: Tomcat embed is not installed ({TOMCAT_DEBIAN_JAR} is missing), we are not root "
+            f"(so no apt-get install {TOMCAT_DEBIAN_PACKAGE}) and `mvn` is not on PATH. Either run "
+            f"`sudo apt-get install {TOMCAT_DEBIAN_PACKAGE}` or install Maven, then rerun `connformance setup`."
+        )
+    target = _maven_tomcat_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for artifact in TOMCAT_MAVEN_ARTIFACTS:
+        progress(f"[setup] tomcat-launcher: mvn dependency:copy {artifact} -> {target}")
+        _run([mvn, "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+              f"-Dartifact={artifact}", f"-DoutputDirectory={target}"],
+             what="tomcat-launcher", timeout_s=_MVN_TIMEOUT_S,
+             fix="Check access to Maven Central (or install Debian's libtomcat10-embed-java as root).")
+
+
+def _build_tomcat_launcher(progress: Progress) -> None:
+    if not _tomcat_jars():
+        if _is_root():
+            _apt_install([TOMCAT_DEBIAN_PACKAGE], progress, "tomcat-launcher")
+        else:
+            _fetch_tomcat_from_maven(progress)
+    jars = _tomcat_jars()
+    if not jars:
+        raise SetupError(f"tomcat-launcher: Tomcat embed jars still missing after installing "
+                         f"({TOMCAT_DEBIAN_JAR} or {_maven_tomcat_dir()})")
+    progress(f"[setup] tomcat-launcher: Tomcat embed from {', '.join(map(str, jars))}")
+    output = tomcat_classes()
+    _compile([JAVA_SRC / TOMCAT_LAUNCHER_SOURCE], output, jars, "tomcat-launcher", progress)
+    classpath = os.pathsep.join(str(p) for p in [output, *jars])
+    tomcat_argfile().write_text(f'-cp "{classpath}"\n')
+    _stamp(output).write_text(_tomcat_key(jars) + "\n")
+
+
+register_step(Step(
+    name="tomcat-launcher",
+    description="get Tomcat 10.1 embed (Debian or Maven Central) and compile the Tomcat launcher",
+    is_done=_tomcat_done,
+    run=_build_tomcat_launcher,
+))
+
+
+# --- nginx --------------------------------------------------------------------------------------
+
+
+def find_nginx() -> Path | None:
+    """The nginx binary: ``$CONNFORMANCE_NGINX_BIN``, PATH, then the usual sbin places; None if none."""
+    env = os.environ.get(NGINX_BIN_ENV)
+    if env:
+        path = Path(env).expanduser()
+        return path if path.is_file() and os.access(path, os.X_OK) else None
+    found = shutil.which("nginx")
+    if found:
+        return Path(found)
+    return next((p for p in NGINX_PATHS if p.is_file() and os.access(p, os.X_OK)), None)
+
+
+def _nginx_done() -> bool:
+    return find_nginx() is not None
+
+
+def _install_nginx(progress: Progress) -> None:
+    if os.environ.get(NGINX_BIN_ENV):
+        raise SetupError(f"nginx: {NGINX_BIN_ENV}={os.environ[NGINX_BIN_ENV]!r} is not an executable file; fix or unset it")
+    if not _is_root():
+        raise SetupError(
+            f"nginx: not installed and we are not root, so setup cannot install it. Run "
+            f"`sudo apt-get install {NGINX_PACKAGE}` (its echo module gives nginx /sleep and /bytes), or point "
+            "CONNFORMANCE_NGINX_BIN at an nginx binary, then rerun `connformance setup`."
+        )
+    # A Debian install may start the packaged nginx service on port 80 where policy-rc.d allows it;
+    # the peer never uses it (it runs its own nginx with its own config on loopback).
+    _apt_install([NGINX_PACKAGE], progress, "nginx")
+
+
+register_step(Step(
+    name="nginx",
+    description=f"install nginx from Debian (apt-get install {NGINX_PACKAGE}) when missing",
+    is_done=_nginx_done,
+    run=_install_nginx,
+))

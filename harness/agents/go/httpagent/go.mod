@@ -1,0 +1,3 @@
+module connformance/agents/httpagent
+
+go 1.23

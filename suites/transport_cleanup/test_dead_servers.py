@@ -1,0 +1,190 @@
+"""TC — dead servers: a server process killed (SIGKILL) or frozen (SIGSTOP) must be left by its
+clients within their health-check bound, without sockets left behind, and a frozen server must
+clean up its stale registrations once it runs again (SPEC §5 TC-06, TC-09;
+research/nacos-protocol.md §2.6–§2.7 eject and transport termination, §4.4 and §5.1 client
+health checks and reconnect).
+
+Placement: two servers, each behind its own proxy; the client has both in its list and is on
+whichever it picked. The proxy sits between client and server, so after a SIGKILL the kernel
+closes the dead server's sockets, the proxy's upstream gets the FIN and the proxy closes its
+client side: the client's socket towards the dead server's proxy port is then in CLOSE_WAIT
+until the client closes it — that socket (remote port = the proxy port, owned by the client
+process) is what TC-06 watches. A SIGSTOPped server keeps its sockets (its kernel still ACKs),
+so only the client's HealthCheck timeouts can tell (TC-09); the client's close of the old
+transport reaches the frozen server as a FIN it reads after SIGCONT.
+
+Bounds: the client's ``interval + attempts × timeout + tolerance`` (``HealthBound``); the
+server's ``idle_threshold + eject_interval + probe_timeout + tolerance`` (``EjectBound``),
+counted from SIGCONT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fixtures.case import case
+from harness.faults import Kill, Pause
+from harness.observe.sockets import SocketSampler, TcpEntry, owners, snapshot
+from harness.scenarios.nacos import wait_registered
+from harness.topology import CLOSE_WAIT_GRACE_MS
+from harness.wait import WaitTimeout, eventually, now_ms
+from suites.transport_cleanup.test_dead_links import (
+    CONTROL_ERRORS,
+    FAIL_FACTOR,
+    POLL_MS,
+    SCALED_CLIENT_HEALTH,
+    SCALED_SERVER_EJECT,
+    Clock,
+    EjectBound,
+    HealthBound,
+    brief,
+    registered_id,
+    running,
+    server_of,
+    supported,
+    watch_move,
+)
+
+
+def _client_close_wait(proxy_port: int) -> list[TcpEntry]:
+    """Client-side sockets towards ``proxy_port`` in CLOSE_WAIT: the proxy closed, the client did not."""
+    return [e for e in snapshot([proxy_port]) if e.state == "CLOSE_WAIT" and e.remote_port == proxy_port]
+
+
+# ---- TC-06 ----------------------------------------------------------------------------------
+
+@case("TC-06", "MUST", timeout_s=120)
+def test_clients_leave_killed_server(cf, topology, nacos_server_peer, nacos_client_peer):
+    """Server process SIGKILL → clients detect and reconnect elsewhere within their health-check bound; no client-side CLOSE_WAIT left."""
+    client_knobs = supported(nacos_client_peer, SCALED_CLIENT_HEALTH)
+    health = HealthBound.of(nacos_client_peer, client_knobs)
+    servers = topology.nacos_servers(2, peer=nacos_server_peer)
+    client = topology.nacos_client(peer=nacos_client_peer, servers=servers, knobs=client_knobs)
+    state = running(cf, client)
+    dead = server_of(servers, state.get("server"))
+    alive = next(s for s in servers if s is not dead)
+    dead_id = registered_id(cf, dead, state)
+    port = dead.proxied_grpc_port
+    baseline = _client_close_wait(port)
+    if baseline:
+        cf.fail(expected=f"baseline: no client-side CLOSE_WAIT towards {dead.host}:{port}", actual=baseline,
+                verdict="FAILED", hint="setup error, not a finding")
+
+    with SocketSampler(cf.history, [port], interval_ms=100, name="dead_server_proxy_port"):
+        with Kill(dead.node, history=cf.history, label=dead.node.name):
+            clock = Clock(cf)
+            move = watch_move(cf, client, clock, away_from=dead.main_address, timeout_ms=FAIL_FACTOR * health.bound_ms)
+        at = cf.history.relative_ms(clock.mono_ms)
+        if move.moved_ms is None:
+            cf.fail(expected=f"{client.name} reconnects to {alive.main_address} within {health}",
+                    actual=f"not RUNNING on another server {FAIL_FACTOR * health.bound_ms} ms after the kill; "
+                           f"first sign {move.detected_by!r} after {move.detected_ms} ms; last state {brief(move.state)}",
+                    verdict="FAILED", at_ms=at)
+        new_id = move.state.get("connection_id")
+        try:
+            wait_registered(cf.history, alive, timeout_ms=3000, connection_id=new_id, count=None if new_id else 1)
+        except WaitTimeout as exc:
+            cf.fail(expected=f"the client's new connection registered on {alive.main_address}",
+                    actual=f"current there: {sorted(exc.last or {})}", verdict="FAILED", at_ms=at)
+
+        # What the client holds towards the dead server's proxy port: nothing in CLOSE_WAIT once
+        # it has moved (a grace for its own close to land).
+        try:
+            eventually(lambda: _client_close_wait(port), timeout_ms=CLOSE_WAIT_GRACE_MS,
+                       what=f"no client-side CLOSE_WAIT towards :{port}", accept=lambda left: not left,
+                       swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
+        except WaitTimeout as exc:
+            left: list[TcpEntry] = exc.last or []
+            pids = owners(left)
+            leaked = [{"socket": f"{e.local_ip}:{e.local_port} -> {e.remote_ip}:{e.remote_port}", "state": e.state,
+                       "pid": pids.get(e.inode), "client pid": client.node.pid} for e in left]
+            cf.history.observe("client_close_wait", leaked)
+            cf.fail(expected=f"no client-side CLOSE_WAIT towards the dead server's proxy {dead.host}:{port} "
+                             f"{CLOSE_WAIT_GRACE_MS} ms after the client moved",
+                    actual=f"{len(left)} socket(s) still in CLOSE_WAIT {clock.since():.0f} ms after the kill: {leaked}",
+                    verdict="FAILED", at_ms=at + move.moved_ms,
+                    hint="the client never closed its side after the proxy closed it")
+
+    observed = {"bound": str(health), "dead server": dead.main_address, "connection_id": dead_id,
+                "new connection": new_id, **move.observed()}
+    cf.history.observe("tc06", observed)
+    if move.moved_ms > health.bound_ms:
+        cf.late(expected=f"reconnected elsewhere within {health}",
+                actual=f"RUNNING on {alive.main_address} only {move.moved_ms:.0f} ms after the kill", at_ms=at)
+    cf.ok(f"RUNNING on {alive.main_address} {move.moved_ms:.0f} ms after the kill (bound {health.bound_ms}); "
+          f"no client-side CLOSE_WAIT", expected=f"reconnect within {health}; no CLOSE_WAIT", actual=observed)
+
+
+# ---- TC-09 ----------------------------------------------------------------------------------
+
+@case("TC-09", "MUST", timeout_s=120)
+def test_paused_server_cleans_up_after_resume(cf, topology, nacos_server_peer, nacos_client_peer):
+    """Server paused (SIGSTOP) → clients move away; after SIGCONT the server cleans up every stale registration within the eject bound."""
+    client_knobs = supported(nacos_client_peer, SCALED_CLIENT_HEALTH)
+    health = HealthBound.of(nacos_client_peer, client_knobs)
+    server_knobs = supported(nacos_server_peer, SCALED_SERVER_EJECT)
+    eject = EjectBound.of(nacos_server_peer, server_knobs)
+    servers = topology.nacos_servers(2, peer=nacos_server_peer, knobs=server_knobs)
+    client = topology.nacos_client(peer=nacos_client_peer, servers=servers, knobs=client_knobs)
+    state = running(cf, client)
+    paused = server_of(servers, state.get("server"))
+    alive = next(s for s in servers if s is not paused)
+    stale_id = registered_id(cf, paused, state)
+
+    with Pause(paused.node, history=cf.history, label=paused.node.name):
+        clock = Clock(cf)
+        move = watch_move(cf, client, clock, away_from=paused.main_address, timeout_ms=FAIL_FACTOR * health.bound_ms)
+    resumed = Clock(cf)
+    at = cf.history.relative_ms(clock.mono_ms)
+    if move.moved_ms is None:
+        noticed = (f"it noticed after {move.detected_ms:.0f} ms ({move.detected_by}) but" if move.detected_ms is not None
+                   else "it never noticed and")
+        cf.fail(expected=f"{client.name} leaves the paused server within {health} and runs on {alive.main_address}",
+                actual=f"{noticed} was not RUNNING on another server {FAIL_FACTOR * health.bound_ms} ms after SIGSTOP; "
+                       f"last state {brief(move.state)}",
+                verdict="FAILED", at_ms=at, hint="no HealthCheck, or a HealthCheck timeout taken as healthy")
+    live_id = move.state.get("connection_id")
+    try:
+        wait_registered(cf.history, alive, timeout_ms=3000, connection_id=live_id, count=None if live_id else 1)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"the client's new connection registered on {alive.main_address}",
+                actual=f"current there: {sorted(exc.last or {})}", verdict="FAILED", at_ms=at)
+
+    # After SIGCONT: every registration on the resumed server is stale (its only client is
+    # elsewhere now), unless the client came back to it meanwhile with a live id.
+    def stale(snapshot: dict[str, Any]) -> list[str]:
+        return sorted(cid for cid in snapshot if cid != live_id)
+
+    last: dict[str, list[str]] = {"ids": [stale_id]}
+
+    def probe() -> dict[str, Any]:
+        snapshot = paused.admin.current()
+        last["ids"] = sorted(snapshot)
+        return snapshot
+
+    try:
+        eventually(probe, timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{paused.main_address} drops stale ids",
+                   accept=lambda snapshot: not stale(snapshot), swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
+        cleaned_ms: float | None = resumed.since()
+    except WaitTimeout:
+        cleaned_ms = None
+    observed = {"health bound": str(health), "eject bound": str(eject), "stale connection": stale_id,
+                "live connection": live_id, "resumed server's current at the end": last["ids"],
+                "cleaned after SIGCONT (ms)": None if cleaned_ms is None else round(cleaned_ms, 1), **move.observed()}
+    cf.history.observe("tc09", observed)
+    if cleaned_ms is None:
+        cf.fail(expected=f"{paused.main_address} drops {stale_id} within {eject} of SIGCONT",
+                actual=f"still holds {[c for c in last['ids'] if c != live_id]} {resumed.since():.0f} ms after SIGCONT "
+                       f"({now_ms() - clock.mono_ms:.0f} ms after the client left it)",
+                verdict="FAILED", at_ms=cf.history.relative_ms(resumed.mono_ms),
+                hint="the transport ended (or the probe went unanswered) but the registration was kept")
+    if move.detected_ms is None or move.detected_ms > health.bound_ms:
+        cf.late(expected=f"the paused server detected within {health}",
+                actual=f"first sign after {move.detected_ms} ms ({move.detected_by}); running on "
+                       f"{alive.main_address} after {move.moved_ms:.0f} ms", at_ms=at)
+    if cleaned_ms > eject.bound_ms:
+        cf.late(expected=f"stale registrations dropped within {eject} of SIGCONT",
+                actual=f"{stale_id} held {cleaned_ms:.0f} ms after SIGCONT", at_ms=cf.history.relative_ms(resumed.mono_ms))
+    cf.ok(f"left after {move.detected_ms:.0f} ms (bound {health.bound_ms}), RUNNING on {alive.main_address} after "
+          f"{move.moved_ms:.0f} ms; stale id dropped {cleaned_ms:.0f} ms after SIGCONT (bound {eject.bound_ms})",
+          expected=f"move within {health}; cleanup within {eject}", actual=observed)

@@ -1,0 +1,123 @@
+"""``connformance up`` as a user runs it: a subprocess that prints the addresses, runs its
+schedule (or stays up), ends by itself within its bound, exits 0 and leaves no process behind.
+Every process of the session carries an environment marker inherited from it, so the check finds
+even grandchildren (as tests/integration/test_interrupt_cleanup.py)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from harness.paths import PROJECT_ROOT
+from harness.session import soak_schedule
+from harness.wait import eventually
+from tests.integration.test_interrupt_cleanup import processes_with_marker
+
+pytestmark = pytest.mark.integration
+
+_ADDRESS = re.compile(r"(127\.\d+\.\d+\.\d+):(\d+)")
+
+
+def _up(args: list[str], marker: str, *, timeout_s: float) -> tuple[int, str]:
+    env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "up", *args], cwd=PROJECT_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+    return proc.returncode, proc.stdout
+
+
+def _assert_nothing_left(marker: str) -> None:
+    left = eventually(lambda: processes_with_marker(marker), timeout_ms=10000,
+                      what="no process of the session left", accept=lambda found: not found)
+    assert not left.value
+
+
+def _assert_addresses_printed(out: str, servers: int, clients: int) -> None:
+    assert re.search(r"^\[up\] toxiproxy http://127\.0\.0\.1:\d+ ", out, re.M), out
+    server_lines = re.findall(r"^\[up\] server-\d+ .*main (\S+) .*proxy \S+ listen (\S+) -> (\S+)$", out, re.M)
+    assert len(server_lines) == servers, out
+    for main, listen, upstream in server_lines:
+        main_host, main_port = main.rsplit(":", 1)
+        listen_host, listen_port = listen.rsplit(":", 1)
+        assert listen_host == main_host
+        assert int(listen_port) == int(main_port) + 1000
+        assert upstream.rsplit(":", 1)[0] == main_host
+    client_lines = re.findall(r"^\[up\] client-\d+ .*control http://127\.0\.0\.1:\d+/state", out, re.M)
+    assert len(client_lines) == clients, out
+    for host, _ in _ADDRESS.findall(out):  # everything on loopback
+        assert ipaddress.IPv4Address(host) in ipaddress.IPv4Network("127.0.0.0/8")
+
+
+@pytest.mark.timeout(120)
+def test_up_stays_up_for_its_duration_and_cleans_up() -> None:
+    marker = uuid.uuid4().hex
+    try:
+        code, out = _up(["--servers", "1", "--clients", "ref:1", "--duration-s", "3"], marker, timeout_s=90)
+        assert code == 0, out
+        _assert_addresses_printed(out, servers=1, clients=1)
+        assert re.search(r"^\[status \+\s*[\d.]+ s\] server-0 1 reg \|\| client-0 RUNNING@server-0$", out, re.M), out
+        assert "[up] teardown: no leaks" in out, out
+        _assert_nothing_left(marker)
+    finally:
+        for pid, _ in processes_with_marker(marker):  # only ever the session's own processes
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(150)
+def test_up_runs_the_seeded_schedule_then_checks_and_ends() -> None:
+    marker = uuid.uuid4().hex
+    expected = soak_schedule(7, servers=1, clients=1, count=2, window_ms=2000)
+    try:
+        code, out = _up(["--servers", "1", "--clients", "ref:1", "--faults", "2", "--chaos-seed", "7",
+                         "--window-ms", "2000", "--duration-s", "60"], marker, timeout_s=120)
+        assert code == 0, out
+        _assert_addresses_printed(out, servers=1, clients=1)
+        assert "[up] seed 7 " in out
+        printed = re.findall(r"^\[up\]\s+\+\s*(\d+) ms (\S+)\s+(\S+)\s+for (\d+) ms$", out, re.M)
+        assert [(int(a), f, t, int(d)) for a, f, t, d in printed] == \
+            [(e.at_ms, e.fault, e.target, e.duration_ms) for e in expected.events], out
+        for e in expected.events:
+            assert re.search(rf"^\[chaos \+\s*\d+ ms\] apply {e.fault}\s+{e.target}$", out, re.M), out
+            assert re.search(rf"^\[chaos \+\s*\d+ ms\] heal  {e.fault}\s+{e.target}$", out, re.M), out
+        assert "membership: OK" in out, out
+        assert "events balance: OK" in out, out
+        assert "[up] teardown: no leaks" in out, out
+        _assert_nothing_left(marker)
+    finally:
+        for pid, _ in processes_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(120)
+def test_up_ends_cleanly_on_ctrl_c() -> None:
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--servers", "2", "--clients", "ref:2",
+                             "--duration-s", "90"], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines: list[str] = []
+        for line in proc.stdout:  # bounded by the test's timeout; the session prints status every 2 s
+            lines.append(line)
+            if line.startswith("[status"):
+                break
+        assert len(processes_with_marker(marker)) >= 5, "".join(lines)  # up, Toxiproxy, 2 servers, 2 clients
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+        out = "".join(lines) + rest
+        assert proc.returncode == 130, out
+        assert "[up] interrupted" in out, out
+        assert "[up] teardown: no leaks" in out, out
+        _assert_nothing_left(marker)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid, _ in processes_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,60 @@
+"""TC-04, TC-05, TC-06 and TC-09 must FAIL against deliberately broken peers, each for the
+intended reason, before their OK against the reference peers is trusted
+(tests/broken_peers/tc_dead_peers.py, tests/broken_peers/tc-dead-peers.toml).
+
+Each run is the real suite in a subprocess (``run_suite``); a run's matrix is every selected
+server × every selected client, so each run pairs the broken peers with the reference peer of
+the other role only. The reason is read from the case's reported expectation and actual.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.run_suite import BROKEN_DIR, run_suite
+
+BROKEN = BROKEN_DIR / "tc-dead-peers.toml"
+
+# (case, servers, clients) -> {matrix column: (words of the expectation missed, words of the actual)}
+RUNS = [
+    ("TC-04", ["broken-never-ejects", "broken-ejects-but-keeps-registration"], ["ref"], {
+        "nacos-client=ref nacos-server=broken-never-ejects":
+            ("ejected within idle", "the dead registration was still held"),
+        "nacos-client=ref nacos-server=broken-ejects-but-keeps-registration":
+            ("ejected within idle", "its transport closed"),
+    }),
+    ("TC-05", ["ref"], ["broken-no-health-check", "broken-health-check-never-fails", "broken-stays-on-dead-server"], {
+        "nacos-client=broken-no-health-check nacos-server=ref": ("detects the blackhole within", "it never noticed"),
+        "nacos-client=broken-health-check-never-fails nacos-server=ref": ("detects the blackhole within", "it never noticed"),
+        "nacos-client=broken-stays-on-dead-server nacos-server=ref": ("detects the blackhole within", "it noticed after"),
+    }),
+    ("TC-06", ["ref"], ["broken-leaks-close-wait", "broken-stays-on-dead-server"], {
+        "nacos-client=broken-leaks-close-wait nacos-server=ref": ("no client-side CLOSE_WAIT", "still in CLOSE_WAIT"),
+        "nacos-client=broken-stays-on-dead-server nacos-server=ref": ("reconnects to", "not RUNNING on another server"),
+    }),
+    ("TC-09", ["broken-ejects-but-keeps-registration"], ["ref"], {
+        "nacos-client=ref nacos-server=broken-ejects-but-keeps-registration": ("drops", "still holds"),
+    }),
+    ("TC-09", ["ref"], ["broken-health-check-never-fails"], {
+        "nacos-client=broken-health-check-never-fails nacos-server=ref":
+            ("leaves the paused server within", "it never noticed"),
+    }),
+]
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(("case_id", "servers", "clients", "reasons"), RUNS,
+                         ids=[f"{r[0]}-{'+'.join(r[1] + r[2])}" for r in RUNS])
+def test_case_fails_against_broken_peer(case_id: str, servers: list[str], clients: list[str],
+                                        reasons: dict[str, tuple[str, str]], tmp_path: Path) -> None:
+    peers = [f"nacos-server={s}" for s in servers] + [f"nacos-client={c}" for c in clients]
+    results = run_suite(case_id, tmp_path / "report", peers_files=[BROKEN], peers=peers)
+    assert sorted(results) == sorted(reasons), f"columns {sorted(results)}, expected {sorted(reasons)}"
+    for column, (missed, actual_words) in reasons.items():
+        result = results[column]
+        assert result["verdict"] == "FAILED", f"{column}: expected FAILED, got {result['verdict']}: {result['detail'][:1500]}"
+        assert missed in str(result["expected"]), f"{column}: FAILED for another reason: expected={result['expected']!r}"
+        assert actual_words in str(result["actual"]), f"{column}: FAILED for another reason: actual={result['actual']!r}"
