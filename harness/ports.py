@@ -74,6 +74,14 @@ def server_host(index: int) -> str:
     return f"127.0.0.{11 + index}"
 
 
+def http_server_host(index: int) -> str:
+    """The loopback address of the index-th HTTP server of a topology: 127.0.2.11, .12, ...
+    (its own range, so a case may hold Nacos and HTTP servers side by side)."""
+    if not 0 <= index < 200:
+        raise ValueError(f"http server index {index} out of range 0..199")
+    return f"127.0.2.{11 + index}"
+
+
 def ephemeral_port() -> int:
     """A kernel-chosen free port (for things that don't need the per-worker range)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

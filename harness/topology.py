@@ -18,7 +18,8 @@ from harness.control.nacos_admin import NacosAdmin
 from harness.observe.history import History
 from harness.observe.sockets import close_wait_on, snapshot
 from harness.peers import PeerManifest, render
-from harness.ports import NACOS_GRPC_OFFSET, free_port, server_host
+from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
+from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host
 from harness.runtime.base import Node, Runtime
 from harness.toxiproxy import Proxy, ToxiproxyClient
 from harness.wait import WaitTimeout, eventually
@@ -61,6 +62,33 @@ class NacosClientHandle:
     knobs: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class HttpServerHandle:
+    """An http-server peer on its own loopback address, behind its own proxy."""
+
+    index: int
+    peer: PeerManifest
+    node: Node
+    host: str
+    port: int
+    proxy: Proxy
+    ledger: LedgerAdmin | None  # the server's own truth, when it has the `ledger` capability
+    knobs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The proxied base URL clients are given."""
+        return f"http://{self.proxy.listen}"
+
+    @property
+    def direct_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def proxy_port(self) -> int:
+        return self.proxy.listen_port
+
+
 class Topology:
     """Starts peers through a runtime, wires proxies, and tears everything down in reverse."""
 
@@ -73,6 +101,8 @@ class Topology:
         self.start_timeout_ms = start_timeout_ms
         self.servers: list[NacosServerHandle] = []
         self.clients: list[NacosClientHandle] = []
+        self.http_servers_started: list[HttpServerHandle] = []
+        self.http_runs: list[AgentRun] = []
         self._nodes: list[Node] = []
         self._proxies: list[Proxy] = []
         self._closed = False
@@ -126,6 +156,40 @@ class Topology:
                                                          "control_port": control_port, "knobs": knobs})
         return handle
 
+    # -- HTTP ----------------------------------------------------------------------------
+    def http_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None) -> list[HttpServerHandle]:
+        """Start ``count`` http-server peers, each on its own loopback address behind a proxy."""
+        knobs = dict(knobs or {})
+        started = []
+        for _ in range(count):
+            index = len(self.http_servers_started)
+            host = http_server_host(index)
+            port, listen_port = free_port(host=host), free_port(host=host)
+            name = f"http-server-{index}"
+            proxy = self.toxiproxy.create_proxy(f"http-{index}-{port}", upstream=f"{host}:{port}",
+                                                listen=f"{host}:{listen_port}")
+            self._proxies.append(proxy)
+            proxy.on_event(self._record_proxy_event)
+            node = self._start(peer, name, {"host": host, "port": port}, knobs)
+            ledger = LedgerAdmin(f"http://{host}:{port}") if peer.has_capability("ledger") else None
+            handle = HttpServerHandle(index, peer, node, host, port, proxy, ledger, knobs)
+            self.http_servers_started.append(handle)
+            started.append(handle)
+            self.history.info("harness", "http_server_started", {"name": name, "peer": peer.name, "host": host,
+                                                                  "port": port, "proxy": proxy.listen, "knobs": knobs})
+        return started
+
+    def run_http_client(self, *, peer: PeerManifest, servers: list[HttpServerHandle] | list[str],
+                        plan: dict[str, Any], timeout_ms: int = 60000) -> AgentRun:
+        """Run one http-client agent over ``plan`` against the servers' proxied URLs, to its exit."""
+        urls = [s.url if isinstance(s, HttpServerHandle) else s for s in servers]
+        self.history.invoke(f"http-client:{peer.name}", "run_plan", {"urls": urls, "plan": plan})
+        run = run_http_agent(self.runtime, peer, urls=urls, plan=plan, workdir=self.workdir / "logs",
+                             timeout_ms=timeout_ms, history=self.history)
+        self.http_runs.append(run)
+        self.history.ok(f"http-client:{peer.name}", "run_plan", {"requests": len(run.records), "exit_code": run.exit_code})
+        return run
+
     # -- plumbing ------------------------------------------------------------------------
     def _record_proxy_event(self, event: dict[str, Any]) -> None:
         """Every toxic added/removed and proxy down/up goes into the history as it is applied;
@@ -167,6 +231,8 @@ class Topology:
             ports |= {server.main_port, server.grpc_port, server.proxied_grpc_port}
         for client in self.clients:
             ports.add(client.control_port)
+        for http_server in self.http_servers_started:
+            ports |= {http_server.port, http_server.proxy_port}
         return ports
 
     def socket_leaks(self, grace_ms: float = CLOSE_WAIT_GRACE_MS) -> list[str]:
