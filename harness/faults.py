@@ -191,6 +191,10 @@ class Blackhole(_ProxyFault):
     connections stay open. Application-level: Toxiproxy terminates TCP, so the kernel keeps
     ACKing and only application keepalives notice (TC-04, TC-05).
 
+    Data is dropped, but either side's close (FIN) still crosses at once: v2.12.0's timeout
+    toxic closes its stub when its input ends (measured: a client's close reached the upstream
+    in 0.2 ms). To hold a dead registration, the peer must also be unable to close (pause it).
+
     Healing removes the toxics, and Toxiproxy *closes* every connection a timeout toxic held
     (data was lost): after a blackhole the peers must reconnect, they do not resume.
     """

@@ -16,7 +16,7 @@ from typing import Any
 from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
 from harness.observe.history import History
-from harness.observe.sockets import close_wait_on, snapshot
+from harness.observe.sockets import owners, snapshot
 from harness.peers import PeerManifest, render
 from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
 from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host
@@ -236,13 +236,13 @@ class Topology:
         return ports
 
     def socket_leaks(self, grace_ms: float = CLOSE_WAIT_GRACE_MS) -> list[str]:
-        """CLOSE_WAIT sockets on our ports that do not clear within ``grace_ms``: a side that
-        never closed after its peer did."""
+        """CLOSE_WAIT sockets touching our ports (either end: a server that never closed after
+        its client did, or a client stuck towards a dead server's proxy) that do not clear within
+        ``grace_ms``. Names the owning pid where /proc tells."""
         ports = self.ports()
 
         def stuck() -> list:
-            entries = snapshot(ports)
-            return [e for port in ports for e in close_wait_on(entries, port)]
+            return [e for e in snapshot(ports) if e.state == "CLOSE_WAIT"]
 
         try:
             eventually(stuck, timeout_ms=grace_ms, what="no CLOSE_WAIT on the topology's ports",
@@ -250,9 +250,10 @@ class Topology:
             return []
         except WaitTimeout as exc:
             found = exc.last or []
-            self.history.observe("close_wait_leak", [vars(e) for e in found])
-            return [f"CLOSE_WAIT {e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port} still open "
-                    f"{grace_ms:.0f} ms into teardown" for e in found]
+            pids = owners(found)
+            self.history.observe("close_wait_leak", [{**vars(e), "pid": pids.get(e.inode)} for e in found])
+            return [f"CLOSE_WAIT {e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port} (pid {pids.get(e.inode, '?')}) "
+                    f"still open {grace_ms:.0f} ms into teardown" for e in found]
 
     def close(self) -> list[str]:
         """Check for CLOSE_WAIT leaks, then stop clients (gracefully), servers, and delete
@@ -261,6 +262,11 @@ class Topology:
         if self._closed:
             return []
         self._closed = True
+        # Our own idle keep-alive sessions to admin/control ports must not count as leaks.
+        for client in self.clients:
+            client.control.close()
+        for server in self.servers:
+            server.admin.close()
         leaks: list[str] = self.socket_leaks() if self._nodes else []
         for client in self.clients:
             if client.node.alive():

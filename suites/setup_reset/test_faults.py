@@ -380,11 +380,19 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
     if back_ms is None:
         cf.fail(expected=f"{client.name} RUNNING again after the servers return (guard {guard_ms} ms)",
                 actual={**observed, "last state": _brief(back)}, verdict="FAILED")
-    state = client.control.state()
-    registered_on = next((s for s in servers if s.main_address == state.get("server")), None)
-    if registered_on is not None and state.get("connection_id"):
-        eventually(registered_on.admin.current, timeout_ms=1000 + TOLERANCE_MS,
-                   what=f"{state['connection_id']} registered", accept=lambda c: state["connection_id"] in c)
+    by_address = {s.main_address: s for s in servers}
+
+    def registered_now() -> dict[str, Any]:
+        state = client.control.state()  # re-read: a client may switch once more after reconnecting
+        on = by_address.get(state.get("server"))
+        return {**_brief(state), "registered": bool(on and state.get("connection_id") in on.admin.current())}
+
+    try:
+        eventually(registered_now, timeout_ms=1000 + TOLERANCE_MS, what="the client registered where it reconnected",
+                   accept=lambda seen: seen["status"] == "RUNNING" and seen["registered"], interval_ms=POLL_MS)
+    except WaitTimeout as exc:
+        cf.fail(expected="after reconnecting, the client's connection is registered on its server",
+                actual={**observed, "last": exc.last}, verdict="FAILED")
     cf.check(cap_ms <= MAX_BACKOFF_MS, expected=f"backoff capped ≤ {MAX_BACKOFF_MS} ms",
              actual=f"declared backoff_cap_ms {cap_ms}")
     cf.check(not short, expected=f"every reconnect attempt ≥ {MIN_ATTEMPT_GAP_MS} ms after the previous one",

@@ -133,19 +133,17 @@ def _all_running(cf, clients: list[NacosClientHandle], *, on: str | None = None)
     return states  # type: ignore[return-value]
 
 
-def _stop_clients(clients: list[NacosClientHandle]) -> None:
-    """Stop the clients concurrently (the topology stops them one by one: ~0.4 s each)."""
+def _shut_down_clients(clients: list[NacosClientHandle]) -> None:
+    """Ask every client to shut down, all at once, without waiting for the exits: they stop in
+    parallel while the case ends, and the topology's teardown (one by one, ~0.4 s each for a
+    live agent) then only reaps them."""
 
-    def stop(client: NacosClientHandle) -> None:
-        try:
-            if client.node.alive():
-                client.control.shutdown()
-            client.node.stop(timeout_ms=5000)
-        except Exception:  # noqa: BLE001 - the topology's teardown reports what is left
-            pass
+    def shutdown(client: NacosClientHandle) -> None:
+        if client.node.alive():
+            client.control.shutdown()  # swallows an agent already gone
 
     with ThreadPoolExecutor(max_workers=min(len(clients), 32) or 1) as pool:
-        list(pool.map(stop, clients))
+        list(pool.map(shutdown, clients))
 
 
 def _wait_total(cf, servers: list[NacosServerHandle], total: int, *, timeout_ms: float, what: str) -> dict[str, list[str]]:
@@ -405,7 +403,7 @@ def test_smart_reload_rebalances_after_restart(cf, topology, nacos_server_peer, 
                 break
         errors = _client_errors(clients, reload_wall) if not moved_ever else []
     finally:
-        _stop_clients(clients)
+        _shut_down_clients(clients)
 
     final = trace[-1]
     avg = N_CLIENTS / len(servers)

@@ -172,7 +172,9 @@ def _check_answered(cf, client: NacosClientHandle, r: Reset, *, then: str) -> No
     resultCode 200). If not, fail now and say what the client did instead."""
     if r.answered:
         return
-    push = r.push or {}
+    cf.check(r.push is not None, expected=f"reloadClient pushes a ConnectResetRequest to {r.connection_id} "
+             f"(server pushes log)", actual="no push recorded", at_ms=r.t_ms)
+    push = r.push
     state = client_state(cf.history, client)
     since_ms = now_ms() - cf.history.start_mono_ms - r.t_ms
     if state.get("connection_id") in (None, r.connection_id):

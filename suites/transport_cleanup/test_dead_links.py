@@ -306,6 +306,9 @@ def test_client_leaves_blackholed_server(cf, topology, nacos_server_peer, nacos_
     dead = server_of(servers, state.get("server"))
     alive = next(s for s in servers if s is not dead)
     dead_id = registered_id(cf, dead, state)
+    # No request through the client before the fault: a request refreshes the client's idle clock,
+    # and Java, nacos-sdk-python and the reference client then skip the next HealthCheck wake, which
+    # stretches the detection to 2 × interval + attempts × timeout. The bound is an idle client's.
 
     with Blackhole(dead.proxy, history=cf.history, label=dead.node.name):
         clock = Clock(cf)

@@ -4,19 +4,19 @@ TC-10; research/nacos-protocol.md §2.3 — the rejected connection Java 2.2.4 m
 §2.4 ``loadSingle``, §2.7 ``RpcAckCallbackInitorOrCleaner``).
 
 TC-07 — a rejected connection is really closed. The server answers a rejected setup with a
-``ConnectResetRequest`` and then closes the transport once the client answered, or after its
-3 s push timeout (nacos-sdk-python never answers a reset). The 1 s is counted from that moment,
-read from the server's ``pushes`` log (answer time, or push time + 3 s on a timeout), and "closed"
-is read from the kernel's table: the transport's server-side socket (the id
-``<ms>_<peerIp>_<peerPort>`` names its 4-tuple on the server's real gRPC port) is no longer
-ESTABLISHED — nor in CLOSE_WAIT, where the peer has closed and the server has not. The table is
-polled every 50 ms; NON-STRICT needs positive evidence (the socket *seen* open past the bound),
-FAILED a socket still open 4 s past it; a close is reported as "closed by +N ms" (the first poll
-that saw it gone). Rejections
-covered: over ``count_limit`` (the client under test itself, a second instance of it while a
-first one holds the only slot, plus raw probes that answer the reset or stay silent but never
-close their side, so only the server's close can end them) and while starting (raw probes only:
-real clients abandon on the 300 of ServerCheck and never send a setup).
+``ConnectResetRequest`` and then closes the transport once the client answered, or after its 3 s
+push timeout (nacos-sdk-python never answers a reset; the server's timer ``reset_timeout_ms`` if
+its manifest declares one). The 1 s is counted from that moment, read from the server's
+``pushes`` log (answer time, or push time + the timeout), and "closed" is read from the kernel's
+table: the transport's server-side socket (the id ``<ms>_<peerIp>_<peerPort>`` names its 4-tuple
+on the server's real gRPC port) is neither ESTABLISHED nor in CLOSE_WAIT (the peer closed, the
+server did not). The table is polled every 50 ms: NON-STRICT needs positive evidence (the socket
+*seen* open past the bound), FAILED is a socket still open 4 s past it, and a close is reported as
+"closed by +N ms" (the first poll that saw it gone). Rejections covered: over ``count_limit`` — a
+second instance of the client under test while a first one holds the only slot, and raw probes
+that answer the reset or stay silent but never close their side, so only the server's close can
+end them — and while starting (raw probes only: real clients abandon on the 300 of ServerCheck
+and never send a setup).
 
 TC-10 — a pending push is released when its connection dies. The client under test is
 blackholed (Toxiproxy ``timeout`` toxics both ways: nothing is delivered, nothing closes), then
@@ -26,8 +26,9 @@ transport. ``reloadClient`` must return within the push's 3 s timeout + toleranc
 within its 10 s HTTP guard (NON-STRICT, with how long it hung), or not at all (FAILED); the push's
 outcome must be ``closed`` or ``timeout``; and the dead connection is unregistered as in TC-01.
 
-Both need the server's ``pushes`` log and ``events`` (capability ``events``); TC-07 also the
-``limits`` and ``startup_delay`` knobs, TC-10 the ``loader`` API.
+Both need the server's ``pushes`` log (capability ``pushes``); TC-07 also the ``limits`` and
+``startup_delay`` capabilities and knobs, TC-10 the ``loader`` API (and, for its cleanup part,
+``events`` and ``client_ip_counts`` as TC-01).
 """
 
 from __future__ import annotations
@@ -172,12 +173,18 @@ class _Probe:
         return item
 
 
-def _completion_wall_ms(push: dict[str, Any]) -> float | None:
+def reset_wait_ms(server: NacosServerHandle) -> int:
+    """The server's push timeout for a ConnectResetRequest: its timer ``reset_timeout_ms`` when
+    the manifest declares one, else Nacos's 3000 ms."""
+    return server.peer.timer("reset_timeout_ms", server.knobs, default=RESET_WAIT_MS)
+
+
+def _completion_wall_ms(push: dict[str, Any], wait_ms: float) -> float | None:
     outcome = push.get("outcome")
     if outcome == "answered" and push.get("answer_ms") is not None:
         return float(push["t_ms"]) + float(push["answer_ms"])
     if outcome == "timeout":
-        return float(push["t_ms"]) + RESET_WAIT_MS
+        return float(push["t_ms"]) + wait_ms
     if outcome == "closed":  # the transport was already gone when the push failed
         return float(push["t_ms"])
     return None  # pending
@@ -223,7 +230,7 @@ class _RejectionWatch:
                 r.push = match[0] if match else r.push
             if r.push is not None:
                 r.connection_id = r.connection_id or r.push.get("connectionId")
-                r.completed_wall_ms = _completion_wall_ms(r.push)
+                r.completed_wall_ms = _completion_wall_ms(r.push, reset_wait_ms(r.server))
         probe_ids = {p.rejection.connection_id for p in self.probes}
         for push in pushes[self.limited.main_address]:
             cid = push.get("connectionId")
@@ -233,7 +240,7 @@ class _RejectionWatch:
                                                                  f"over count_limit {COUNT_LIMIT}", self.limited,
                                                                  connection_id=cid))
             r.push = push
-            r.completed_wall_ms = _completion_wall_ms(push)
+            r.completed_wall_ms = _completion_wall_ms(push, reset_wait_ms(self.limited))
         for r in self.all():
             if r.gone_wall_ms is not None:
                 continue
@@ -281,7 +288,7 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
     reset's answer or the 3 s push timeout (server's `pushes` log) and ends when the
     transport's server-side socket is neither ESTABLISHED nor CLOSE_WAIT.
     """
-    nacos_server_peer.require_capabilities(["limits", "startup_delay", "events"])
+    nacos_server_peer.require_capabilities(["limits", "startup_delay", "pushes"])
     nacos_server_peer.require_knobs(["count_limit", "startup_delay_ms"])
     (limited,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs={"count_limit": COUNT_LIMIT})
     (starting,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs={"startup_delay_ms": STARTING_FOR_MS})
@@ -308,7 +315,7 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
         for probe in probes:
             probe.setup()
         resets: dict[str, codec.Message | None] = {}
-        deadline = now_ms() + RESET_WAIT_MS + TOLERANCE_MS
+        deadline = now_ms() + max(reset_wait_ms(limited), reset_wait_ms(starting)) + TOLERANCE_MS
         for probe in sorted(probes, key=lambda p: not p.answers):  # answer first, read the silent ones after
             resets[probe.name] = probe.take_reset(deadline - now_ms())
         request_ids = {p.name: (resets[p.name].request_id if resets[p.name] is not None else None) for p in probes}
@@ -332,7 +339,7 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
         except WaitTimeout:
             pass
         second = topology.nacos_client(peer=nacos_client_peer, servers=[limited])
-        guard_ms = RUNNING_TIMEOUT_MS + RESET_WAIT_MS + bound_ms + CLOSE_WATCH_MS
+        guard_ms = RUNNING_TIMEOUT_MS + reset_wait_ms(limited) + bound_ms + CLOSE_WATCH_MS
         try:
             eventually(watch.poll, timeout_ms=guard_ms, what="every rejected transport closed (or overdue)",
                        accept=watch.done, swallow=_SWALLOW, interval_ms=POLL_MS)
@@ -364,7 +371,7 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
         if r.gone_wall_ms is None:
             if r.completed_wall_ms is None:
                 actual = (f"its reset push is still {(r.push or {}).get('outcome')!r} and the transport open "
-                          f"{RESET_WAIT_MS + CLOSE_WATCH_MS} ms on: {r.open_states}")
+                          f"{reset_wait_ms(r.server) + CLOSE_WATCH_MS} ms on: {r.open_states}")
             else:
                 held_ms = (r.last_open_wall_ms or now) - r.completed_wall_ms
                 actual = f"still open {held_ms:.0f} ms after the reject completed: {r.open_states}"
@@ -425,12 +432,12 @@ def test_pending_reset_released_when_transport_dies(cf, topology, nacos_server_p
     transport dies). `reloadClient` returns within 3 s + tolerance of its call, the push's outcome
     is `closed` or `timeout`, and the id is cleaned up as in TC-01 (from the proxy's disable).
     """
-    nacos_server_peer.require_capabilities(["loader", "events"])
+    nacos_server_peer.require_capabilities(["loader", "pushes"])
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
     reg = prove_registered(cf, client, server)
     push_seq = _last_seq(server.admin.pushes())
-    bound_ms = RESET_WAIT_MS + TOLERANCE_MS
+    bound_ms = reset_wait_ms(server) + TOLERANCE_MS
 
     def the_push() -> dict[str, Any] | None:
         found = [p for p in server.admin.pushes(push_seq)

@@ -4,10 +4,10 @@ research/toxiproxy-and-anchors.md §A3).
 
 What must follow a transport's death (Nacos: ``AddressTransportFilter.transportTerminated`` →
 ``ConnectionManager.unregister``): its id leaves ``current``, the per-client-IP counter of the IP
-it reported drops by one (``clientIpCounts``), and the disconnect listeners fire exactly once —
-seen as exactly one ``disconnected`` event for that id (``events``). Those two views are the
-harness extension of capability ``events``; a server without it is judged on ``current`` alone
-and then gets UNIMPLEMENTED for the rest.
+it reported drops by one (``clientIpCounts``, capability ``client_ip_counts``), and the
+disconnect listeners fire exactly once — seen as exactly one ``disconnected`` event for that id
+(``events``, capability ``events``). Both are harness extensions (SPEC §4.2): a server without
+one is judged on the rest, then gets UNIMPLEMENTED naming what could not be checked.
 
 Bound: 1 s after the fault + the 250 ms tolerance (SPEC §5 preamble). Grading: everything within
 the bound → OK; within the 5 s watch → NON-STRICT, the detail says how long the dead registration
@@ -76,9 +76,13 @@ class Registered:
     client: NacosClientHandle
     connection_id: str
     client_ip: str
-    ip_count: int | None  # clientIpCounts[client_ip] before the fault (None without capability events)
+    ip_count: int | None  # clientIpCounts[client_ip] before the fault (None without client_ip_counts)
     events_seq: int  # last seq of the events log before the fault
-    has_events: bool
+    has_events: bool  # capability ``events``: the listener-notification log
+    has_counts: bool  # capability ``client_ip_counts``: the per-IP counter
+
+    def missing(self) -> list[str]:
+        return [c for c, has in (("client_ip_counts", self.has_counts), ("events", self.has_events)) if not has]
 
     def as_dict(self) -> dict[str, Any]:
         return {"server": self.server.main_address, "connection_id": self.connection_id, "client_ip": self.client_ip,
@@ -115,16 +119,18 @@ def prove_registered(cf, client: NacosClientHandle, server: NacosServerHandle) -
     cid = cid or next(iter(ids))
     client_ip = str((ids[cid].get("metaInfo") or {}).get("clientIp") or "")
     has_events = server.peer.has_capability("events")
+    has_counts = server.peer.has_capability("client_ip_counts")
     ip_count, seq = None, 0
     if has_events:
+        seq = max((int(e["seq"]) for e in server.admin.events()), default=0)
+    if has_counts:
         counts = server.admin.client_ip_counts()
         ip_count = int(counts.get(client_ip, 0))
-        seq = max((int(e["seq"]) for e in server.admin.events()), default=0)
         mine = sum(1 for e in ids.values() if (e.get("metaInfo") or {}).get("clientIp") == client_ip)
         cf.check(ip_count == mine and ip_count >= 1,
                  expected=f"baseline: clientIpCounts[{client_ip}] counts the {mine} registered connection(s) of that IP",
                  actual={"clientIpCounts": counts, "current": sorted(ids)}, verdict="FAILED")
-    reg = Registered(server, client, cid, client_ip, ip_count, seq, has_events)
+    reg = Registered(server, client, cid, client_ip, ip_count, seq, has_events, has_counts)
     cf.history.observe("baseline", reg.as_dict())
     return reg
 
@@ -173,12 +179,13 @@ def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
         t = now_ms() - fault_at_ms
         if seen.gone_ms is None and reg.connection_id not in ids:
             seen.gone_ms = t
-        if reg.has_events:
+        if reg.has_counts:
             assert reg.ip_count is not None
             seen.last_count = int(admin.client_ip_counts().get(reg.client_ip, 0))
             t = now_ms() - fault_at_ms
             if seen.counted_ms is None and seen.last_count == reg.ip_count - 1:
                 seen.counted_ms = t
+        if reg.has_events:
             seen.disconnected = disconnected_events(reg)
             t = now_ms() - fault_at_ms
             if seen.event_ms is None and seen.disconnected:
@@ -187,7 +194,8 @@ def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
         return seen
 
     def done(s: Cleanup) -> bool:
-        return s.gone_ms is not None and (not reg.has_events or (s.counted_ms is not None and s.event_ms is not None))
+        return (s.gone_ms is not None and (not reg.has_counts or s.counted_ms is not None)
+                and (not reg.has_events or s.event_ms is not None))
 
     try:
         eventually(poll, timeout_ms=max(0.0, fault_at_ms + watch_ms - now_ms()), what=f"{reg.connection_id} cleaned up",
@@ -218,6 +226,7 @@ def judge_cleanup(cf, reg: Registered, seen: Cleanup, *, bound_ms: float = UNREG
                  expected=f"exactly one disconnected event for {cid} (listeners fire once)",
                  actual={"disconnected events for the id": seen.disconnected, "after_ms": seen.as_dict()},
                  at_ms=at_ms, verdict="FAILED")
+    if reg.has_counts:
         if seen.counted_ms is None:
             assert reg.ip_count is not None
             cf.fail(expected=f"per-IP count of {ip} decremented {reg.ip_count} → {reg.ip_count - 1} within "
@@ -244,13 +253,14 @@ def recheck_one_disconnect(cf, reg: Registered) -> None:
 
 
 def finish(cf, reg: Registered, seen: Cleanup, late: list[str], detail: str) -> None:
-    """Grade: NON-STRICT for lateness, UNIMPLEMENTED when only ``current`` could be judged, else OK."""
+    """Grade: NON-STRICT for lateness, UNIMPLEMENTED when an extension was missing, else OK."""
     if late:
         cf.late(expected=f"cleaned up within {UNREGISTER_BOUND_MS} + {TOLERANCE_MS} ms of the {seen.fault}",
                 actual=f"the dead registration {reg.connection_id} was held: " + "; ".join(late))
-    if not reg.has_events:
-        cf.unimplemented(f"{reg.server.peer.name}: {reg.connection_id} left current after {seen.gone_ms:.0f} ms, "
-                         "but the per-IP count and the disconnected event need capability 'events'")
+    if reg.missing():
+        cf.unimplemented(f"{reg.server.peer.name}: {reg.connection_id} left current after {seen.gone_ms:.0f} ms "
+                         f"(judged), but the per-IP count / disconnected event checks need capabilities "
+                         f"{reg.missing()}")
     cf.ok(detail, expected=f"gone from current, per-IP count -1, one disconnected event within "
                            f"{UNREGISTER_BOUND_MS} + {TOLERANCE_MS} ms", actual=seen.as_dict())
 
@@ -300,8 +310,8 @@ def test_client_kill_unregisters(cf, topology, nacos_server_peer, nacos_client_p
     recheck_one_disconnect(cf, reg)
     finish(cf, reg, seen, late,
            f"{reg.connection_id} left current {seen.gone_ms:.0f} ms after the kill"
-           + (f", count {reg.ip_count}→{seen.last_count} after {seen.counted_ms:.0f} ms, one disconnected event"
-              if reg.has_events else ""))
+           + (f", count {reg.ip_count}→{seen.last_count} after {seen.counted_ms:.0f} ms" if reg.has_counts else "")
+           + (", one disconnected event" if reg.has_events else ""))
 
 
 # ---- TC-02 ------------------------------------------------------------------------------------
@@ -386,7 +396,7 @@ def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_serv
                             f"event since the fault (for {new_id}), for {SETTLE_MS} ms",
              actual={"seen": bad, "after_ms": round(broken_after_ms, 1)}, verdict="FAILED",
              hint="the client registered twice (two transports), or the old id came back")
-    if reg.has_events:
+    if reg.has_counts:
         counts = server.admin.client_ip_counts()
         cf.history.observe("client_ip_counts", counts)
         cf.check(counts.get(reg.client_ip, 0) == reg.ip_count,
@@ -395,7 +405,8 @@ def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_serv
     recheck_one_disconnect(cf, reg)
     finish(cf, reg, seen, late,
            f"{reg.connection_id} left current {seen.gone_ms:.0f} ms after the proxy went down"
-           + (f" (count {reg.ip_count}→{seen.last_count}, one disconnected event)" if reg.has_events else "")
+           + (f", count {reg.ip_count}→{seen.last_count}" if reg.has_counts else "")
+           + (", one disconnected event" if reg.has_events else "")
            + f"; rejoined once as {new_id} {rejoin_ms:.0f} ms after the proxy came back")
 
 
@@ -473,4 +484,5 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
     finish(cf, reg, seen, late,
            f"RST {evidence['armed_to_reset_ms']:.0f} ms after arming (no closing state left); {reg.connection_id} "
            f"left current {seen.gone_ms:.0f} ms after it"
-           + (f", count {reg.ip_count}→{seen.last_count}, one disconnected event" if reg.has_events else ""))
+           + (f", count {reg.ip_count}→{seen.last_count}" if reg.has_counts else "")
+           + (", one disconnected event" if reg.has_events else ""))
