@@ -129,6 +129,9 @@ def make_app(
         return _json(result)
 
     async def post_shutdown(request: web.Request) -> web.Response:
+        # Read the body first: an unread body makes aiohttp linger on it (up to 10 s) when the
+        # runner is cleaned up, which held agents past their stop timeout.
+        await request.read()
         on_shutdown()
         return _json({"ok": True})
 
@@ -144,7 +147,7 @@ async def start_control_server(app: web.Application, port: int, host: str = "127
     from harness.ports import check_loopback
 
     check_loopback(host)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()

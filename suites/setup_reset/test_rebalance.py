@@ -49,7 +49,7 @@ _SWALLOW = (OSError, ValueError, ControlError)
 # ---- helpers ----------------------------------------------------------------------------------
 
 def _require(server_peer, client_peer) -> None:
-    server_peer.require_capabilities(["loader", "events"])  # reload endpoints; the pushes log
+    server_peer.require_capabilities(["loader", "pushes"])  # reload endpoints; the pushes log
     client_peer.require_capabilities(["reset"])
 
 

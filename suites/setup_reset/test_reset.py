@@ -95,7 +95,7 @@ def _next_in_list(client: NacosClientHandle, address: str) -> str:
 
 
 def _require(server_peer, client_peer, *, client: tuple[str, ...]) -> None:
-    server_peer.require_capabilities(["loader", "events"])  # reloadClient; the pushes/events logs
+    server_peer.require_capabilities(["loader", "pushes", "events"])  # reloadClient; the pushes and events logs
     client_peer.require_capabilities(client)
 
 

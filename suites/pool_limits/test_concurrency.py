@@ -1,0 +1,335 @@
+"""PL — client-side concurrency limits: how many connections a client pool holds to a host at once
+(SPEC §5 PL-01, PL-06, PL-09, PL-10; research/http-pools.md §0, §1.3, §4.1–§4.4, §6.1 G2, §6.4
+P2, X2, A1).
+
+Each case runs one http-client agent (the parametrised stack) against the ``ledger`` server
+behind its proxy. The ledger sees the proxy's upstream connections, one for each connection the
+client opens through Toxiproxy, so its ``max_simultaneous`` is the client's connection count to
+that host. Everything is judged after the agent exits, from the ledger (connections, their open
+and close times, requests served) and the agent's records (status, start and end per request;
+epoch ms on one host's clock, like the ledger's).
+
+Stack-specific cases (PL-09: urllib3/requests; PL-10: httpx/aiohttp) apply by the library the
+peer wraps: the built-in peers by name, any other manifest by declaring the capability
+``pool:<built-in name>`` (e.g. ``pool:urllib3`` for an agent over urllib3's pool); other peers
+are UNIMPLEMENTED with the reason. The helpers here are shared with ``test_idle_caps``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from fixtures.case import case
+from harness.errors import SetupError
+from harness.http_run import AgentRun
+from harness.peers import PeerManifest
+
+TOLERANCE_MS = 250  # SPEC §5 preamble: the default timing tolerance on a loaded 2-core machine
+SLEEP_MS = 300  # each request holds its connection this long (the ledger's /sleep)
+SLEEP_PATH = f"/sleep?ms={SLEEP_MS}"
+RUN_TIMEOUT_MS = 30_000  # bound on one agent run (JVM start + the longest plan here is ~6 s)
+CLOCK_SLACK_MS = 20  # two processes' epoch clocks and the 0.1 ms rounding of the records
+
+BUILTIN_STACKS = ("go-net-http", "jdk-httpurlconnection", "jdk-httpclient", "urllib3", "requests", "httpx", "aiohttp")
+POOL_CAPABILITY = "pool:"
+
+
+# -- shared helpers (test_idle_caps imports these) ------------------------------------------------
+
+
+def stack_of(peer: PeerManifest) -> str | None:
+    """The library whose pool the peer is: a built-in's name, else its ``pool:<name>`` capability."""
+    if peer.name in BUILTIN_STACKS:
+        return peer.name
+    for capability in sorted(peer.capabilities):
+        if capability.startswith(POOL_CAPABILITY) and capability[len(POOL_CAPABILITY):] in BUILTIN_STACKS:
+            return capability[len(POOL_CAPABILITY):]
+    return None
+
+
+def require_stack(cf, peer: PeerManifest, stacks: Iterable[str], what: str) -> str:
+    """The peer's stack if the case applies to it, else UNIMPLEMENTED saying why."""
+    stacks = tuple(stacks)
+    stack = stack_of(peer)
+    if stack not in stacks:
+        cf.unimplemented(
+            f"{cf.spec.id} is about {what} ({' / '.join(stacks)}); {peer.label} is "
+            f"{'the ' + stack + ' stack' if stack else 'none of them'} (a manifest wrapping one of those pools "
+            f"declares capability '{POOL_CAPABILITY}<name>')")
+    assert stack is not None
+    return stack
+
+
+def burst(n: int, *, path: str = SLEEP_PATH, target: int = 0) -> dict[str, Any]:
+    return {"op": "burst", "n": n, "path": path, "method": "GET", "target": target}
+
+
+def idle(ms: int) -> dict[str, Any]:
+    return {"op": "sleep", "ms": ms}
+
+
+def answered(view: Mapping[str, Any]) -> int:
+    """Requests the ledger answered (a status was decided for them)."""
+    return sum(1 for c in view["connections"] for entry in c["request_log"] if entry.get("status") is not None)
+
+
+def closed_by(view: Mapping[str, Any]) -> Counter:
+    return Counter(c["closed_by"] for c in view["connections"] if c["closed_by"] is not None)
+
+
+def brief_connections(view: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The ledger's connections without their request logs (for histories and failures)."""
+    keys = ("id", "opened_ms", "closed_ms", "closed_by", "requests")
+    return [{k: c[k] for k in keys} for c in view["connections"]]
+
+
+def observe_ledger(cf, name: str, view: Mapping[str, Any]) -> None:
+    cf.history.observe(name, {"max_simultaneous": view["max_simultaneous"], "open": view["open"],
+                              "connections": brief_connections(view)})
+
+
+def max_overlap(intervals: Iterable[tuple[float, float | None]]) -> int:
+    """Most intervals (open, close or None = still open) overlapping at one time; a close at the
+    same millisecond as an open counts first (the ledgers are separate processes)."""
+    events = []
+    for opened, closed in intervals:
+        events.append((opened, 1))
+        if closed is not None:
+            events.append((closed, -1))
+    current = best = 0
+    for _, delta in sorted(events):
+        current += delta
+        best = max(best, current)
+    return best
+
+
+def records_brief(run: AgentRun, phase: int | None = None) -> list[dict[str, Any]]:
+    records = run.records if phase is None else run.phase(phase)
+    return [{"phase": r.phase, "i": r.i, "status": r.status, "error": r.error, "ms": round(r.duration_ms)}
+            for r in records]
+
+
+def require_baseline(run: AgentRun, what: str) -> None:
+    """Every request succeeded: without that the pool's behaviour means nothing (a setup error)."""
+    if run.failed:
+        first = run.failed[0]
+        raise SetupError(f"baseline: {len(run.failed)} of {len(run.records)} requests of {run.name} ({run.peer}) "
+                         f"failed ({what}); first: phase {first.phase} #{first.i}: {first.error or first.status}. "
+                         f"See {run.log_path}")
+
+
+def rounds_ms(n: int, limit: int) -> int:
+    """Least time n requests of SLEEP_MS take over ``limit`` connections: ⌈n/limit⌉ × SLEEP_MS."""
+    return math.ceil(n / limit) * SLEEP_MS
+
+
+# -- PL-01 -----------------------------------------------------------------------------------------
+PL01_LIMIT = 3
+PL01_N = 20
+
+
+@case("PL-01", "MUST", timeout_s=90)
+def test_max_conns_per_host_caps_concurrent_connections(cf, topology, peer_registry, http_client_peer):
+    """`max_conns_per_host=3`, 20 concurrent 300 ms requests → server never sees > 3 simultaneous connections from the client; all 20 succeed; ≈ ⌈20/3⌉ × 300 ms.
+
+    The ledger's ``max_simultaneous`` is the client's connection count (one proxy upstream per
+    client connection). The burst's span (first start to last end) is at least
+    ⌈20/3⌉ × 300 = 2100 ms when the limit holds (research §6.1 G2: Go 2.11 s; §6.4 P2: requests
+    2.12 s); beyond 2100 + 250 ms it is late (NON-STRICT). Stacks without a per-host connection
+    limit (httpx: pool-wide only; both JDK clients: none) are UNIMPLEMENTED by their manifests.
+    """
+    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
+    plan = {"knobs": {"max_conns_per_host": PL01_LIMIT}, "phases": [burst(PL01_N)]}
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=RUN_TIMEOUT_MS)
+    view = srv.ledger.ledger()
+    observe_ledger(cf, "ledger", view)
+    span = run.span_ms(0)
+    least = rounds_ms(PL01_N, PL01_LIMIT)
+    numbers = {"max_simultaneous": view["max_simultaneous"], "connections": len(view["connections"]),
+               "answered by the server": answered(view), "failed": len(run.failed), "span_ms": round(span)}
+
+    cf.check(view["max_simultaneous"] <= PL01_LIMIT,
+             expected=f"never more than {PL01_LIMIT} simultaneous connections to the server",
+             actual={**numbers, "connections (ledger)": brief_connections(view)})
+    cf.check(not run.failed and answered(view) == PL01_N,
+             expected=f"all {PL01_N} requests succeed (the server answers {PL01_N})",
+             actual={**numbers, "records": records_brief(run)})
+    cf.check(span >= least - CLOCK_SLACK_MS,
+             expected=f"≈ ⌈{PL01_N}/{PL01_LIMIT}⌉ × {SLEEP_MS} = {least} ms at least: no more than "
+                      f"{PL01_LIMIT} requests in flight at once",
+             actual=numbers, hint="faster than the limit allows: some requests did not reach this server?")
+    if span > least + TOLERANCE_MS:
+        cf.late(expected=f"≈ ⌈{PL01_N}/{PL01_LIMIT}⌉ × {SLEEP_MS} = {least} ms (+ {TOLERANCE_MS} ms)",
+                actual=numbers)
+    cf.ok(f"max {view['max_simultaneous']} simultaneous over {len(view['connections'])} connections; "
+          f"{PL01_N}/{PL01_N} ok in {span:.0f} ms (≥ {least})", expected=f"≤ {PL01_LIMIT} at once, ≈ {least} ms",
+          actual=numbers)
+
+
+# -- PL-06 -----------------------------------------------------------------------------------------
+PL06_LIMIT = 3
+PL06_N = 12  # per host: 4 rounds of 300 ms
+
+
+@case("PL-06", "MUST", timeout_s=90)
+def test_limits_are_per_host(cf, topology, peer_registry, http_client_peer):
+    """Limits are per host: two proxied hosts, limit 3 each → ≤ 3 per host simultaneously, ≤ 6 total.
+
+    Two ledgers, each behind its own proxy on its own loopback address (two pool keys). The plan
+    contract's bursts go to one target each and run one after the other, so the hosts are loaded
+    in turn: host A's burst (12 × 300 ms), then host B's while A's connections sit idle in the
+    pool. Checked: each host ≤ 3 simultaneous; both hosts together ≤ 6 (from the two ledgers'
+    open/close times); each host answered its own 12; and host B still gets its own 3
+    connections — A's pooled connections do not use up B's limit (Go counts idle connections
+    towards ``MaxConnsPerHost``, research §1.1, so a key that merged the hosts would leave B 1).
+    """
+    ledger_peer = peer_registry.get("http-server", "ledger")
+    srv_a, srv_b = topology.http_servers(2, peer=ledger_peer)
+    plan = {"knobs": {"max_conns_per_host": PL06_LIMIT},
+            "phases": [burst(PL06_N, target=0), burst(PL06_N, target=1)]}
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv_a, srv_b], plan=plan,
+                                   timeout_ms=RUN_TIMEOUT_MS)
+    view_a, view_b = srv_a.ledger.ledger(), srv_b.ledger.ledger()
+    observe_ledger(cf, "ledger_host_a", view_a)
+    observe_ledger(cf, "ledger_host_b", view_b)
+    total = max_overlap((c["opened_ms"], c["closed_ms"]) for view in (view_a, view_b) for c in view["connections"])
+    numbers = {
+        "host A": {"max_simultaneous": view_a["max_simultaneous"], "connections": len(view_a["connections"]),
+                   "answered": answered(view_a), "burst_ms": round(run.span_ms(0))},
+        "host B": {"max_simultaneous": view_b["max_simultaneous"], "connections": len(view_b["connections"]),
+                   "answered": answered(view_b), "burst_ms": round(run.span_ms(1))},
+        "both hosts at once": total, "failed": len(run.failed),
+    }
+
+    cf.check(view_a["max_simultaneous"] <= PL06_LIMIT and view_b["max_simultaneous"] <= PL06_LIMIT,
+             expected=f"≤ {PL06_LIMIT} simultaneous connections per host",
+             actual={**numbers, "host A connections": brief_connections(view_a),
+                     "host B connections": brief_connections(view_b)})
+    cf.check(total <= 2 * PL06_LIMIT, expected=f"≤ {2 * PL06_LIMIT} simultaneous connections in total",
+             actual=numbers)
+    cf.check(not run.failed and answered(view_a) == PL06_N and answered(view_b) == PL06_N,
+             expected=f"every request succeeds on its own host: {PL06_N} answered by each",
+             actual={**numbers, "records": records_brief(run)})
+    cf.check(view_b["max_simultaneous"] == PL06_LIMIT,
+             expected=f"host B gets its own {PL06_LIMIT} connections: host A's pooled connections do not "
+                      f"count against B's limit",
+             actual=numbers)
+    cf.ok(f"A max {view_a['max_simultaneous']}, B max {view_b['max_simultaneous']}, both at once {total}; "
+          f"bursts {numbers['host A']['burst_ms']} / {numbers['host B']['burst_ms']} ms",
+          expected=f"≤ {PL06_LIMIT} per host, ≤ {2 * PL06_LIMIT} total", actual=numbers)
+
+
+# -- PL-09 -----------------------------------------------------------------------------------------
+PL09_STACKS = ("urllib3", "requests")
+PL09_MAXSIZE = 3
+PL09_N = 20
+PL09_IDLE_MS = 1500  # after the block-off burst: the kept connections stay open this long
+POOL_FULL_WARNING = "Connection pool is full"
+
+
+@case("PL-09", "MUST", timeout_s=90)
+def test_urllib3_pool_block(cf, topology, peer_registry, http_client_peer):
+    """urllib3/requests `pool_maxsize=3, pool_block=True` → ≤ 3 simultaneous; with block off the extra connections are opened and discarded after use (count them).
+
+    Knobs ``max_idle_per_host=3`` (``maxsize`` / ``pool_maxsize``) with ``block_when_full`` true,
+    then false, each run against its own ledger. Block on: ≤ 3 simultaneous, all 20 succeed
+    (research §6.4 P2: 3 connections, max 3). Block off: urllib3 opens a connection for every
+    request that finds the queue empty and, when the queue is full on return, closes it with the
+    warning "Connection pool is full, discarding connection" (§4.1 ``_put_conn``). So a 20-wide
+    burst opens 20, discards 17 right after their responses (closed by the client within
+    250 ms of the burst's end) and keeps 3 open through the idle phase. The warnings in the
+    agent's log are counted and recorded.
+    """
+    require_stack(cf, http_client_peer, PL09_STACKS, "urllib3's pool_maxsize / pool_block")
+    ledger_peer = peer_registry.get("http-server", "ledger")
+    srv_on, srv_off = topology.http_servers(2, peer=ledger_peer)
+
+    run_on = topology.run_http_client(
+        peer=http_client_peer, servers=[srv_on], timeout_ms=RUN_TIMEOUT_MS,
+        plan={"knobs": {"max_idle_per_host": PL09_MAXSIZE, "block_when_full": True}, "phases": [burst(PL09_N)]})
+    view_on = srv_on.ledger.ledger()
+    observe_ledger(cf, "ledger_block_on", view_on)
+    on = {"max_simultaneous": view_on["max_simultaneous"], "connections": len(view_on["connections"]),
+          "answered": answered(view_on), "failed": len(run_on.failed), "span_ms": round(run_on.span_ms(0))}
+    cf.check(view_on["max_simultaneous"] <= PL09_MAXSIZE,
+             expected=f"pool_block=True: never more than {PL09_MAXSIZE} simultaneous connections",
+             actual={**on, "connections (ledger)": brief_connections(view_on)})
+    cf.check(not run_on.failed and answered(view_on) == PL09_N,
+             expected=f"pool_block=True: all {PL09_N} requests succeed (waiters get a pooled connection)",
+             actual={**on, "records": records_brief(run_on)})
+
+    run_off = topology.run_http_client(
+        peer=http_client_peer, servers=[srv_off], timeout_ms=RUN_TIMEOUT_MS,
+        plan={"knobs": {"max_idle_per_host": PL09_MAXSIZE, "block_when_full": False},
+              "phases": [burst(PL09_N), idle(PL09_IDLE_MS)]})
+    require_baseline(run_off, "pool_block=False burst")
+    view_off = srv_off.ledger.ledger()
+    observe_ledger(cf, "ledger_block_off", view_off)
+    burst_end = max(r.end_ms for r in run_off.phase(0))
+    conns = view_off["connections"]
+    discarded = [c for c in conns if c["closed_by"] == "client" and c["closed_ms"] is not None
+                 and c["closed_ms"] <= burst_end + TOLERANCE_MS]
+    # Kept: still open when the idle phase was half over (the agent's exit closes them later).
+    kept = [c for c in conns if c["closed_ms"] is None or c["closed_ms"] >= burst_end + PL09_IDLE_MS / 2]
+    other = [c for c in conns if c not in discarded and c not in kept]
+    warnings = sum(1 for line in run_off.noise if POOL_FULL_WARNING in line)
+    off = {"opened": len(conns), "max_simultaneous": view_off["max_simultaneous"],
+           "discarded right after use": len(discarded), "kept open while idle": len(kept),
+           "closed otherwise": [{k: c[k] for k in ("id", "closed_by")} | {"after_burst_ms": round(c["closed_ms"] - burst_end)}
+                                for c in other],
+           "'pool is full' warnings": warnings, "answered": answered(view_off)}
+    cf.history.observe("block_off", off)
+    cf.check(len(conns) == PL09_N and view_off["max_simultaneous"] > PL09_MAXSIZE,
+             expected=f"pool_block=False: the extra connections are opened — one per concurrent request, "
+                      f"{PL09_N} opened",
+             actual=off)
+    cf.check(len(kept) == PL09_MAXSIZE and len(discarded) == len(conns) - PL09_MAXSIZE and not other,
+             expected=f"pool_block=False: {len(conns) - PL09_MAXSIZE} extra connections discarded after use "
+                      f"(closed by the client within {TOLERANCE_MS} ms of the burst), {PL09_MAXSIZE} kept open",
+             actual=off)
+    cf.ok(f"block on: max {on['max_simultaneous']} at once, {PL09_N} ok in {on['span_ms']} ms; block off: "
+          f"{len(conns)} opened, {len(discarded)} discarded ({warnings} warnings), {len(kept)} kept",
+          expected=f"≤ {PL09_MAXSIZE} with block; {PL09_N - PL09_MAXSIZE} discarded without",
+          actual={"block on": on, "block off": off})
+
+
+# -- PL-10 -----------------------------------------------------------------------------------------
+PL10_LIMIT = 3
+PL10_N = 20
+# stack -> (knob, the library's own setting, scope)
+PL10_KNOBS = {
+    "httpx": ("max_conns_total", "Limits(max_connections=3)", "pool-wide"),
+    "aiohttp": ("max_conns_per_host", "TCPConnector(limit_per_host=3)", "per host"),
+}
+
+
+@case("PL-10", "MUST", timeout_s=90)
+def test_async_client_connection_limits(cf, topology, peer_registry, http_client_peer):
+    """httpx `max_connections=3` → ≤ 3 simultaneous (pool-wide); aiohttp `limit_per_host=3` → ≤ 3 per host.
+
+    One host, 20 concurrent 300 ms requests: the ledger sees ≤ 3 simultaneous connections and all
+    20 succeed (research §6.4 X2 and A1: 3 connections, max 3). httpx queues the rest for a slot
+    (its 5 s pool timeout is longer than the ≈ 2.1 s the burst needs); aiohttp counts connections
+    in use per ``ConnectionKey``.
+    """
+    stack = require_stack(cf, http_client_peer, PL10_KNOBS, "httpx's max_connections / aiohttp's limit_per_host")
+    knob, setting, scope = PL10_KNOBS[stack]
+    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], timeout_ms=RUN_TIMEOUT_MS,
+                                   plan={"knobs": {knob: PL10_LIMIT}, "phases": [burst(PL10_N)]})
+    view = srv.ledger.ledger()
+    observe_ledger(cf, "ledger", view)
+    numbers = {"setting": setting, "max_simultaneous": view["max_simultaneous"],
+               "connections": len(view["connections"]), "answered": answered(view), "failed": len(run.failed),
+               "span_ms": round(run.span_ms(0))}
+    cf.check(view["max_simultaneous"] <= PL10_LIMIT,
+             expected=f"{setting}: ≤ {PL10_LIMIT} simultaneous connections ({scope})",
+             actual={**numbers, "connections (ledger)": brief_connections(view)})
+    cf.check(not run.failed and answered(view) == PL10_N,
+             expected=f"{setting}: all {PL10_N} requests succeed (queued for a slot, not refused)",
+             actual={**numbers, "records": records_brief(run)})
+    cf.ok(f"{setting}: max {view['max_simultaneous']} simultaneous over {len(view['connections'])} connections; "
+          f"{PL10_N}/{PL10_N} ok in {numbers['span_ms']} ms", expected=f"≤ {PL10_LIMIT} ({scope})", actual=numbers)
