@@ -91,8 +91,11 @@ class Schedule:
                 kind, target = rng.choice(names), rng.choice(targets)
                 duration_ms = rng.randint(min_duration_ms, max_duration_ms)
                 at_ms = rng.randint(0, window_ms - duration_ms)
-                if all(at_ms + duration_ms <= s or e <= at_ms for s, e in busy[target]):
-                    busy[target].append((at_ms, at_ms + duration_ms))
+                # A kill that does not restart ends its target for the rest of the window.
+                gone = kind == "kill" and not kind_params[kind].get("restart_on_heal")
+                end_ms = window_ms if gone else at_ms + duration_ms
+                if all(end_ms <= s or e <= at_ms for s, e in busy[target]):
+                    busy[target].append((at_ms, end_ms))
                     events.append(ScheduledFault(at_ms, kind, target, duration_ms, dict(kind_params[kind])))
                     break
             else:

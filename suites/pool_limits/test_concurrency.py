@@ -141,8 +141,9 @@ def test_max_conns_per_host_caps_concurrent_connections(cf, topology, peer_regis
     2.12 s); beyond 2100 + 250 ms it is late (NON-STRICT). Stacks without a per-host connection
     limit (httpx: pool-wide only; both JDK clients: none) are UNIMPLEMENTED by their manifests.
     """
-    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     plan = {"knobs": {"max_conns_per_host": PL01_LIMIT}, "phases": [burst(PL01_N)]}
+    http_client_peer.require_knobs(plan["knobs"])  # UNIMPLEMENTED before anything starts
+    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=RUN_TIMEOUT_MS)
     view = srv.ledger.ledger()
     observe_ledger(cf, "ledger", view)
@@ -186,10 +187,10 @@ def test_limits_are_per_host(cf, topology, peer_registry, http_client_peer):
     connections — A's pooled connections do not use up B's limit (Go counts idle connections
     towards ``MaxConnsPerHost``, research §1.1, so a key that merged the hosts would leave B 1).
     """
-    ledger_peer = peer_registry.get("http-server", "ledger")
-    srv_a, srv_b = topology.http_servers(2, peer=ledger_peer)
     plan = {"knobs": {"max_conns_per_host": PL06_LIMIT},
             "phases": [burst(PL06_N, target=0), burst(PL06_N, target=1)]}
+    http_client_peer.require_knobs(plan["knobs"])
+    srv_a, srv_b = topology.http_servers(2, peer=peer_registry.get("http-server", "ledger"))
     run = topology.run_http_client(peer=http_client_peer, servers=[srv_a, srv_b], plan=plan,
                                    timeout_ms=RUN_TIMEOUT_MS)
     view_a, view_b = srv_a.ledger.ledger(), srv_b.ledger.ledger()
@@ -244,6 +245,7 @@ def test_urllib3_pool_block(cf, topology, peer_registry, http_client_peer):
     agent's log are counted and recorded.
     """
     require_stack(cf, http_client_peer, PL09_STACKS, "urllib3's pool_maxsize / pool_block")
+    http_client_peer.require_knobs(["max_idle_per_host", "block_when_full"])
     ledger_peer = peer_registry.get("http-server", "ledger")
     srv_on, srv_off = topology.http_servers(2, peer=ledger_peer)
 
@@ -317,6 +319,7 @@ def test_async_client_connection_limits(cf, topology, peer_registry, http_client
     """
     stack = require_stack(cf, http_client_peer, PL10_KNOBS, "httpx's max_connections / aiohttp's limit_per_host")
     knob, setting, scope = PL10_KNOBS[stack]
+    http_client_peer.require_knobs([knob])
     (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     run = topology.run_http_client(peer=http_client_peer, servers=[srv], timeout_ms=RUN_TIMEOUT_MS,
                                    plan={"knobs": {knob: PL10_LIMIT}, "phases": [burst(PL10_N)]})

@@ -333,9 +333,10 @@ def test_keepalive_off_one_connection_per_request(cf, topology, peer_registry, h
     connections of one request each, each closed within 250 ms of its response (by either side:
     with ``Connection: close`` who closes first is a race, research §7), not held to the exit.
     """
-    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     plan = {"knobs": {"keepalive": False},
             "phases": [{"op": "sequential", "n": PL05_N, "path": "/", "method": "GET"}, idle(PL05_IDLE_MS)]}
+    http_client_peer.require_knobs(plan["knobs"])  # UNIMPLEMENTED before anything starts
+    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=RUN_TIMEOUT_MS)
     require_baseline(run, "sequential requests with keep-alive off")
     view = srv.ledger.ledger()

@@ -296,3 +296,21 @@ def test_run_schedule_reports_a_failing_heal(fast_clock) -> None:
         run_schedule(schedule, lambda name, role: proxy, History(None), deadline_ms=50)
     # Retried once in the finally; that failure is attached to the error, not lost.
     assert any("healing after the chaos schedule failed" in n for n in raised.value.__notes__)
+
+
+def test_nothing_is_scheduled_on_a_target_after_its_final_kill() -> None:
+    """Regression: seed 1 once put a pause on client-0 after a kill that never restarts it."""
+    import random
+
+    killed_then_more = 0
+    for seed in range(40):
+        schedule = Schedule.generate(random.Random(seed), targets=["client-0", "client-1"], kinds=["kill", "pause"],
+                                     count=3, window_ms=20_000, min_duration_ms=500, max_duration_ms=1500)
+        for target in ("client-0", "client-1"):
+            events = [e for e in schedule.events if e.target == target]
+            kills = [e.at_ms for e in events if e.fault == "kill"]
+            if kills:
+                assert len(kills) == 1 and all(e.at_ms < kills[0] for e in events if e.fault != "kill"), (
+                    seed, schedule.to_json())
+                killed_then_more += len(events) > 1
+    assert killed_then_more, "no seed put another fault on a killed target's timeline: the test proves nothing"

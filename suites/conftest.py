@@ -1,10 +1,10 @@
-"""Options of the TC suite: the size of the TC-08 soak (SPEC §5 TC-08).
+"""Options of the suites: the size of the TC-08 soak (SPEC §5 TC-08).
 
-    pytest suites/transport_cleanup -k TC-08 --soak-clients 20 --soak-faults 60 --soak-window-ms 60000
+    pytest suites -k TC-08 --soak-clients 20 --soak-faults 60 --soak-window-ms 60000
+    python3 -m tox run -e conformance -- -k TC-08 --soak-clients 20
 
-pytest parses a conftest's options only when the conftest is an *initial* one, i.e. when this
-folder (or a file in it) is on the command line. A run over ``suites`` (``connformance run``,
-``tox -e conformance``) takes the size from the environment instead:
+This conftest sits at the top of ``suites`` so pytest reads its options whenever ``suites`` or
+a folder below it is on the command line. The size can also come from the environment:
 ``CONNFORMANCE_SOAK_CLIENTS``, ``CONNFORMANCE_SOAK_FAULTS``, ``CONNFORMANCE_SOAK_WINDOW_MS``
 (tox passes ``CONNFORMANCE_*`` through). Command-line options win over the environment.
 """
@@ -37,7 +37,7 @@ class SoakSize:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("connformance-soak", "connformance TC-08 soak size (suites/transport_cleanup)")
+    group = parser.getgroup("connformance-soak", "connformance TC-08 soak size")
     group.addoption("--soak-clients", type=int, default=None, dest="soak_clients", metavar="N",
                     help=f"clients of the peer under test (default {DEFAULT_CLIENTS}; env CONNFORMANCE_SOAK_CLIENTS)")
     group.addoption("--soak-faults", type=int, default=None, dest="soak_faults", metavar="M",
