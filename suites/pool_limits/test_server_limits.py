@@ -347,19 +347,19 @@ def test_per_client_ip_limit_holds_under_churn(cf, topology, nacos_server_peer):
     admin = server.admin
     watch = _CountWatch(CHURN_IP, has_counts, has_events)
 
-    # Baseline: a transport reporting the IP registers through the proxy.
-    first = _open(cf, server, CHURN_IP)
-    first.outcome = _admission(cf, admin, first)
-    cf.check(first.outcome == "registered",
-             expected=f"baseline: a setup reporting {CHURN_IP} registers (under the limit {LIMIT})",
-             actual={"outcome": first.outcome, "current": sorted(admin.current())},
-             hint="the server does not register a setup through the proxy")
-
-    open_probes: list[_Probe] = [first]
+    open_probes: list[_Probe] = []
     tally = {"registered": 1, "reset": 0, "unknown": 0, "closed at once": 0, "closed old": 0}
-    started = now_ms()
     cycles = 0
     try:
+        # Baseline: a transport reporting the IP registers through the proxy.
+        first = _open(cf, server, CHURN_IP)
+        open_probes.append(first)
+        first.outcome = _admission(cf, admin, first)
+        cf.check(first.outcome == "registered",
+                 expected=f"baseline: a setup reporting {CHURN_IP} registers (under the limit {LIMIT})",
+                 actual={"outcome": first.outcome, "current": sorted(admin.current())},
+                 hint="the server does not register a setup through the proxy")
+        started = now_ms()
         with _Sampler(cf, server, watch):
             for cycle in range(CYCLES):
                 if now_ms() - started > CHURN_BOUND_MS:
@@ -401,8 +401,8 @@ def test_per_client_ip_limit_holds_under_churn(cf, topology, nacos_server_peer):
     summary = {**watch.summary(), "cycles": cycles, "churn ms": round(churn_ms), "setups": tally}
     cf.history.observe("churn_summary", summary)
     cf.check(not watch.drift,
-             expected=f"the per-IP counter equals the IP's registrations in current at every trusted read "
-                      f"(nothing moved around it)",
+             expected="the per-IP counter equals the IP's registrations in current at every trusted read "
+                      "(nothing moved around it)",
              actual={**summary, "first drifting samples": watch.drift[:5]})
     cf.check(not watch.over,
              expected=f"{CHURN_IP} never above n={LIMIT} in current or in the per-IP counter",

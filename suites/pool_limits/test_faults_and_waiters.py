@@ -1,0 +1,390 @@
+"""PL — pool limits under trouble: canceled waiters, a slow link, connections reset while idle
+(SPEC §5 PL-11, PL-14, PL-15; research/http-pools.md §1.3, §1.5, §4.1, §4.3, §4.4, §6.1 G11,
+§6.4 X2, §7; research/toxiproxy-and-anchors.md §A3 latency and reset_peer).
+
+Each case runs one http-client agent (the parametrised stack) against the ``ledger`` server behind
+its own Toxiproxy proxy. The ledger sees one upstream connection per client connection, so its
+connections are the client's.
+
+Counting "at once" from the ledger. The ledger learns of a client's close only when Toxiproxy has
+relayed it and its event loop has read it, a fraction of a millisecond to a few ms after the
+client's next connect. A pool that closes a connection and opens the next at once — a canceled
+request's slot passed on to a waiter — therefore looks like two for a moment: Go's
+``MaxConnsPerHost=1`` dialing through a queue of canceled waiters showed 5 "simultaneous"
+connections in the ledger while its own dialer (a counting ``DialContext``) never had more than
+one open. So the cases count a connection as held from its open until ``RELAY_LAG_MS`` before its
+recorded close (``held_at_once``), and report the ledger's raw ``max_simultaneous`` beside it. A
+connection that lived less than the lag is not counted; a pool that really grows past its limit
+holds the extra connections for whole requests (hundreds of ms here).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from fixtures.case import case
+from harness.errors import SetupError
+from harness.faults import Latency
+from harness.http_run import AgentRun
+from harness.observe.sockets import snapshot
+from harness.peers import PeerManifest
+from harness.toxiproxy import ResetPeer
+from harness.wait import WaitTimeout, eventually, now_ms
+
+T = TypeVar("T")
+
+TOLERANCE_MS = 250  # SPEC §5 preamble
+RELAY_LAG_MS = 50  # see the module docstring: how late the ledger may see a client's close
+SERVER_KEEPALIVE_MS = 30_000  # the ledger never closes first within these cases
+RUN_SLACK_MS = 20_000  # bound on an agent run beyond its plan (JVM start, a loaded machine)
+POLL_MS = 50
+POOL_CAPABILITY = "pool:"
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+
+
+def now_wall_ms() -> float:
+    """Epoch ms, the clock of the ledger and the agents' records."""
+    return time.time() * 1000.0
+
+
+
+def held_at_once(connections: Iterable[Mapping[str, Any]], *, now_ms_epoch: float,
+                 lag_ms: float = RELAY_LAG_MS) -> tuple[int, float | None]:
+    """(most connections held at one time, epoch ms when first reached). A connection is held from
+    ``opened_ms`` to ``closed_ms - lag_ms`` (still open: to now); closes sort before opens."""
+    events: list[tuple[float, int]] = []
+    for conn in connections:
+        end = (conn["closed_ms"] if conn["closed_ms"] is not None else now_ms_epoch) - lag_ms
+        if end > conn["opened_ms"]:
+            events += [(conn["opened_ms"], 1), (end, -1)]
+    current = best = 0
+    at = None
+    for t, delta in sorted(events):
+        current += delta
+        if current > best:
+            best, at = current, t
+    return best, at
+
+
+def limit_knob(cf, peer: PeerManifest) -> str:
+    """The peer's connection limit for one host: ``max_conns_per_host``, else the pool-wide
+    ``max_conns_total`` (httpx has only that; with one host in the run it is the per-host limit)."""
+    for knob in ("max_conns_per_host", "max_conns_total"):
+        if peer.supports(knob):
+            return knob
+    cf.unimplemented(f"{peer.label} has no connection limit (neither max_conns_per_host nor max_conns_total "
+                     f"in its manifest's [knobs]); the JDK clients have none (research §0)")
+    raise AssertionError("unreachable")
+
+
+def brief(conn: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: conn[k] for k in ("id", "opened_ms", "closed_ms", "closed_by", "requests")}
+
+
+def answered(view: Mapping[str, Any], path: str) -> int:
+    return sum(1 for c in view["connections"] for r in c["request_log"] if r["path"] == path and r["status"] is not None)
+
+
+def settled(probe: Callable[[], T], *, stable_ms: float, timeout_ms: float, what: str,
+            accept: Callable[[T], bool] = lambda _: True) -> T:
+    """Wait until ``probe()`` returns one accepted value unchanged for ``stable_ms``; bounded."""
+    seen: dict[str, Any] = {"value": object(), "since": now_ms()}
+
+    def watch() -> tuple[T, float]:
+        value, t = probe(), now_ms()
+        if value != seen["value"]:
+            seen.update(value=value, since=t)
+        return value, t - seen["since"]
+
+    waited = eventually(watch, accept=lambda vt: accept(vt[0]) and vt[1] >= stable_ms, timeout_ms=timeout_ms,
+                        what=what, interval_ms=POLL_MS)
+    return waited.value[0]
+
+
+class BackgroundRun:
+    """One agent run on a worker thread, so the case can act while the agent sits in a ``sleep``
+    phase. ``result()`` joins it (bounded) and re-raises what the run raised."""
+
+    def __init__(self, topology, **run_kwargs: Any) -> None:
+        self._topology = topology
+        self._kwargs = run_kwargs
+        self._run: AgentRun | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="pl-agent-run", daemon=True)
+
+    def _main(self) -> None:
+        try:
+            self._run = self._topology.run_http_client(**self._kwargs)
+        except BaseException as exc:  # surfaced by result() in the test's thread
+            self._error = exc
+
+    def start(self) -> BackgroundRun:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def result(self, timeout_ms: float) -> AgentRun:
+        self._thread.join(timeout_ms / 1000.0)
+        if self._thread.is_alive():
+            raise SetupError(f"the http-client agent run did not end within {timeout_ms:.0f} ms of being awaited")
+        if self._error is not None:
+            raise self._error
+        assert self._run is not None
+        return self._run
+
+
+# -- PL-11 -----------------------------------------------------------------------------------------
+PL11_WAVES = 4
+PL11_WAVE_N = 10
+PL11_CANCEL_AFTER_MS = 100
+PL11_HOLD_MS = 1000  # the server holds each wave request 10× longer than the cancel: no answer races it
+PL11_HOLD_PATH = f"/sleep?ms={PL11_HOLD_MS}"
+PL11_NORMAL_N = 10
+PL11_NORMAL_PATH = "/?pl11=normal"
+PL11_NORMAL_TIMEOUT_MS = 3000  # a leaked slot shows as these timing out, not as a hang
+
+
+@case("PL-11", "MUST", timeout_s=90)
+def test_canceled_waiters_do_not_leak_slots(cf, topology, peer_registry, http_client_peer):
+    """Canceled waiters do not leak slots: `max_conns_per_host=1`, many requests canceled while queued, then 10 normal → still ≤ 1 simultaneous and the 10 complete.
+
+    Four waves (``cancel_burst``) of 10 requests to a ledger path that holds each request 1 s;
+    every request is canceled 100 ms after it was issued: one holds the only slot, nine wait for
+    it. Then 10 normal requests (each with a 3 s timeout, so a leaked slot shows as timeouts, not
+    a hang). The cancel lands well inside the server's hold and no answer is due near it, so no
+    slot hand-off coincides with a cancel by chance and the outcome does not flip between runs
+    (httpx's known race, encode/httpcore#1093 — a waiter canceled right as the pool gives it a
+    new connection leaves that connection stuck and its slot lost — needs exactly such a
+    coincidence). Checked: ≤ 1 connection held at once over the whole run (see the module
+    docstring on relay lag) and all 10 normal requests succeed. httpx has no per-host limit: its
+    pool-wide ``max_connections=1`` is used (one host). Stacks that cannot cancel a request
+    (requests, the JDK's HttpURLConnection) or have no limit (both JDK clients) are UNIMPLEMENTED.
+    """
+    if not http_client_peer.has_capability("cancel"):
+        cf.unimplemented(f"{http_client_peer.label} cannot cancel a request (no capability 'cancel': the agent "
+                         "answers cancel_burst with exit 3)")
+    knob = limit_knob(cf, http_client_peer)
+    (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
+                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+    waves = [{"op": "cancel_burst", "n": PL11_WAVE_N, "cancel_after_ms": PL11_CANCEL_AFTER_MS, "path": PL11_HOLD_PATH}
+             for _ in range(PL11_WAVES)]
+    plan = {"knobs": {knob: 1},
+            "phases": [*waves, {"op": "burst", "n": PL11_NORMAL_N, "path": PL11_NORMAL_PATH,
+                                "timeout_ms": PL11_NORMAL_TIMEOUT_MS},
+                       {"op": "sleep", "ms": 200}]}
+    bound_ms = PL11_WAVES * (PL11_HOLD_MS + 1000) + PL11_NORMAL_TIMEOUT_MS + RUN_SLACK_MS
+    run: AgentRun | None = None
+    hang: str | None = None
+    try:
+        run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms)
+    except SetupError as exc:
+        view = server.ledger.ledger()
+        if answered(view, PL11_NORMAL_PATH) >= PL11_NORMAL_N:
+            raise  # the normal requests were served: the trouble is elsewhere
+        hang = str(exc).splitlines()[0]
+    view = server.ledger.ledger()
+    cf.history.observe("ledger", [brief(c) for c in view["connections"]])
+    held, held_at = held_at_once(view["connections"], now_ms_epoch=view["now_ms"])
+    numbers: dict[str, Any] = {
+        "limit": f"{knob}=1", "held_at_once": held, "ledger_max_simultaneous_raw": view["max_simultaneous"],
+        "connections_opened": len(view["connections"]),
+        "normal_answered_by_server": answered(view, PL11_NORMAL_PATH),
+    }
+    if run is not None:
+        wave_records = [r for i in range(PL11_WAVES) for r in run.phase(i)]
+        normal = run.phase(PL11_WAVES)
+        numbers.update({
+            "canceled": sum(r.canceled for r in wave_records),
+            "wave_requests_reaching_server": sum(len([x for x in c["request_log"] if x["path"] == PL11_HOLD_PATH])
+                                                 for c in view["connections"]),
+            "wave_requests_not_canceled": [{"phase": r.phase, "i": r.i, "status": r.status, "error": r.error}
+                                           for r in wave_records if not r.canceled][:5],
+            "normal_ok": sum(r.ok for r in normal),
+            "normal_errors": sorted({r.error or str(r.status) for r in normal if not r.ok}),
+        })
+    cf.history.observe("pl11", numbers)
+
+    cf.check(held <= 1, at_ms=cf.history.relative_ms_from_wall(held_at) if held_at else None,
+             expected=f"{knob}=1: never more than 1 connection at once (counting each until {RELAY_LAG_MS} ms "
+                      f"before the ledger saw it close)",
+             actual={**numbers, "connections": [brief(c) for c in view["connections"]]})
+    cf.check(hang is None, expected=f"the {PL11_NORMAL_N} normal requests after the canceled waves complete",
+             actual={**numbers, "agent": hang},
+             hint="the agent never finished its plan: the canceled waiters leaked the only slot")
+    assert run is not None
+    cf.check(numbers["normal_ok"] == PL11_NORMAL_N,
+             expected=f"the {PL11_NORMAL_N} normal requests after {PL11_WAVES}×{PL11_WAVE_N} canceled requests "
+                      f"all succeed (no leaked slot)",
+             actual=numbers, at_ms=cf.history.relative_ms_from_wall(min(r.start_ms for r in run.phase(PL11_WAVES))),
+             hint="a slot given to a canceled waiter was never returned")
+    cf.ok(f"{numbers['canceled']} canceled in {PL11_WAVES} waves, then {PL11_NORMAL_N}/{PL11_NORMAL_N} ok; held at "
+          f"once {held} (ledger raw {view['max_simultaneous']}); {len(view['connections'])} connections opened",
+          expected=f"≤ 1 at once; {PL11_NORMAL_N} complete", actual=numbers)
+
+
+# -- PL-14 -----------------------------------------------------------------------------------------
+PL14_LIMIT = 3
+PL14_LATENCY_MS = 200
+PL14_N = 10
+PL14_PATH = "/?pl14=slow-link"
+
+
+@case("PL-14", "SHOULD", timeout_s=90)
+def test_pool_grows_to_its_limit_under_latency(cf, topology, peer_registry, http_client_peer):
+    """Under 200 ms link latency the pool grows to its limit and never past it.
+
+    A Toxiproxy ``latency`` toxic (200 ms, downstream: every response chunk is held 200 ms) is
+    installed before the client connects; then 10 concurrent requests with a limit of 3. The
+    pool should open exactly 3 connections at once (held at once == 3; fewer is NON-STRICT: it
+    did not grow). More than 3 is FAILED whatever this case's level: exceeding a configured
+    limit is a violation of the limit itself (PL-01's MUST), not a timing miss, and a slow link
+    must not excuse it. Requests that fail under the latency are NON-STRICT. httpx has no
+    per-host limit: its pool-wide ``max_connections`` is used (one host). The JDK clients have
+    no connection limit: UNIMPLEMENTED.
+    """
+    knob = limit_knob(cf, http_client_peer)
+    (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
+                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+    plan = {"knobs": {knob: PL14_LIMIT}, "phases": [{"op": "burst", "n": PL14_N, "path": PL14_PATH}]}
+    with Latency(server.proxy, latency_ms=PL14_LATENCY_MS, stream="downstream", history=cf.history):
+        run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan,
+                                       timeout_ms=RUN_SLACK_MS + PL14_N * PL14_LATENCY_MS)
+    view = server.ledger.ledger()
+    cf.history.observe("ledger", [brief(c) for c in view["connections"]])
+    held, held_at = held_at_once(view["connections"], now_ms_epoch=view["now_ms"])
+    slowest_ok = max((r.duration_ms for r in run.records if r.ok), default=0.0)
+    numbers = {"limit": f"{knob}={PL14_LIMIT}", "latency_ms": PL14_LATENCY_MS, "held_at_once": held,
+               "ledger_max_simultaneous_raw": view["max_simultaneous"], "connections_opened": len(view["connections"]),
+               "ok": sum(r.ok for r in run.records), "errors": sorted({r.error or str(r.status) for r in run.failed}),
+               "span_ms": round(run.span_ms(0))}
+    cf.history.observe("pl14", numbers)
+    if slowest_ok and slowest_ok < PL14_LATENCY_MS - TOLERANCE_MS:
+        raise SetupError(f"PL-14: no request took the {PL14_LATENCY_MS} ms the latency toxic adds "
+                         f"(slowest {slowest_ok:.0f} ms): the toxic is not on the path")
+    at_ms = cf.history.relative_ms_from_wall(held_at) if held_at else None
+    cf.check(held <= PL14_LIMIT, verdict="FAILED", at_ms=at_ms,
+             expected=f"{knob}={PL14_LIMIT}: never more than {PL14_LIMIT} connections at once, latency or not",
+             actual={**numbers, "connections": [brief(c) for c in view["connections"]]},
+             hint="a limit violation is not a timing miss: FAILED even though PL-14 is a SHOULD")
+    cf.check(not run.failed, expected=f"all {PL14_N} requests succeed under {PL14_LATENCY_MS} ms latency",
+             actual=numbers)
+    cf.check(held == PL14_LIMIT, at_ms=at_ms,
+             expected=f"the pool grows to its limit: {PL14_LIMIT} connections at once for {PL14_N} concurrent requests",
+             actual=numbers)
+    cf.ok(f"{PL14_LIMIT} at once under {PL14_LATENCY_MS} ms latency (ledger raw {view['max_simultaneous']}); "
+          f"{PL14_N}/{PL14_N} ok in {numbers['span_ms']} ms over {len(view['connections'])} connections",
+          expected=f"exactly {PL14_LIMIT} at once", actual=numbers)
+
+
+# -- PL-15 -----------------------------------------------------------------------------------------
+PL15_BURST_N = 3
+PL15_BURST_PATH = "/sleep?ms=200"
+PL15_IDLE_MS = 3000  # the agent idles this long; the harness cuts and heals inside it
+PL15_SEQ_N = 5
+PL15_PATH = "/?pl15=after-reset"
+PL15_TOXIC = "pl15_linger0"
+PL15_CUT_WITHIN_MS = 1500  # disable → the ledger sees every pooled connection gone
+
+
+@case("PL-15", "MUST", timeout_s=90)
+def test_reset_idle_connections_are_not_handed_out(cf, topology, peer_registry, http_client_peer):
+    """reset_peer on idle pooled connections → idempotent requests succeed on fresh connections; the pool does not keep handing out dead connections.
+
+    Toxiproxy's reset_peer makes an RST only on connections opened while it is installed (it
+    sets SO_LINGER 0 at connect), and on an idle connection it never fires (it waits for a
+    chunk). So a ``reset_peer`` toxic with toxicity 0 is installed before the first burst: it
+    never fires, but every connection of the burst gets linger 0. While the client sits idle with
+    its pooled connections, the harness disables the proxy — Toxiproxy closes every live
+    connection, and with linger 0 each close is an RST to the client — then re-enables it and
+    removes the toxic, all before the client's next request. Then 5 GETs one after another: all
+    must succeed (on fresh connections: the old ones are dead). Any error surfaced is FAILED
+    (counted): the pool handed out a dead connection and did not retry. The cut is checked to
+    have been an RST (no proxy-side TIME_WAIT, no client CLOSE_WAIT), else it is a setup error.
+    """
+    (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
+                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+    proxy = server.proxy
+    proxy.add_toxic(ResetPeer(timeout_ms=0, stream="upstream", toxicity=0.0, name=PL15_TOXIC))
+    plan = {"knobs": {},
+            "phases": [{"op": "burst", "n": PL15_BURST_N, "path": PL15_BURST_PATH},
+                       {"op": "sleep", "ms": PL15_IDLE_MS},
+                       {"op": "sequential", "n": PL15_SEQ_N, "path": PL15_PATH},
+                       {"op": "sleep", "ms": 200}]}
+    bound_ms = PL15_IDLE_MS + RUN_SLACK_MS
+    background = BackgroundRun(topology, peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms)
+    background.start()
+    try:
+        def pooled_now() -> tuple[int, int]:
+            view = server.ledger.ledger()
+            return answered(view, PL15_BURST_PATH), view["open"]
+
+        try:
+            _, pooled = settled(pooled_now, stable_ms=300, timeout_ms=bound_ms,
+                                what=f"the {PL15_BURST_N}-wide burst answered and the pool settled",
+                                accept=lambda v: v[0] == PL15_BURST_N)
+        except WaitTimeout as exc:
+            raise SetupError(f"PL-15 baseline: the burst did not complete and settle ({exc})") from None
+        if not background.alive:
+            raise SetupError("PL-15: the agent ended before the cut (its idle phase is too short for this machine)")
+        if pooled == 0:
+            raise SetupError(f"PL-15 baseline: {http_client_peer.label} kept no idle connection after the burst: "
+                             "nothing pooled to reset")
+        before = server.ledger.ledger()
+        pooled_ids = [c["id"] for c in before["connections"] if c["closed_by"] is None]
+        cut_wall_ms = now_wall_ms()
+        proxy.disable()  # Toxiproxy closes every live connection: with linger 0, an RST each
+        try:
+            eventually(lambda: server.ledger.ledger()["open"], accept=lambda n: n == 0, timeout_ms=PL15_CUT_WITHIN_MS,
+                       what="the ledger sees every pooled connection closed by the cut", interval_ms=POLL_MS)
+        finally:
+            proxy.enable()
+            proxy.remove_toxic(PL15_TOXIC, missing_ok=True)
+        healed_wall_ms = now_wall_ms()
+        entries = snapshot([proxy.listen_port])
+        leftovers = [vars(e) for e in entries if (e.local_port == proxy.listen_port and e.state != "LISTEN")
+                     or (e.remote_port == proxy.listen_port and e.state == "CLOSE_WAIT")]
+        cf.history.observe("cut", {"pooled": pooled, "pooled_ids": pooled_ids, "leftovers": leftovers,
+                                   "took_ms": round(healed_wall_ms - cut_wall_ms)})
+        if leftovers:
+            raise SetupError(f"PL-15: the cut was not an RST on every pooled connection (linger 0 missing?): "
+                             f"sockets left {leftovers}")
+    finally:
+        run = background.result(bound_ms + 5000)
+    _seq = run.phase(2)
+    if not run.phase(0) or any(not r.ok for r in run.phase(0)):
+        raise SetupError(f"PL-15 baseline: the burst failed: {[r.error for r in run.phase(0)]}")
+    first_seq_ms = min(r.start_ms for r in _seq)
+    if healed_wall_ms > first_seq_ms:
+        raise SetupError(f"PL-15: the proxy was healed {healed_wall_ms - first_seq_ms:.0f} ms after the client's next "
+                         "request began; the idle phase is too short for this machine")
+    view = server.ledger.ledger()
+    cf.history.observe("ledger", [brief(c) for c in view["connections"]])
+    cut = {c["id"]: c["closed_by"] for c in view["connections"] if c["id"] in pooled_ids}
+    fresh = [c for c in view["connections"] if any(r["path"] == PL15_PATH for r in c["request_log"])]
+    numbers = {
+        "pooled_connections_reset": pooled, "ledger_saw_them_closed_by": cut,
+        "requests_after_reset": PL15_SEQ_N, "ok": sum(r.ok for r in _seq),
+        "errors_surfaced": [{"i": r.i, "error": r.error, "status": r.status} for r in _seq if not r.ok],
+        "reused_flags": [r.reused for r in _seq],
+        "served_on_connections": [{"id": c["id"], "opened_after_cut_ms": round(c["opened_ms"] - cut_wall_ms),
+                                   "requests": sum(1 for r in c["request_log"] if r["path"] == PL15_PATH)}
+                                  for c in fresh],
+    }
+    cf.history.observe("pl15", numbers)
+    on_dead = [c for c in fresh if c["id"] in pooled_ids]
+    cf.check(not numbers["errors_surfaced"] and not on_dead,
+             at_ms=cf.history.relative_ms_from_wall(first_seq_ms),
+             expected=f"all {PL15_SEQ_N} GETs after the reset succeed on fresh connections "
+                      f"({len(numbers['errors_surfaced'])} errors surfaced)",
+             actual=numbers, hint="the pool handed out a connection the peer had reset, and did not retry")
+    cf.ok(f"{pooled} pooled connection(s) reset while idle; {PL15_SEQ_N}/{PL15_SEQ_N} GETs ok on "
+          f"{len(fresh)} fresh connection(s), 0 errors surfaced",
+          expected=f"{PL15_SEQ_N} GETs succeed, 0 errors", actual=numbers)
