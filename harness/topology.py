@@ -9,6 +9,8 @@ M + 1000, so every client->server byte crosses the proxy, redirects included.
 
 from __future__ import annotations
 
+import itertools
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,8 @@ class Topology:
         self.http_servers_started: list[HttpServerHandle] = []
         self.http_runs: list[AgentRun] = []
         self._nodes: list[Node] = []
+        self._names_lock = threading.Lock()
+        self._client_seq = itertools.count()
         self._proxies: list[Proxy] = []
         self._closed = False
 
@@ -147,7 +151,8 @@ class Topology:
                      knobs: dict[str, Any] | None = None) -> NacosClientHandle:
         addresses = [s.main_address if isinstance(s, NacosServerHandle) else s for s in servers]
         control_port = free_port()
-        name = f"client-{peer.name}-{len(self.clients)}"
+        with self._names_lock:  # clients may be started from several threads at once (SR-13)
+            name = f"client-{peer.name}-{next(self._client_seq)}"
         knobs = dict(knobs or {})
         node = self._start(peer, name, {"server_list": ",".join(addresses), "control_port": control_port}, knobs)
         handle = NacosClientHandle(name, peer, node, control_port, AgentControl(control_port), addresses, knobs)

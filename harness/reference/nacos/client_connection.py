@@ -49,8 +49,23 @@ class RpcConnection:
         return f"<RpcConnection {self.server} id={self.connection_id} abandoned={self.abandoned}>"
 
     async def unary(self, payload: Any, timeout_ms: float) -> Message:
-        """One ``/Request/request`` call; raises ``grpc.aio.AioRpcError`` on transport failure."""
-        reply = await self._unary(payload, timeout=timeout_ms / 1000.0)
+        """One ``/Request/request`` call; raises ``grpc.aio.AioRpcError`` on transport failure
+        and ``ConnectionClosed`` when this connection is (being) closed by a switch."""
+        unary = self._unary
+        if self.closed or unary is None:
+            raise ConnectionClosed(f"{self!r} is closed")
+        try:
+            reply = await unary(payload, timeout=timeout_ms / 1000.0)
+        except asyncio.CancelledError:
+            # channel.close() during a switch cancels calls in flight; unless our own task is
+            # being cancelled, that is the connection going away (Java: the future fails and
+            # RpcClient.request retries on the new connection).
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise ConnectionClosed(f"{self!r} closed while the call was in flight") from None
+        except grpc.aio.UsageError as exc:  # the channel closed between the check and the call
+            raise ConnectionClosed(f"{self!r} is closed: {exc}") from exc
         return decode(reply)
 
     def open_stream(self) -> grpc.aio.StreamStreamCall:
@@ -86,6 +101,10 @@ class RpcConnection:
         self.call = None
         self.reader_task = None
         self._unary = self._bistream = None  # type: ignore[assignment]
+
+
+class ConnectionClosed(Exception):
+    """The connection was closed (replaced by a switch) before or during a call: retryable."""
 
 
 def describe_error(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from . import codec
-from .client_connection import describe_error
+from .client_connection import ConnectionClosed, describe_error
 
 if TYPE_CHECKING:
     from .client import RefNacosClient
@@ -72,6 +72,9 @@ class RequestMixin:
                     raise NacosError(CLIENT_DISCONNECT, f"Client not connected, current status:{self.status}")
                 try:
                     reply = await conn.unary(build(), timeout_ms)
+                except ConnectionClosed as exc:  # switched away mid-call: retry on the new one
+                    wait_reconnect = True
+                    raise NacosError(CLIENT_DISCONNECT, str(exc)) from exc
                 except grpc.aio.AioRpcError as exc:
                     raise NacosError(codec.SERVER_ERROR, describe_error(exc)) from exc
                 except codec.BadBody as exc:

@@ -1,0 +1,237 @@
+"""PL — the TIME_WAIT surge: how many client-side TIME_WAIT sockets one burst leaves, by burst
+width and idle cap (SPEC §5 PL-16; research/http-pools.md §1.4 "Consequence for TIME_WAIT",
+§5, §6.1 G1, §7; golang/go#13801).
+
+A burst of B concurrent requests opens B connections; when they finish, a pool that may keep
+only ``cap`` idle connections closes the other B − cap itself, and the closer keeps each socket
+in TIME_WAIT for 60 s (Linux ``TCP_TIMEWAIT_LEN``). So the client-side TIME_WAIT count after one
+burst is the surge this case records, for B ∈ {4, 16, 64} × cap ∈ {2, B}, plus PL-02's 20-wide
+burst at the stack's default cap (Go's ``DefaultTransport``: 20 → 18, research §6.1 G1).
+
+Every point has its own ledger and proxy (fresh ports: earlier TIME_WAIT sockets would count)
+and its own agent run: burst (each request held 500 ms by the server, so all B are in flight
+together), then idle. While the agent idles, the harness waits until the server answered all B
+and the socket table and ledger stop changing, then counts client-side TIME_WAIT: sockets whose
+remote port is the point's proxy port (behind Toxiproxy the client's peer is the proxy).
+The ledger's count of connections the client closed is recorded beside it as a cross-check.
+Points run a few at a time (each on its own ports, so they cannot disturb each other's counts).
+
+The idle-cap knob is ``max_idle_per_host``, else the pool-wide ``max_idle_total`` (httpx,
+java.net.http; one host per run, so it is the per-host cap). aiohttp has no idle cap: its points
+are the default only. The result is a table and a plot beside the case's history
+(``timewait.json``, ``timewait.png``), linked from the result's detail.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
+
+from fixtures.case import case
+from harness.errors import SetupError
+from harness.http_run import AgentRun
+from harness.observe.sockets import snapshot, time_wait_by_side
+from harness.peers import PeerManifest
+from harness.report.artifacts import line_plot_png, report_relative, write_artifact
+from harness.wait import WaitTimeout, eventually, now_ms
+
+T = TypeVar("T")
+
+WIDTHS = (4, 16, 64)
+SMALL_CAP = 2
+DEFAULT_WIDTH = 20  # PL-02's burst; Go's DefaultTransport: 20 -> 18 client TIME_WAIT (research G1)
+HOLD_MS = 500  # the server holds each request: all B in flight together
+HOLD_PATH = f"/sleep?ms={HOLD_MS}"
+IDLE_MS = 2500  # the agent stays alive this long after the burst; counted inside it
+STABLE_MS = 600  # the counts must not change for this long (the JDK evicts over a few hundred ms)
+POLL_MS = 50
+PARALLEL_POINTS = 7  # points measured at once (each on its own ports): all of them
+RUN_SLACK_MS = 30_000  # bound on one agent run beyond its plan (JVM start under parallel load)
+SERVER_KEEPALIVE_MS = 60_000
+TABLE_NAME = "timewait.json"
+PLOT_NAME = "timewait.png"
+CAP_KNOBS = ("max_idle_per_host", "max_idle_total")
+
+
+@dataclass(frozen=True)
+class Point:
+    width: int
+    cap: int | None  # None: the stack's default (or no cap at all)
+    label: str  # "2", "B", "default (2)", "none"
+
+    @property
+    def key(self) -> str:
+        return f"B={self.width} cap={self.label}"
+
+
+def cap_knob(peer: PeerManifest) -> str | None:
+    for knob in CAP_KNOBS:
+        if peer.supports(knob):
+            return knob
+    return None
+
+
+def default_cap(peer: PeerManifest, knob: str | None) -> int | None:
+    """The stack's documented idle cap (manifest ``[timers]``), None if it has none."""
+    for name in ([knob] if knob else []) + list(CAP_KNOBS):
+        if name in peer.timers:
+            return peer.timers[name] or None  # 0 = unbounded (java.net.http's connectionPoolSize)
+    return None
+
+
+def plan_points(peer: PeerManifest) -> tuple[str | None, list[Point]]:
+    knob = cap_knob(peer)
+    dflt = default_cap(peer, knob)
+    default_label = f"default ({dflt})" if dflt is not None else "default (none)"
+    points = []
+    for width in WIDTHS:
+        if knob:
+            points += [Point(width, SMALL_CAP, str(SMALL_CAP)), Point(width, width, "B")]
+        else:
+            points.append(Point(width, None, default_label))
+    points.append(Point(DEFAULT_WIDTH, None, default_label))
+    return knob, points
+
+
+def expected_by_cap(point: Point, dflt: int | None) -> int:
+    """What an idle cap alone predicts: B − cap closed by the client (never negative)."""
+    cap = point.cap if point.cap is not None else dflt
+    return 0 if cap is None else max(0, point.width - cap)
+
+
+def settled(probe: Callable[[], T], *, stable_ms: float, timeout_ms: float, what: str,
+            accept: Callable[[T], bool]) -> T:
+    """Wait until ``probe()`` returns one accepted value unchanged for ``stable_ms``; bounded."""
+    seen: dict[str, Any] = {"value": object(), "since": now_ms()}
+
+    def watch() -> tuple[T, float]:
+        value, t = probe(), now_ms()
+        if value != seen["value"]:
+            seen.update(value=value, since=t)
+        return value, t - seen["since"]
+
+    return eventually(watch, accept=lambda vt: accept(vt[0]) and vt[1] >= stable_ms, timeout_ms=timeout_ms,
+                      what=what, interval_ms=POLL_MS).value[0]
+
+
+@dataclass(frozen=True)
+class Counts:
+    answered: int
+    opened: int
+    open: int
+    closed_by_client: int
+    client_time_wait: int
+    proxy_time_wait: int
+
+
+def counts(server) -> Counts:
+    view = server.ledger.ledger()
+    tw = time_wait_by_side(snapshot([server.proxy_port]), server_port=server.proxy_port)
+    conns = view["connections"]
+    return Counts(
+        answered=sum(1 for c in conns for r in c["request_log"] if r["status"] is not None),
+        opened=len(conns), open=view["open"],
+        closed_by_client=sum(1 for c in conns if c["closed_by"] == "client"),
+        client_time_wait=tw["client"], proxy_time_wait=tw["server"])
+
+
+def measure(topology, peer: PeerManifest, server, point: Point, knob: str | None) -> dict[str, Any]:
+    """Run one point's agent on a worker thread and count while it idles after its burst."""
+    knobs = {knob: point.cap} if knob and point.cap is not None else {}
+    plan = {"knobs": knobs, "phases": [{"op": "burst", "n": point.width, "path": HOLD_PATH},
+                                       {"op": "sleep", "ms": IDLE_MS}]}
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["run"] = topology.run_http_client(peer=peer, servers=[server], plan=plan,
+                                                  timeout_ms=IDLE_MS + HOLD_MS + RUN_SLACK_MS)
+        except BaseException as exc:  # surfaced below, in the measuring thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, name=f"pl16-{point.key}", daemon=True)
+    worker.start()
+    measured: Counts | None = None
+    problem = None
+    try:
+        measured = settled(lambda: counts(server), stable_ms=STABLE_MS,
+                           timeout_ms=IDLE_MS + HOLD_MS + RUN_SLACK_MS,
+                           what=f"{point.key}: the burst answered and the counts steady",
+                           accept=lambda c: c.answered >= point.width and worker.is_alive())
+    except WaitTimeout as exc:
+        problem = f"did not settle while the agent idled: {exc}"
+    alive_at_count = worker.is_alive()
+    worker.join((IDLE_MS + HOLD_MS + RUN_SLACK_MS) / 1000.0)
+    if "error" in box:
+        raise box["error"]
+    if worker.is_alive():
+        raise SetupError(f"PL-16 {point.key}: the agent run did not end")
+    agent: AgentRun = box["run"]
+    if problem or not alive_at_count or measured is None:
+        raise SetupError(f"PL-16 {point.key}: could not count during the agent's idle phase "
+                         f"({problem or 'the agent had already exited'}); raise IDLE_MS for this machine")
+    if agent.failed:
+        raise SetupError(f"PL-16 {point.key}: {len(agent.failed)} burst request(s) failed through the proxy: "
+                         f"{agent.failed[0].error or agent.failed[0].status}")
+    return {"width": point.width, "cap": point.label, "cap_value": point.cap, **asdict(measured),
+            "kept_idle": measured.open}
+
+
+@case("PL-16", "INFO", timeout_s=150)
+def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
+    """TIME_WAIT surge curve: burst width B ∈ {4, 16, 64} × idle cap ∈ {2, B} → client TIME_WAIT per burst; rendered as a table and a plot in the report.
+
+    Plus the 20-wide burst at the stack's default idle cap (PL-02's numbers: Go 18, requests 10,
+    urllib3 19, JDK 15, httpx/aiohttp/java.net.http 0). Recorded per point: client-side TIME_WAIT
+    on the point's proxy port, the connections the ledger saw the client close, how many stayed
+    open (idle), how many the burst opened, and what the idle cap alone predicts (B − cap).
+    Written as ``timewait.json`` and ``timewait.png`` in the case's folder, beside its history.
+    """
+    knob, points = plan_points(http_client_peer)
+    dflt = default_cap(http_client_peer, knob)
+    ledger = peer_registry.get("http-server", "ledger")
+    servers = topology.http_servers(len(points), peer=ledger, knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+    cf.history.note(f"idle-cap knob: {knob or 'none'}; default cap {dflt}; points: {[p.key for p in points]}")
+    with ThreadPoolExecutor(max_workers=PARALLEL_POINTS, thread_name_prefix="pl16") as pool:
+        futures = [pool.submit(measure, topology, http_client_peer, srv, point, knob)
+                   for srv, point in zip(servers, points)]
+        rows = [f.result() for f in futures]
+    for row, point in zip(rows, points):
+        row["expected_by_cap"] = expected_by_cap(point, dflt)
+        cf.history.observe("timewait_point", row)
+
+    table = {"case": cf.spec.id, "peer": cf.peers, "cap_knob": knob, "default_cap": dflt,
+             "hold_ms": HOLD_MS, "columns": {
+                 "client_time_wait": "TIME_WAIT sockets whose remote port is the point's proxy port (client side)",
+                 "closed_by_client": "connections the ledger saw the client close",
+                 "kept_idle": "connections still open (idle in the pool) when counted",
+                 "expected_by_cap": "B - cap: what the idle cap alone predicts"},
+             "points": rows}
+    write_artifact(cf.outdir, TABLE_NAME, json.dumps(table, indent=1))
+    series: dict[str, list[tuple[float, float]]] = {}
+    for row in rows:
+        label = {"2": f"idle cap {SMALL_CAP}", "B": "idle cap = B"}.get(row["cap"], f"idle cap {row['cap']}")
+        series.setdefault(label, []).append((row["width"], row["client_time_wait"]))
+    line_plot_png(cf.outdir / PLOT_NAME, series, log_x=True,
+                  title=f"PL-16 TIME_WAIT surge: {http_client_peer.label} (one burst of B, each request held {HOLD_MS} ms)",
+                  xlabel="burst width B (concurrent requests)", ylabel="client-side TIME_WAIT after the burst")
+
+    cells = "; ".join(f"B={r['width']} cap {r['cap']}: {r['client_time_wait']}" for r in rows)
+    headline = next(r for r in rows if r["width"] == DEFAULT_WIDTH)
+    table_rel, plot_rel = report_relative(cf.outdir / TABLE_NAME), report_relative(cf.outdir / PLOT_NAME)
+    detail = (f"client TIME_WAIT per burst — {cells}. {DEFAULT_WIDTH}-wide burst at the default cap: "
+              f"{headline['client_time_wait']} (cap model {headline['expected_by_cap']}). "
+              f"Table: {table_rel}; plot: {plot_rel} (beside this case's history).")
+    cf.ok(detail, expected={"model": "B - cap closed by the client",
+                            "points": {f"B={r['width']} cap {r['cap']}": r["expected_by_cap"] for r in rows}},
+          actual={f"B={r['width']} cap {r['cap']}": r["client_time_wait"] for r in rows})
+    cf.informational(detail, table=rows, artifacts={"table": table_rel, "plot": plot_rel})
+
+
+def table_of(outdir) -> Mapping[str, Any]:
+    """The ``timewait.json`` a run wrote in ``outdir`` (for the self-tests and tools)."""
+    return json.loads((outdir / TABLE_NAME).read_text())
