@@ -17,10 +17,10 @@ from typing import Any
 
 from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
+from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
 from harness.observe.history import History
 from harness.observe.sockets import owners, snapshot
 from harness.peers import PeerManifest, render
-from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
 from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host
 from harness.runtime.base import Node, Runtime
 from harness.toxiproxy import Proxy, ToxiproxyClient

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
@@ -110,7 +111,7 @@ class RawNacosConnection:
         if self._stream_thread is not None:
             self._stream_thread.join(timeout=self.timeout_s)
 
-    def __enter__(self) -> "RawNacosConnection":
+    def __enter__(self) -> RawNacosConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:

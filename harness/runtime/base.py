@@ -3,9 +3,10 @@ comes later behind the same Protocol."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Readiness(Protocol):
 
     description: str
 
-    def is_ready(self, node: "Node") -> bool: ...
+    def is_ready(self, node: Node) -> bool: ...
 
 
 @runtime_checkable

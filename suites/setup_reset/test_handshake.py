@@ -11,7 +11,7 @@ from __future__ import annotations
 from fixtures.case import case
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.reference.nacos import codec
-from harness.scenarios.nacos import current, wait_client_running, wait_registered
+from harness.scenarios.nacos import wait_client_running, wait_registered
 from harness.wait import WaitTimeout
 
 # Real libraries connect within a few seconds (ServerCheck 3 s timeout + setup wait).
