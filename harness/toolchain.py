@@ -70,7 +70,7 @@ class Step:
 _STEPS: dict[str, Step] = {}
 
 # Modules whose import registers more steps (Go/Java agents), in execution order after ours.
-STEP_MODULES: tuple[str, ...] = ("harness.agents.build",)
+STEP_MODULES: tuple[str, ...] = ("harness.agents.build", "harness.agents.build_nacos")
 
 
 def load_steps() -> None:

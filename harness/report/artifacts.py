@@ -91,10 +91,10 @@ def line_plot_png(path: Path, series: Mapping[str, Sequence[tuple[float, float]]
     for label, points in series.items():
         if not points:
             continue
-        xs, ys = zip(*sorted(points))
+        xs, ys = zip(*sorted(points), strict=True)
         ax.plot(xs, ys, marker="o", label=label)
         if annotate:
-            for x, y in zip(xs, ys):
+            for x, y in zip(xs, ys, strict=True):
                 ax.annotate(f"{y:g}", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8)
     if log_x:
         ax.set_xscale("log", base=2)

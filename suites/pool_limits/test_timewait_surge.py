@@ -222,9 +222,9 @@ def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
     cf.history.note(f"idle-cap knob: {knob or 'none'}; default cap {dflt}; points: {[p.key for p in points]}")
     with ThreadPoolExecutor(max_workers=PARALLEL_POINTS, thread_name_prefix="pl16") as pool:
         futures = [pool.submit(measure, topology, http_client_peer, srv, point, knob)
-                   for srv, point in zip(servers, points)]
+                   for srv, point in zip(servers, points, strict=True)]
         rows = [f.result() for f in futures]
-    for row, point in zip(rows, points):
+    for row, point in zip(rows, points, strict=True):
         row["expected_by_cap"] = expected_by_cap(point, dflt)
         cf.history.observe("timewait_point", row)
 

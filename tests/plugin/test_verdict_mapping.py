@@ -138,3 +138,21 @@ def test_peer(cf, nacos_client_peer):
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--peer", "nacos-client=nope")
     assert result.ret != 0
     result.stderr.fnmatch_lines(["*nope*"])
+
+
+@pytest.mark.timeout(60)
+def test_must_case_with_no_requirement_for_the_peer_is_informational(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_noreq='''
+from fixtures.case import case
+
+@case("PL-89", "MUST")
+def test_no_cap(cf):
+    """Each stack's default idle cap holds."""
+    cf.informational("this stack has no idle cap; kept 20 of 20", no_requirement=True)
+''')
+    report_dir = pytester.path / "report"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(report_dir))
+    result.assert_outcomes(passed=1)
+    index = json.loads((report_dir / "index.json").read_text())
+    assert [r["verdict"] for r in index["results"]] == ["INFORMATIONAL"]
+    assert "no idle cap" in index["results"][0]["detail"]
