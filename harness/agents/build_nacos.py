@@ -164,7 +164,7 @@ def _build_go(progress: Progress) -> None:
         progress(f"[setup] go-nacos-agents: go{'.'.join(map(str, go_version))} build -modfile={modfile} "
                  f"(nacos-sdk-go {version}) -o {output}")
         tmp = output.with_name(output.name + ".tmp")
-        _run([go, "build", "-mod=readonly", f"-modfile={modfile}", "-trimpath", "-o", str(tmp), "."],
+        _run([go, "build", "-mod=readonly", f"-modfile={modfile}", "-trimpath", "-buildvcs=false", "-o", str(tmp), "."],
              what=f"go-nacos-agents ({version})", timeout_s=_GO_BUILD_TIMEOUT_S, env=env, cwd=GO_NACOS_SRC,
              fix="Check access to the Go module proxy, then rerun `connformance setup --only go-nacos-agents`.")
         tmp.replace(output)  # never leave a half-written binary under the real name

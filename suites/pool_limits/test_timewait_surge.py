@@ -13,9 +13,9 @@ a proxy port that still carries TIME_WAIT from another process's run is passed o
 agent run: burst (each request held 500 ms by the server, so all B are in flight
 together), then idle. While the agent idles, the harness waits until the server answered all B
 and the socket table and ledger stop changing, then counts client-side TIME_WAIT: sockets whose
-remote port is the point's proxy port (behind Toxiproxy the client's peer is the proxy).
+remote address is the point's proxy (ip and port: behind Toxiproxy the client's peer is the proxy).
 The ledger's count of connections the client closed is recorded beside it as a cross-check.
-Points run a few at a time (each on its own ports, so they cannot disturb each other's counts).
+All points run at once (each on its own ports, so they cannot disturb each other's counts).
 
 The idle-cap knob is ``max_idle_per_host``, else the pool-wide ``max_idle_total`` (httpx,
 java.net.http; one host per run, so it is the per-host cap). aiohttp has no idle cap: its points
@@ -121,10 +121,11 @@ def settled(probe: Callable[[], T], *, stable_ms: float, timeout_ms: float, what
 
 
 def fresh_servers(cf, topology, ledger: PeerManifest, n: int) -> list:
-    """``n`` ledgers whose proxy ports carry no TIME_WAIT socket at all. The port allocator never
-    hands a port out twice in one process, but another process (an earlier run, a self-test's
-    inner run) may have used it less than 60 s ago, leaving client-side TIME_WAIT sockets whose
-    remote port it is: those would count in this point. Such a server is left unused."""
+    """``n`` ledgers whose proxy addresses (ip:port) carry no TIME_WAIT socket. The port allocator
+    never hands a port out twice in one process, but another process (an earlier run, a
+    self-test's inner run) may have used the same address less than 60 s ago, leaving
+    client-side TIME_WAIT sockets whose remote address it is: those would count in this point.
+    Such a server is left unused."""
     servers: list = []
     passed_over = []
     while len(servers) < n:
@@ -132,7 +133,9 @@ def fresh_servers(cf, topology, ledger: PeerManifest, n: int) -> list:
             raise SetupError(f"PL-16: {len(passed_over)} proxy ports in a row still carry TIME_WAIT from earlier "
                              f"runs ({passed_over}); wait 60 s or give this run another port range")
         (srv,) = topology.http_servers(1, peer=ledger, knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
-        stale = [e for e in snapshot([srv.proxy_port]) if e.state == "TIME_WAIT"]
+        stale = [e for e in snapshot([srv.proxy_port]) if e.state == "TIME_WAIT" and srv.proxy.listen_host
+                 in ((e.local_ip if e.local_port == srv.proxy_port else None),
+                     (e.remote_ip if e.remote_port == srv.proxy_port else None))]
         if stale:
             passed_over.append(srv.proxy_port)
             cf.history.note(f"proxy port {srv.proxy_port} carries {len(stale)} TIME_WAIT socket(s) from an earlier "
@@ -152,9 +155,19 @@ class Counts:
     proxy_time_wait: int
 
 
+def time_wait_at(entries, host: str, port: int) -> dict[str, int]:
+    """TIME_WAIT per side of the listening address ``host:port``: ``client`` = sockets whose remote
+    address it is (the client closed first), ``server`` = sockets on it (the proxy closed first).
+    Matched on ip and port: the same port number on another loopback address is someone else's
+    (``time_wait_by_side`` matches the port only)."""
+    mine = [e for e in entries if e.state == "TIME_WAIT"
+            and ((e.remote_ip, e.remote_port) == (host, port) or (e.local_ip, e.local_port) == (host, port))]
+    return time_wait_by_side(mine, server_port=port)
+
+
 def counts(server) -> Counts:
     view = server.ledger.ledger()
-    tw = time_wait_by_side(snapshot([server.proxy_port]), server_port=server.proxy_port)
+    tw = time_wait_at(snapshot([server.proxy_port]), server.proxy.listen_host, server.proxy_port)
     conns = view["connections"]
     return Counts(
         answered=sum(1 for c in conns for r in c["request_log"] if r["status"] is not None),
@@ -230,7 +243,7 @@ def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
 
     table = {"case": cf.spec.id, "peer": cf.peers, "cap_knob": knob, "default_cap": dflt,
              "hold_ms": HOLD_MS, "columns": {
-                 "client_time_wait": "TIME_WAIT sockets whose remote port is the point's proxy port (client side)",
+                 "client_time_wait": "TIME_WAIT sockets whose remote address is the point's proxy ip:port (client side)",
                  "closed_by_client": "connections the ledger saw the client close",
                  "kept_idle": "connections still open (idle in the pool) when counted",
                  "expected_by_cap": "B - cap: what the idle cap alone predicts"},

@@ -17,7 +17,7 @@
  * Properties handed to createNamingService, which include the JVM's, and the agent also copies
  * them there.
  *
- * Hooks, all public API of the library:
+ * Hooks (public API of the library, plus its own log statements where that API stops):
  * - the naming client's RpcClient: RpcClientFactory.getAllClientEntries() (the only RpcClient in
  *   this process whose getLabels() say module=naming). A watcher thread polls for it while
  *   createNamingService runs, so the hooks below are registered after the client is created and
@@ -26,11 +26,13 @@
  *   `connected` event is recorded from isRunning() with detail.source saying so.
  * - events connected/disconnected: a ConnectionEventListener (RpcClient.registerConnectionListener).
  *   2.2.4's callbacks take no argument, 2.3+'s take the Connection; this class has both shapes.
- *   The event's server is getCurrentServer() (2.2.4) or connection.serverInfo's address via
- *   getCurrentServer() (2.5.1), its connection id Connection.getConnectionId() (2.5.1 only).
+ *   The event's server is getCurrentServer() at notification time; its connection id is the
+ *   Connection's (2.3+) or the one the library logged (2.2.4; see connection_id below).
  * - event reset_received: a ServerRequestHandler (RpcClient.registerServerRequestHandler) that
  *   records every ConnectResetRequest (serverIp, serverPort, requestId) and returns null, so the
- *   library's own ConnectResetRequestHandler still answers it.
+ *   library's own ConnectResetRequestHandler still answers it. (The library registers that
+ *   handler only after its start-up connection is made; a reset pushed before then is
+ *   answered by nobody: "Fail to process server request" in the log, SR-14.)
  * - events switching/error: the library's log records. The agent binds slf4j to
  *   java.util.logging (slf4j-jdk14) and sets nacos.logging.default.config.enabled=false, so the
  *   client's loggers land in JUL: "Try to reconnect to a new server" (RpcClient.reconnect) is a
@@ -39,9 +41,13 @@
  *   (the peer log).
  * - status: isShutdown() -> SHUTDOWN, isRunning() -> RUNNING, else STARTING until the first
  *   connection, UNHEALTHY after (the RpcClientStatus itself is protected).
- * - server: getCurrentServer() (serverIp:serverPort, the main port). connection_id: 2.5.1 the id
- *   of the Connection of the last onConnected (cleared by an onDisConnect of the same id); 2.2.4
- *   null (currentConnection is a protected field and its listener gets no Connection).
+ * - server: getCurrentServer() (serverIp:serverPort, the main port). connection_id: the id of the
+ *   connection of the last onConnected (cleared by an onDisConnect of the same id). 2.3+ passes
+ *   the Connection (getConnectionId()). 2.2.4 passes nothing and keeps currentConnection in a
+ *   protected field, so there the id is the one the library itself states in its log right
+ *   before installing the connection ("Success to connect ..., connectionId = X"; the
+ *   disconnected one from "Abandon prev connection, ..., connectionId is X"). Without an id the
+ *   suites cannot tell a switch from no switch (a null id made SR-06/07/15/18 FAIL falsely).
  * - meta: client_ip NetUtils.localIP(), client_version VersionUtils.getFullClientVersion(),
  *   labels getLabels(), app_name the AppName label, tenant getTenant().
  * - POST /request: {"type": "list_instances"} (default; also "ServiceQueryRequest") is
@@ -113,6 +119,11 @@ public final class NacosClientAgent {
     static final Pattern WORK_DIR_RE = Pattern.compile(Pattern.quote(WORK_DIR_PREFIX) + "(\\d+)-.*");
     static final String GRPC_PREFIX = "nacos.remote.client.grpc.";
     static final Pattern SWITCHING = Pattern.compile("Try to reconnect to a new server");
+    // RpcClient.start / reconnect, just before currentConnection is set (2.2.4 and 2.5.1 alike).
+    static final Pattern CONNECTED_ID = Pattern.compile(
+            "Success to connect (?:to server \\[[^\\]]*\\] on start up|a server \\[[^\\]]*\\]), connectionId = (\\S+)");
+    // RpcClient.reconnect, just before closeConnection(old).
+    static final Pattern ABANDONED_ID = Pattern.compile("Abandon prev connection, server is \\S+, connectionId is (\\S+)");
     // WARNING records that report a failure (e.g. "Fail to connect to server on start up"); the
     // redo service's "Grpc connection disconnect, mark to redo" is not one.
     static final Pattern FAILURE = Pattern.compile("fail|error|exception|timeout", Pattern.CASE_INSENSITIVE);
@@ -123,7 +134,9 @@ public final class NacosClientAgent {
     /** What GET /state reports. Written from library threads, read by the HTTP threads. */
     static final class State {
         private final List<Map<String, Object>> events = new ArrayList<>();
-        volatile String connectionId;       // 2.5.1: from the listener's Connection; 2.2.4: null
+        volatile String connectionId;       // set by the listener's events (see Listener)
+        volatile String loggedConnectionId; // the library's "Success to connect ..., connectionId = X"
+        volatile String loggedAbandonedId;  // the library's "Abandon prev connection, ..., connectionId is X"
         volatile boolean everConnected;
         volatile boolean shutdown;
         final Map<String, Object> meta = new LinkedHashMap<>();
@@ -202,23 +215,23 @@ public final class NacosClientAgent {
         private void connected(Connection connection) {
             state.everConnected = true;
             Map<String, Object> detail = new LinkedHashMap<>();
-            String id = connection == null ? null : connection.getConnectionId();
-            if (connection != null) {
-                state.connectionId = id;
-            }
+            String id = connection != null ? connection.getConnectionId() : state.loggedConnectionId;
+            state.connectionId = id;
             detail.put("connection_id", id);
-            detail.put("source", "ConnectionEventListener.onConnected");
+            detail.put("source", "ConnectionEventListener.onConnected"
+                    + (connection == null ? " (2.2: no Connection argument; id from the library's log)" : ""));
             state.record("connected", currentServer(), detail);
         }
 
         private void disconnected(Connection connection) {
             Map<String, Object> detail = new LinkedHashMap<>();
-            String id = connection == null ? null : connection.getConnectionId();
-            if (id != null && id.equals(state.connectionId)) {
+            String id = connection != null ? connection.getConnectionId() : state.loggedAbandonedId;
+            if (id == null || id.equals(state.connectionId)) {
                 state.connectionId = null;
             }
             detail.put("connection_id", id);
-            detail.put("source", "ConnectionEventListener.onDisConnect");
+            detail.put("source", "ConnectionEventListener.onDisConnect"
+                    + (connection == null ? " (2.2: no Connection argument; id from the library's log)" : ""));
             // 2.2.4 passes no connection and has already installed the next one; the server is
             // the library's current one at notification time.
             state.record("disconnected", currentServer(), detail);
@@ -264,7 +277,13 @@ public final class NacosClientAgent {
             if (!logger.startsWith("com.alibaba.nacos")) {
                 return;
             }
-            if (SWITCHING.matcher(message).find()) {
+            Matcher connectedId = CONNECTED_ID.matcher(message);
+            Matcher abandonedId = ABANDONED_ID.matcher(message);
+            if (connectedId.find()) {
+                state.loggedConnectionId = connectedId.group(1);
+            } else if (abandonedId.find()) {
+                state.loggedAbandonedId = abandonedId.group(1);
+            } else if (SWITCHING.matcher(message).find()) {
                 Map<String, Object> detail = new LinkedHashMap<>();
                 detail.put("logger", logger);
                 detail.put("message", message);
@@ -393,9 +412,10 @@ public final class NacosClientAgent {
         if (!state.has("connected") && client.isRunning()) {
             state.everConnected = true;
             Map<String, Object> detail = new LinkedHashMap<>();
-            detail.put("connection_id", null);
+            state.connectionId = state.loggedConnectionId;
+            detail.put("connection_id", state.connectionId);
             detail.put("source", "RpcClient.isRunning() after start: the start-up CONNECTED event was dispatched "
-                    + "before the agent's listener was registered");
+                    + "before the agent's listener was registered (id from the library's log)");
             state.record("connected", currentServer(), detail);
         }
     }
@@ -417,7 +437,13 @@ public final class NacosClientAgent {
         String status = status();
         out.put("status", status);
         out.put("server", "SHUTDOWN".equals(status) ? null : currentServer());
-        out.put("connection_id", "SHUTDOWN".equals(status) ? null : state.connectionId);
+        // RUNNING is set just before the CONNECTED event is dispatched to the listener: in that
+        // window the id is the one the library logged for the connection it installed.
+        String id = state.connectionId;
+        if (id == null && "RUNNING".equals(status)) {
+            id = state.loggedConnectionId;
+        }
+        out.put("connection_id", "SHUTDOWN".equals(status) ? null : id);
         out.put("events", state.since(since));
         out.put("events_total", state.total());
         out.put("meta", state.meta);
