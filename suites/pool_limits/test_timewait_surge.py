@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
@@ -50,7 +50,7 @@ HOLD_PATH = f"/sleep?ms={HOLD_MS}"
 IDLE_MS = 2500  # the agent stays alive this long after the burst; counted inside it
 STABLE_MS = 600  # the counts must not change for this long (the JDK evicts over a few hundred ms)
 POLL_MS = 50
-PARALLEL_POINTS = 7  # points measured at once (each on its own ports): all of them
+PARALLEL_POINTS = 8  # points measured at once (each on its own ports): all of them (7 or 4)
 RUN_SLACK_MS = 30_000  # bound on one agent run beyond its plan (JVM start under parallel load)
 SERVER_KEEPALIVE_MS = 60_000
 TABLE_NAME = "timewait.json"
@@ -145,6 +145,10 @@ def fresh_servers(cf, topology, ledger: PeerManifest, n: int) -> list:
     return servers
 
 
+class _AgentEnded(Exception):
+    """The point's agent run is over: stop waiting for its counts."""
+
+
 @dataclass(frozen=True)
 class Counts:
     answered: int
@@ -192,15 +196,27 @@ def measure(topology, peer: PeerManifest, server, point: Point, knob: str | None
 
     worker = threading.Thread(target=run, name=f"pl16-{point.key}", daemon=True)
     worker.start()
+
+    seen: list[tuple[float, Counts]] = []  # each change, for the error message
+
+    def probe() -> Counts:
+        if not worker.is_alive():
+            raise _AgentEnded  # stop waiting at once: nothing more to count (or the run failed)
+        value = counts(server)
+        if not seen or seen[-1][1] != value:
+            seen.append((round(now_ms()), value))
+        return value
+
     measured: Counts | None = None
     problem = None
     try:
-        measured = settled(lambda: counts(server), stable_ms=STABLE_MS,
-                           timeout_ms=IDLE_MS + HOLD_MS + RUN_SLACK_MS,
+        measured = settled(probe, stable_ms=STABLE_MS, timeout_ms=IDLE_MS + HOLD_MS + RUN_SLACK_MS,
                            what=f"{point.key}: the burst answered and the counts steady",
-                           accept=lambda c: c.answered >= point.width and worker.is_alive())
+                           accept=lambda c: c.answered >= point.width)
     except WaitTimeout as exc:
         problem = f"did not settle while the agent idled: {exc}"
+    except _AgentEnded:
+        problem = "the agent ended before the counts settled"
     alive_at_count = worker.is_alive()
     worker.join((IDLE_MS + HOLD_MS + RUN_SLACK_MS) / 1000.0)
     if "error" in box:
@@ -209,8 +225,10 @@ def measure(topology, peer: PeerManifest, server, point: Point, knob: str | None
         raise SetupError(f"PL-16 {point.key}: the agent run did not end")
     agent: AgentRun = box["run"]
     if problem or not alive_at_count or measured is None:
+        changes = [(t - seen[0][0], asdict(c)) for t, c in seen[-6:]] if seen else []
         raise SetupError(f"PL-16 {point.key}: could not count during the agent's idle phase "
-                         f"({problem or 'the agent had already exited'}); raise IDLE_MS for this machine")
+                         f"({problem or 'the agent had already exited'}); the counts' last changes (ms, counts): "
+                         f"{changes}; raise IDLE_MS for this machine")
     if agent.failed:
         raise SetupError(f"PL-16 {point.key}: {len(agent.failed)} burst request(s) failed through the proxy: "
                          f"{agent.failed[0].error or agent.failed[0].status}")
@@ -224,7 +242,7 @@ def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
 
     Plus the 20-wide burst at the stack's default idle cap (PL-02's numbers: Go 18, requests 10,
     urllib3 19, JDK 15, httpx/aiohttp/java.net.http 0). Recorded per point: client-side TIME_WAIT
-    on the point's proxy port, the connections the ledger saw the client close, how many stayed
+    toward the point's proxy address, the connections the ledger saw the client close, how many stayed
     open (idle), how many the burst opened, and what the idle cap alone predicts (B − cap).
     Written as ``timewait.json`` and ``timewait.png`` in the case's folder, beside its history.
     """
@@ -233,7 +251,7 @@ def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
     ledger = peer_registry.get("http-server", "ledger")
     servers = fresh_servers(cf, topology, ledger, len(points))
     cf.history.note(f"idle-cap knob: {knob or 'none'}; default cap {dflt}; points: {[p.key for p in points]}")
-    with ThreadPoolExecutor(max_workers=PARALLEL_POINTS, thread_name_prefix="pl16") as pool:
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_POINTS, len(points)), thread_name_prefix="pl16") as pool:
         futures = [pool.submit(measure, topology, http_client_peer, srv, point, knob)
                    for srv, point in zip(servers, points, strict=True)]
         rows = [f.result() for f in futures]
@@ -267,8 +285,3 @@ def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
                             "points": {f"B={r['width']} cap {r['cap']}": r["expected_by_cap"] for r in rows}},
           actual={f"B={r['width']} cap {r['cap']}": r["client_time_wait"] for r in rows})
     cf.informational(detail, table=rows, artifacts={"table": table_rel, "plot": plot_rel})
-
-
-def table_of(outdir) -> Mapping[str, Any]:
-    """The ``timewait.json`` a run wrote in ``outdir`` (for the self-tests and tools)."""
-    return json.loads((outdir / TABLE_NAME).read_text())
