@@ -47,7 +47,7 @@ SMALL_CAP = 2
 DEFAULT_WIDTH = 20  # PL-02's burst; Go's DefaultTransport: 20 -> 18 client TIME_WAIT (research G1)
 HOLD_MS = 500  # the server holds each request: all B in flight together
 HOLD_PATH = f"/sleep?ms={HOLD_MS}"
-IDLE_MS = 2500  # the agent stays alive this long after the burst; counted inside it
+IDLE_MS = 3500  # the agent stays alive this long after the burst; counted inside it (under load too)
 STABLE_MS = 600  # the counts must not change for this long (the JDK evicts over a few hundred ms)
 POLL_MS = 50
 PARALLEL_POINTS = 8  # points measured at once (each on its own ports): all of them (7 or 4)
