@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.reference.nacos import codec, server
 from harness.reference.nacos.server import NacosRefServer
+from tests.broken_peers.variants import run_variant
 
 
 class SharedIdServer(NacosRefServer):
@@ -47,10 +48,7 @@ VARIANTS = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in VARIANTS:
-        print(f"usage: --variant {{{','.join(VARIANTS)}}} <server flags>", file=sys.stderr)
-        return 2
-    return server.main(argv[2:], server_cls=VARIANTS[argv[1]])
+    return run_variant(argv, VARIANTS, lambda flags, cls: server.main(flags, server_cls=cls), "server flags")
 
 
 if __name__ == "__main__":

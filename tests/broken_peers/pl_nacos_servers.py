@@ -20,6 +20,7 @@ import sys
 from harness.reference.nacos import server
 from harness.reference.nacos.connections import Connection, ConnectionManager
 from harness.reference.nacos.server import NacosRefServer
+from tests.broken_peers.variants import run_variant
 
 log = logging.getLogger("nacos-ref.broken")
 
@@ -55,10 +56,7 @@ VARIANTS: dict[str, type[NacosRefServer]] = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in VARIANTS:
-        print(f"usage: --variant {{{','.join(VARIANTS)}}} <reference server flags>", file=sys.stderr)
-        return 2
-    return server.main(argv[2:], server_cls=VARIANTS[argv[1]])
+    return run_variant(argv, VARIANTS, lambda flags, cls: server.main(flags, server_cls=cls), "reference server flags")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from harness.reference.nacos import codec
 from harness.reference.nacos.client import ReconnectContext, RefNacosClient
 from harness.reference.nacos.client_connection import RpcConnection, describe_error
 from harness.reference.nacos.client_logic import ServerAddress
+from tests.broken_peers.variants import run_variant
 
 
 class IgnoresReset(RefNacosClient):
@@ -161,10 +162,7 @@ VARIANTS: dict[str, type[RefNacosClient]] = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in VARIANTS:
-        print(f"usage: --variant {{{','.join(VARIANTS)}}} <reference client flags>", file=sys.stderr)
-        return 2
-    return ref_client.main(argv[2:], client_cls=VARIANTS[argv[1]])
+    return run_variant(argv, VARIANTS, lambda flags, cls: ref_client.main(flags, client_cls=cls), "reference client flags")
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from harness.reference.nacos import codec, pushes, server
 from harness.reference.nacos.connections import Connection, ConnectionManager
 from harness.reference.nacos.limits import LimitVerdict, check_limit
 from harness.reference.nacos.server import NacosRefServer
+from tests.broken_peers.variants import run_variant
 
 log = logging.getLogger("nacos-ref.broken")
 
@@ -185,10 +186,7 @@ VARIANTS: dict[str, type[NacosRefServer]] = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in VARIANTS:
-        print(f"usage: --variant {{{','.join(VARIANTS)}}} <server flags>", file=sys.stderr)
-        return 2
-    return server.main(argv[2:], server_cls=VARIANTS[argv[1]])
+    return run_variant(argv, VARIANTS, lambda flags, cls: server.main(flags, server_cls=cls), "server flags")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from harness.reference.nacos.connections import Connection, ConnectionManager
 from harness.reference.nacos.pushes import PushChannel
 from harness.reference.nacos.server import NacosRefServer
 from harness.reference.nacos.transport import Transport
+from tests.broken_peers.variants import run_variant
 
 log = logging.getLogger("nacos-ref.broken")
 
@@ -104,10 +105,7 @@ VARIANTS: dict[str, type[NacosRefServer]] = {
 
 
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[0] != "--variant" or argv[1] not in VARIANTS:
-        print(f"usage: --variant {{{','.join(VARIANTS)}}} <reference server flags>", file=sys.stderr)
-        return 2
-    return server.main(argv[2:], server_cls=VARIANTS[argv[1]])
+    return run_variant(argv, VARIANTS, lambda flags, cls: server.main(flags, server_cls=cls), "reference server flags")
 
 
 if __name__ == "__main__":
