@@ -19,6 +19,7 @@ from harness.paths import PROJECT_ROOT
 from harness.session import soak_schedule
 from harness.wait import eventually
 from tests.integration.test_interrupt_cleanup import processes_with_marker
+from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
 
@@ -100,7 +101,8 @@ def test_up_ends_cleanly_on_ctrl_c() -> None:
     env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--servers", "2", "--clients", "ref:2",
                              "--duration-s", "90"], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=default_sigint)  # as a terminal starts it
     try:
         lines: list[str] = []
         for line in proc.stdout:  # bounded by the test's timeout; the session prints status every 2 s

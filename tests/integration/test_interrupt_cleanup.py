@@ -15,6 +15,7 @@ import pytest
 
 from harness.paths import PROJECT_ROOT
 from harness.wait import eventually
+from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +66,7 @@ def test_sigint_mid_case_leaves_nothing_behind(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", str(tmp_path / "test_hang.py"), "-p", "no:cacheprovider", "-q",
          "--peer", "nacos-client=ref", "--report-dir", str(tmp_path / "report"), "--rootdir", str(tmp_path)],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        preexec_fn=default_sigint,  # as a terminal starts it, whatever SIGINT disposition we inherited
     )
     try:
         eventually(lambda: up_file.exists() or proc.poll() is not None, timeout_ms=60000, what="peers up")
