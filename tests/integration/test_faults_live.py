@@ -33,12 +33,18 @@ from harness.observe.sockets import owners, snapshot, wait_state_count
 from harness.ports import free_port
 from harness.runtime import LaunchSpec, PortReady, ProcessNode, ProcessRuntime
 from harness.toxiproxy import Proxy, ToxiproxyClient, ToxiproxyServer
-from harness.wait import eventually, now_ms
+from tests.support.tcp import (
+    CLOSE_WITHIN_MS,
+    SOCKET_TIMEOUT_S,
+    dial,
+    echo_ms,
+    read_state,
+    recv_exact,
+    wait_closed,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
-SOCKET_TIMEOUT_S = 2.0
-CLOSE_WITHIN_MS = 3000  # a close through loopback + Toxiproxy takes milliseconds; 3 s is a hang
 QUIET_S = 0.3  # "no answer" is checked over this window
 LATENCY_MS = 200
 START_TIMEOUT_MS = 10_000
@@ -121,44 +127,6 @@ ECHO_PROGRAM = textwrap.dedent(
 )
 
 
-def dial(port: int) -> socket.socket:
-    return socket.create_connection(("127.0.0.1", port), timeout=SOCKET_TIMEOUT_S)
-
-
-def recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = b""
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError(f"EOF after {len(buf)} of {n} bytes")
-        buf += chunk
-    return buf
-
-
-def echo_ms(sock: socket.socket, payload: bytes = b"ping") -> float:
-    start = now_ms()
-    sock.sendall(payload)
-    assert recv_exact(sock, len(payload)) == payload
-    return now_ms() - start
-
-
-def read_state(sock: socket.socket, wait_s: float = 0.05) -> str:
-    """One bounded read: 'open' (nothing within wait_s), 'data', 'eof' (FIN) or 'reset' (RST)."""
-    sock.settimeout(wait_s)
-    try:
-        data = sock.recv(4096)
-    except TimeoutError:
-        return "open"
-    except ConnectionResetError:
-        return "reset"
-    finally:
-        sock.settimeout(SOCKET_TIMEOUT_S)
-    return "data" if data else "eof"
-
-
-def wait_closed(sock: socket.socket, what: str) -> str:
-    return eventually(lambda: read_state(sock), accept=lambda s: s in ("eof", "reset"),
-                      timeout_ms=CLOSE_WITHIN_MS, what=what).value
 
 
 # --- fixtures ------------------------------------------------------------------------------------
