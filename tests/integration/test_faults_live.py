@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import socket
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +33,7 @@ from harness.runtime import LaunchSpec, PortReady, ProcessNode, ProcessRuntime
 from harness.toxiproxy import Proxy, ToxiproxyClient, ToxiproxyServer
 from tests.support.tcp import (
     CLOSE_WITHIN_MS,
-    SOCKET_TIMEOUT_S,
+    EchoServer,
     dial,
     echo_ms,
     read_state,
@@ -52,56 +50,6 @@ _names = itertools.count()
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-class EchoServer:
-    """Threaded TCP echo server on 127.0.0.1:<ephemeral>; close() unblocks and joins its threads."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._spawn(self._accept_loop)
-
-    def _spawn(self, target, *args) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True, name=f"echo-{self.port}")
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # listener shut down
-            with self._lock:
-                self._conns.append(conn)
-            self._spawn(self._echo, conn)
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        try:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        except OSError:
-            pass  # reset, or closed by close()
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            socks = [self._listener, *self._conns]
-        for sock in socks:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes accept()/recv()
-            except OSError:
-                pass
-        self._listener.close()
-        for thread in self._threads:
-            thread.join(timeout=SOCKET_TIMEOUT_S)
 
 
 # The node-fault target: an echo server as its own process group.

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from harness.wait import eventually, now_ms
 from tests.support.tcp import (
     CLOSE_WITHIN_MS,
     SOCKET_TIMEOUT_S,
+    EchoServer,
     dial,
     echo_ms,
     read_state,
@@ -52,69 +52,6 @@ FAST_MS = LATENCY_MS / 2  # an echo without a latency toxic must come back well 
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-class EchoServer:
-    """Threaded TCP echo server on 127.0.0.1:<ephemeral>. Close() unblocks and joins every thread."""
-
-    def __init__(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._listener.getsockname()[1]
-        self._conns: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self._closing = False
-        self._start(self._accept_loop)
-
-    def _start(self, target, *args) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True, name=f"echo-{self.port}")
-        with self._lock:
-            self._threads.append(t)
-        t.start()
-
-    def _accept_loop(self) -> None:
-        while True:
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                return  # listener shut down
-            with self._lock:
-                if self._closing:
-                    conn.close()
-                    return
-                self._conns.append(conn)
-            self._start(self._echo, conn)
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        try:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-        except OSError:
-            pass  # RST from reset_peer, or closed by close()
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            self._closing = True
-            conns = list(self._conns)
-        for sock in [self._listener, *conns]:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)  # wakes accept()/recv() in the threads
-            except OSError:
-                pass
-        self._listener.close()
-        for t in self._threads:
-            t.join(timeout=SOCKET_TIMEOUT_S)
-
-    def __enter__(self) -> EchoServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
 
 
 def assert_quiet(sock: socket.socket) -> None:
