@@ -10,7 +10,8 @@ client got the last response on it (the burst's records' ``end_ms``).
 Idle reapers differ per stack, so PL-04's band is per stack (``IDLE_REAPERS``, from the research
 note): Go arms a timer per connection (on time); the JDK's ``HttpURLConnection`` sweeps every
 5 s (T … T + 5 s); ``java.net.http`` truncates "now" to whole seconds when it files a connection
-for expiry (T − 1 s … T); aiohttp's cleanup re-arms every T (T … 2T); httpx has no reaper at all
+for expiry and purges only when its selector thread wakes, which with nothing else to do sleeps
+3 s (T − 1 s … T + 3 s; until then the expired connection is still handed out); aiohttp's cleanup re-arms every T (T … 2T); httpx has no reaper at all
 and closes an expired connection when the pool is next used, so its case shows what the next
 request does. Peers outside the table get their band from their manifest's ``[timers]``
 (``idle_sweep_interval_ms``: late by up to that; ``idle_close_early_ms``: early by up to that).
@@ -102,8 +103,10 @@ def idle_reaper(peer: PeerManifest, timeout_ms: int) -> IdleReaper:
         return IdleReaper("the Keep-Alive-Timer thread sweeps every 5 s", 0, 5000,
                           source="research §2.1 (KeepAliveCache.run, LIFETIME 5000), §6.2 J3")
     if stack == "jdk-httpclient":
-        return IdleReaper("ExpiryList truncates 'now' to whole seconds: closes in (T - 1 s, T]", 1000, 0,
-                          source="research §2.2, §6.2 J12; manifest idle_close_early_ms (measured T=2 s -> 1.21 s)")
+        return IdleReaper("ExpiryList truncates 'now' to whole seconds and the SelectorManager purges only when "
+                          "it wakes, up to NODEADLINE = 3000 ms later: closes in (T - 1 s, T + 3 s]", 1000, 3000,
+                          source="JDK 17.0.21 ConnectionPool.ExpiryList.add, HttpClientImpl.SelectorManager.run "
+                                 "(DEF_NODEADLINE); research §2.2, §6.2 J12")
     if stack == "aiohttp":
         ceil_ms = 1000 if timeout_ms >= 5000 else 0  # timeout_ceil_threshold rounds T >= 5 s up
         return IdleReaper("_cleanup re-arms every keepalive_timeout: closes in [T, 2T]", 0, timeout_ms + ceil_ms,
