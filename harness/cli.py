@@ -34,7 +34,7 @@ def _add_setup(subparsers: argparse._SubParsersAction) -> None:
         "setup",
         help="install what the harness needs (Toxiproxy, agents); idempotent",
         description="Run the named, idempotent setup steps; steps already done are skipped. "
-        f"Known steps: {', '.join(toolchain.step_names())}.",
+        f"Known steps: {', '.join(toolchain.step_names(toolchain.GROUPS))}.",
     )
     p.add_argument(
         "--toxiproxy-url",
@@ -48,13 +48,20 @@ def _add_setup(subparsers: argparse._SubParsersAction) -> None:
         action="append",
         help="run only this step (repeatable)",
     )
+    p.add_argument(
+        "--docker",
+        action="store_true",
+        help="also set up the docker runtime: an engine (Debian's docker.io, started by the project when "
+        f"none answers), the Debian base, the wheelhouse and the peer images (steps: {', '.join(toolchain.step_names(('docker',)))})",
+    )
     p.set_defaults(func=_cmd_setup)
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
     from harness import toolchain
 
-    steps: list[str] = list(args.only) if args.only else toolchain.step_names()
+    groups = ("default", "docker") if args.docker else ("default",)
+    steps: list[str] = list(args.only) if args.only else toolchain.step_names(groups)
     if args.toxiproxy_url:
         _check_external_toxiproxy(args.toxiproxy_url)
         steps = [s for s in steps if s != "toxiproxy"]

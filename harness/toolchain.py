@@ -65,12 +65,14 @@ class Step:
     description: str
     is_done: Callable[[], bool]
     run: Callable[[Progress], None]
+    group: str = "default"  # "docker": only with `connformance setup --docker`
 
 
 _STEPS: dict[str, Step] = {}
 
 # Modules whose import registers more steps (Go/Java agents), in execution order after ours.
-STEP_MODULES: tuple[str, ...] = ("harness.agents.build", "harness.agents.build_nacos")
+STEP_MODULES: tuple[str, ...] = ("harness.agents.build", "harness.agents.build_nacos", "harness.docker.setup_steps")
+GROUPS = ("default", "docker")
 
 
 def load_steps() -> None:
@@ -87,9 +89,10 @@ def register_step(step: Step) -> Step:
     return step
 
 
-def step_names() -> list[str]:
+def step_names(groups: Sequence[str] = ("default",)) -> list[str]:
+    """Registered steps of ``groups``, in execution order (``setup --docker`` adds "docker")."""
     load_steps()
-    return list(_STEPS)
+    return [name for name, step in _STEPS.items() if step.group in groups]
 
 
 def run_setup(steps: Sequence[str] | None = None, progress: Progress = print) -> dict[str, float]:
@@ -100,7 +103,7 @@ def run_setup(steps: Sequence[str] | None = None, progress: Progress = print) ->
     """
     load_steps()
     if steps is None:
-        selected = list(_STEPS)
+        selected = step_names()
     else:
         unknown = [s for s in steps if s not in _STEPS]
         if unknown:

@@ -1,0 +1,1 @@
+"""The docker runtime's engine, images and setup steps (``connformance setup --docker``)."""

@@ -1,0 +1,90 @@
+"""``connformance setup --docker``: the steps that make the docker runtime usable, in order.
+
+| step               | does                                                                          |
+|--------------------|-------------------------------------------------------------------------------|
+| docker-engine      | finds a reachable engine, else installs docker.io and starts the project's own |
+| docker-base        | debootstraps and imports the Debian base (skipped with CONNFORMANCE_DOCKER_BASE) |
+| docker-wheelhouse  | ``pip wheel`` of the peers' pinned Python dependencies, on the host            |
+| docker-images      | builds every peer image missing at its content tag                             |
+"""
+
+from __future__ import annotations
+
+import os
+
+from harness.docker import base, engine, images
+from harness.toolchain import Progress, Step, register_step
+
+
+def _client():
+    return engine.engine_client(engine.find_engine())
+
+
+def _base_done() -> bool:
+    if os.environ.get(images.BASE_ENV):
+        return True
+    found = engine.find_engine(required=False)
+    if found is None:
+        return False
+    client = engine.engine_client(found)
+    try:
+        return not images.missing_refs(client, [base.base_image_ref()])
+    finally:
+        client.close()
+
+
+def _build_base(progress: Progress) -> None:
+    client = _client()
+    try:
+        base.build_base(client, progress)
+    finally:
+        client.close()
+
+
+def _images_done() -> bool:
+    found = engine.find_engine(required=False)
+    if found is None:
+        return False
+    client = engine.engine_client(found)
+    try:
+        return not images.missing_images(client)
+    finally:
+        client.close()
+
+
+def _build_images(progress: Progress) -> None:
+    client = _client()
+    try:
+        images.build_images(client, progress)
+    finally:
+        client.close()
+
+
+register_step(Step(
+    name="docker-engine",
+    description="find a Docker engine, or install docker.io and start the project's own dockerd",
+    is_done=lambda: engine.find_engine(required=False) is not None,
+    run=lambda progress: engine.start_own_engine(progress) and None,
+    group="docker",
+))
+register_step(Step(
+    name="docker-base",
+    description=f"debootstrap the Debian base image ({', '.join(base.BASE_PACKAGES)}) and docker import it",
+    is_done=_base_done,
+    run=_build_base,
+    group="docker",
+))
+register_step(Step(
+    name="docker-wheelhouse",
+    description="pip wheel the peers' pinned Python dependencies for the python image",
+    is_done=lambda: (images.wheelhouse_dir() / ".complete").exists(),
+    run=lambda progress: images.build_wheelhouse(progress) and None,
+    group="docker",
+))
+register_step(Step(
+    name="docker-images",
+    description=f"build the peer images ({', '.join(images.IMAGES)}) missing at their content tag",
+    is_done=_images_done,
+    run=_build_images,
+    group="docker",
+))
