@@ -117,14 +117,10 @@ def _python_entries() -> Iterator[Entry]:
 
 def _java_entries() -> Iterator[Entry]:
     agents = cache_dir() / "agents"
-    yield from _tree(agents / "java", "cache/agents/java", skip=lambda p: p.suffix == ".sha256")
-    for version_dir in sorted((agents / "java-nacos").glob("*")):
-        if version_dir.is_dir():
-            for dest, src, exe in _tree(version_dir, f"cache/agents/java-nacos/{version_dir.name}"):
-                if dest.endswith(".argfile"):
-                    yield (dest, _rewrite_cache_paths(src), exe)
-                else:
-                    yield (dest, src, exe)
+    for sub in ("java", "java-nacos"):
+        for dest, src, exe in _tree(agents / sub, f"cache/agents/{sub}", skip=lambda p: p.suffix == ".sha256"):
+            assert isinstance(src, Path)
+            yield (dest, _rewrite_cache_paths(src), exe) if dest.endswith(".argfile") else (dest, src, exe)
 
 
 def _go_entries() -> Iterator[Entry]:

@@ -118,9 +118,14 @@ class ProcessSection:
 
 @dataclass(frozen=True)
 class DockerSection:
+    """``image``: a built-in image name (``python``, ``java``, ``go``) or any image reference.
+    ``command``/``env``/``cwd`` default to the [process] table's: with the placeholders
+    ``{python}``, ``{project_root}``, ``{cache}`` meaning their paths inside the images."""
+
     image: str
     command: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] | None = None
+    cwd: str | None = None
 
 
 @dataclass(frozen=True)
@@ -366,7 +371,8 @@ def _parse_docker(table: _Table | None) -> DockerSection | None:
         return None
     image = table.string("image", required=True)
     assert image is not None
-    section = DockerSection(image=image, command=table.strings("command"), env=table.string_map("env"))
+    section = DockerSection(image=image, command=table.strings("command"),
+                            env=table.string_map("env") if "env" in table.data else None, cwd=table.string("cwd"))
     table.finish()
     return section
 
@@ -463,7 +469,7 @@ def _commands(manifest: PeerManifest) -> list[tuple[str, tuple[str, ...]]]:
     found = []
     if manifest.process is not None:
         found.append(("process", manifest.process.command))
-    if manifest.docker is not None:
+    if manifest.docker is not None and manifest.docker.command:
         found.append(("docker", manifest.docker.command))
     return found
 
@@ -533,6 +539,13 @@ def render(
     manifest.require_knobs(requested)
 
     values: dict[str, str | Callable[[], str]] = {**builtin_placeholders(manifest)}
+    if isinstance(section, DockerSection):
+        from harness.docker.images import IMAGE_PLACEHOLDERS
+
+        values.update(IMAGE_PLACEHOLDERS)
+        command, env_templates, cwd_template = _docker_templates(manifest, section)
+    else:
+        command, env_templates, cwd_template = section.command, section.env, section.cwd
     values.update({k: str(v) for k, v in (placeholders or {}).items()})  # the caller's win
     fill = _Filler(manifest, values)
     mapped = [(manifest.knobs[k], v) for k, v in requested.items()]
@@ -542,24 +555,24 @@ def render(
 
     command_key = f"{runtime}.command"
     argv: list[str] = []
-    for i, element in enumerate(section.command):
+    for i, element in enumerate(command):
         if element == KNOB_ARGS:
             argv.extend(flag_args)
         elif element == JVM_PROPS:
             argv.extend(jvm_props)
         else:
             argv.append(fill(element, f"{command_key}[{i}]"))
-    if KNOB_ARGS not in section.command:
+    if KNOB_ARGS not in command:
         argv.extend(flag_args)
-    if jvm_props and JVM_PROPS not in section.command:
+    if jvm_props and JVM_PROPS not in command:
         raise HarnessError(
             f"{manifest.source}: {manifest.key_prefix}{command_key}: sysprop knobs {sorted(requested)} need a "
             f'"{JVM_PROPS}" element in the command'
         )
 
-    env = {k: fill(v, f"{runtime}.env.{k}") for k, v in section.env.items()}
+    env = {k: fill(v, f"{runtime}.env.{k}") for k, v in env_templates.items()}
     env.update(env_knobs)
-    cwd = fill(section.cwd, f"{runtime}.cwd") if isinstance(section, ProcessSection) and section.cwd else None
+    cwd = fill(cwd_template, f"{runtime}.cwd") if cwd_template else None
     spec = LaunchSpec(
         name=name or f"{manifest.role}-{manifest.name}",
         argv=argv,
@@ -568,8 +581,37 @@ def render(
         log_path=log_path,
         image=section.image if isinstance(section, DockerSection) else None,
         labels={"connformance.peer": manifest.name, "connformance.role": manifest.role},
+        mounts=_host_mounts(placeholders or {}) if isinstance(section, DockerSection) else (),
     )
     return spec, _render_readiness(manifest, fill)
+
+
+def _docker_templates(manifest: PeerManifest, section: DockerSection) -> tuple[Sequence[str], Mapping[str, str], str | None]:
+    """The docker launch's command, env and cwd: its own, else the [process] table's."""
+    process = manifest.process
+    command = section.command or (process.command if process else ())
+    if not command:
+        raise HarnessError(f"{manifest.source}: {manifest.key_prefix}docker.command: no command, and no [process] "
+                           "command to fall back on")
+    env = section.env if section.env is not None else (process.env if process else {})
+    cwd = section.cwd or (process.cwd if process else None)
+    return command, env, cwd
+
+
+def _host_mounts(placeholders: Mapping[str, Any]) -> tuple[Path, ...]:
+    """The host directories a docker launch must see at the same path: those of the caller's
+    placeholders that name an existing file (its directory) or directory (a plan, a workdir)."""
+    mounts: set[Path] = set()
+    for value in placeholders.values():
+        text = str(value)
+        if not text.startswith("/"):
+            continue
+        path = Path(text)
+        if path.is_file():
+            mounts.add(path.parent)
+        elif path.is_dir():
+            mounts.add(path)
+    return tuple(sorted(mounts))
 
 
 def _render_readiness(manifest: PeerManifest, fill: _Filler) -> list[Readiness]:

@@ -1,5 +1,5 @@
-"""How peers run. ``get_runtime("process")`` is the embedded default; "docker" joins the
-registry when it exists, behind the same ``Runtime`` Protocol."""
+"""How peers run. ``get_runtime("process")`` is the embedded default; ``get_runtime("docker")``
+runs the same manifests as containers (``connformance setup --docker`` first)."""
 
 from __future__ import annotations
 
@@ -26,8 +26,15 @@ __all__ = [
 ]
 
 # Explicit registry: one entry per runtime module.
+def _docker_runtime() -> Runtime:
+    from harness.runtime.docker import DockerRuntime  # the docker SDK only when asked for
+
+    return DockerRuntime()
+
+
 _RUNTIMES: dict[str, Callable[[], Runtime]] = {
     "process": ProcessRuntime,
+    "docker": _docker_runtime,
 }
 
 

@@ -1,5 +1,5 @@
 """The runtime interface: how a peer runs. ``process`` is the embedded default; ``docker``
-comes later behind the same Protocol."""
+runs the same peers as containers behind the same Protocol."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class LaunchSpec:
     # Docker runtime only (ignored by the process runtime)
     image: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Path, ...] = ()  # host directories bind-mounted at the same path
 
 
 @runtime_checkable

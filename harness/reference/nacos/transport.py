@@ -81,22 +81,36 @@ class _Side(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self._buf = bytearray(READ_SIZE_BYTES)
+        self.early = bytearray()  # read before the other side existed; flushed by flush_early()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         if self.name == "client":
-            transport.pause_reading()  # nothing is read until the upstream side exists
+            # Nothing should be read until the upstream side exists. CPython 3.11.2 (Debian 12's
+            # python3, in the docker images) still adds the reader after a pause made here (later
+            # versions check is_reading() in _SelectorTransport._add_reader), so what arrives
+            # anyway is kept in ``early``, never dropped.
+            transport.pause_reading()
             self.front._accepted(self)
 
     def get_buffer(self, sizehint: int) -> bytearray:
         return self._buf
 
     def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(memoryview(self._buf)[:nbytes])  # a copy: a partial write may keep it
         other = self.other
-        if other is None or other.transport is None or other.transport.is_closing():
+        if other is None or other.transport is None:
+            self.early += data
             return
-        # a copy: a memoryview into the reused buffer could be kept by a partial write
-        other.transport.write(bytes(memoryview(self._buf)[:nbytes]))
+        if not other.transport.is_closing():
+            other.transport.write(data)
+
+    def flush_early(self) -> None:
+        """Forward what was read before the other side was ready (call once it is)."""
+        other = self.other
+        if self.early and other is not None and other.transport is not None and not other.transport.is_closing():
+            other.transport.write(bytes(self.early))
+        self.early.clear()
 
     def eof_received(self) -> bool:
         if self.link is not None:
@@ -231,6 +245,7 @@ class TransportFront:
             self.on_ready(t)
         except Exception:
             log.exception("on_ready failed for %s", t.id)
+        client.flush_early()
         client.transport.resume_reading()
 
     def _terminate(self, t: Transport, cause: str, rst: bool = False) -> None:
