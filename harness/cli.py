@@ -213,12 +213,64 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- docker ----------------------------------------------------------------------------------
+
+
+def _add_docker(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "docker",
+        help="the docker runtime's engine and images: up, down, status, build, reap",
+        description="up: find an engine or start the project's own dockerd (installing docker.io if needed); "
+        "down: stop the project's own dockerd (never one it did not start); status: engine, images, containers; "
+        "build: build the peer images missing at their content tag; reap: remove containers of dead runs.",
+    )
+    p.add_argument("action", choices=("up", "down", "status", "build", "reap"))
+    p.set_defaults(func=_cmd_docker)
+
+
+def _cmd_docker(args: argparse.Namespace) -> int:
+    from harness.docker import engine
+
+    if args.action == "up":
+        found = engine.find_engine(required=False) or engine.start_own_engine()
+        print(f"[docker] engine {found.base_url} ({found.origin}, version {found.version})")
+        return EXIT_OK
+    if args.action == "down":
+        stopped = engine.stop_own_engine()
+        print("[docker] stopped the project's dockerd" if stopped else "[docker] the project's dockerd was not running")
+        return EXIT_OK
+    from harness.docker import images
+    from harness.runtime.docker import LABEL_OWNER, reap_leftovers
+
+    found = engine.find_engine()
+    client = engine.engine_client(found)
+    try:
+        if args.action == "build":
+            images.build_images(client)
+        elif args.action == "reap":
+            removed = reap_leftovers(client)
+            print(f"[docker] removed {len(removed)} container(s) of dead runs: {', '.join(removed) or '-'}")
+        else:
+            print(f"[docker] engine {found.base_url} ({found.origin}, version {found.version})")
+            missing = set(images.missing_images(client))
+            for name in images.IMAGES:
+                ref = images.image_ref(name)
+                print(f"  image {ref}: {'MISSING (connformance docker build)' if ref in missing else 'built'}")
+            containers = client.containers.list(all=True, filters={"label": LABEL_OWNER})
+            print(f"  containers of connformance runs: {len(containers)}"
+                  + "".join(f"\n    {c.name} {c.status} owner {c.labels.get(LABEL_OWNER)}" for c in containers))
+    finally:
+        client.close()
+    return EXIT_OK
+
+
 _REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_setup,
     _add_peers,
     _add_run,
     _add_up,
     _add_report,
+    _add_docker,
 )
 
 

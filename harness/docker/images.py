@@ -252,7 +252,22 @@ def build_images(client, progress: Callable[[str], None] = print, names: list[st
         durations[name] = time.monotonic() - start
         progress(f"[docker] image {ref}: built in {durations[name]:.1f} s")
         shutil.rmtree(context, ignore_errors=True)
+        _prune_older(client, name, ref, progress)
     return durations
+
+
+def _prune_older(client, name: str, current: str, progress: Callable[[str], None]) -> None:
+    """Remove this image's earlier content tags (bounded disk; layers shared with the new one stay)."""
+    from docker.errors import APIError
+
+    for image in client.images.list(filters={"label": f"connformance.image={name}"}):
+        for tag in image.tags:
+            if tag.startswith(f"{IMAGE_REPO}/{name}:") and tag not in (current, f"{IMAGE_REPO}/{name}:latest"):
+                try:
+                    client.images.remove(tag, noprune=False)
+                    progress(f"[docker] image {tag}: removed (superseded by {current})")
+                except APIError:  # still used by a container of a running harness
+                    pass
 
 
 def build_wheelhouse(progress: Callable[[str], None] = print) -> Path:

@@ -321,6 +321,7 @@ class DockerRuntime:
             name=f"cf-{self.run_id}-{_NAME_OK.sub('_', spec.name)}",
             labels={**spec.labels, LABEL_RUN: self.run_id, LABEL_OWNER: self.owner},
             volumes={str(m): {"bind": str(m), "mode": "rw"} for m in spec.mounts},
+            tmpfs={"/tmp": "rw,mode=1777"},  # a fresh /tmp per container (scratch images have none)
         )
         node = DockerNode(spec, container, log_path, readiness, owner=self)
         with self._lock:
