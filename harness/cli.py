@@ -176,6 +176,8 @@ def _add_up(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--toxiproxy-url", default=None, metavar="URL",
                    help="use this running Toxiproxy (loopback) instead of starting the pinned one")
     p.add_argument("--workdir", default=None, metavar="DIR", help="peer logs (and the history) go here (default: a temp dir)")
+    p.add_argument("--runtime", choices=("process", "docker"), default="process",
+                   help="how peers run (docker: containers, Toxiproxy too; `connformance setup --docker` first)")
     p.set_defaults(func=_cmd_up)
 
 
@@ -186,7 +188,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         servers=args.servers, clients=args.clients or ["ref:3"], server_peer=args.server_peer,
         peers_files=args.peers_file, knobs=args.knob, scaled_timers=args.scaled_timers,
         duration_s=args.duration_s, seed=args.chaos_seed, faults=args.faults, window_ms=args.window_ms,
-        history=args.history, toxiproxy_url=args.toxiproxy_url, workdir=args.workdir,
+        history=args.history, toxiproxy_url=args.toxiproxy_url, workdir=args.workdir, runtime=args.runtime,
     )
     return run_up(options, echo=lambda line: print(line, flush=True))
 

@@ -389,6 +389,7 @@ class UpOptions:
     history: str | None = None
     toxiproxy_url: str | None = None
     workdir: str | None = None
+    runtime: str = "process"  # or "docker": peers and Toxiproxy as containers
 
 
 def _parse_clients(specs: Sequence[str]) -> list[tuple[str, int]]:
@@ -511,8 +512,8 @@ def _sigterm_as_interrupt(stack: ExitStack) -> None:
 
 
 def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
-    """``connformance up``: start Toxiproxy (or use ``toxiproxy_url``), the process runtime and a
-    topology; print the addresses; run the seeded schedule (then check convergence) or keep
+    """``connformance up``: start Toxiproxy (or use ``toxiproxy_url``), the runtime (process, or
+    docker) and a topology; print the addresses; run the seeded schedule (then check convergence) or keep
     everything up printing status; tear down and print the leak check. Always bounded by
     ``duration_s`` (default 300 s, or the window + 60 s with faults; at most ``MAX_DURATION_S``).
     Returns 0, ``EXIT_FINDINGS`` (leaks or no convergence), or 130 on Ctrl-C/SIGTERM."""
@@ -558,13 +559,17 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
         history.meta(session="connformance up", seed=seed, servers=opts.servers, clients=opts.clients,
                      server_knobs=server_knobs, client_knobs=client_knobs, duration_s=duration_s,
                      chaos_schedule=schedule.to_data() if schedule else None)
+        runtime = get_runtime(opts.runtime)
+        stack.callback(runtime.close)
         if opts.toxiproxy_url:
             url, own = opts.toxiproxy_url, False
+        elif opts.runtime == "docker":
+            from harness.docker.toxiproxy import toxiproxy_container
+
+            url, own = stack.enter_context(toxiproxy_container(runtime)), True
         else:
             url, own = stack.enter_context(ToxiproxyServer()).url, True
         toxiproxy = stack.enter_context(ToxiproxyClient(url))
-        runtime = get_runtime("process")
-        stack.callback(runtime.close)
         topology = Topology(runtime=runtime, toxiproxy=toxiproxy, workdir=workdir, history=history)
         status: _StatusPrinter | None = None
         try:
