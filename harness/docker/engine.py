@@ -90,8 +90,9 @@ def engine_client(engine: Engine, timeout_s: int = 120):
 
 def _ping(base_url: str) -> str | None:
     """The engine's version when it answers at ``base_url``, else None."""
-    import docker
     from docker.errors import DockerException
+
+    import docker
 
     try:
         client = docker.DockerClient(base_url=base_url, timeout=PING_TIMEOUT_S)

@@ -15,7 +15,6 @@ from harness.peers import PeerRegistry
 from harness.peers.manifest import render
 from harness.ports import free_port, http_server_host
 from harness.runtime.docker import LABEL_OWNER, LABEL_RUN, DockerRuntime, owner_label
-from harness.wait import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -119,6 +119,21 @@ def test_docker_table_is_parsed_and_rendered_with_its_image(tmp_path: Path) -> N
     assert spec.labels == {"connformance.peer": "mine", "connformance.role": "nacos-client"}
 
 
+def test_docker_without_a_command_runs_the_process_command_with_the_images_paths(tmp_path: Path) -> None:
+    manifest = load_one(tmp_path, MINIMAL + '\n[docker]\nimage = "python"\n')
+    plan = tmp_path / "run" / "agent.plan.json"
+    plan.parent.mkdir()
+    plan.write_text("{}")
+    spec, _ = render(manifest, "docker", placeholders={**PLACEHOLDERS, "plan": plan}, knobs={"app_name": "a"})
+    assert spec.image == "python"
+    assert spec.argv[0] == "/opt/venv/bin/python", "{python} is the image's interpreter, not the host's"
+    assert spec.argv[2:] == ["--servers", "127.0.0.1:8848", "--app-name", "a", "--verbose"]
+    assert spec.env == {"MODE": "test-23456"}, "env falls back to [process] env"
+    assert spec.mounts == (plan.parent,), "a placeholder naming a host file mounts its directory"
+    process_spec, _ = render(manifest, "process", placeholders={**PLACEHOLDERS, "plan": plan})
+    assert process_spec.mounts == () and process_spec.argv[0] == sys.executable
+
+
 def test_a_runtime_without_its_table_is_unimplemented(tmp_path: Path) -> None:
     manifest = load_one(tmp_path)
     with pytest.raises(UnsupportedRuntime, match=r"no \[docker\] table") as info:
