@@ -9,7 +9,9 @@ A fault is a small object with ``name``, ``apply()`` and ``heal()``, also a cont
 Every apply/heal is written to the history. Proxy faults write only ``fault_begin``/``fault_end``
 (naming the vocabulary fault): the toxics and proxy down/up themselves are recorded by the
 topology's proxy event hook, so recording them here would count them twice. Node faults write
-``fault``/``healed`` events (kill, pause/resume, restart) with the pid.
+``fault``/``healed`` events (kill, pause/resume, restart) with the pid and ``via``: how the
+runtime did it (process: signals to the process group; docker: ``docker kill``, ``docker pause``
+/``unpause``, ``docker stop`` + ``start`` of the same container).
 
 Seeded schedules of these faults (chaos sessions, the TC-08 soak) live in ``harness.chaos``.
 """
@@ -32,6 +34,13 @@ __all__ = [
 ]
 
 Role = Literal["proxy", "node"]
+
+
+def _via(node: Any, action: str) -> dict[str, str]:
+    """How the node's runtime carries out a node fault (``MECHANISMS`` of ProcessNode/DockerNode:
+    a process-group signal, or ``docker kill``/``pause``/``restart``), for the history."""
+    how = getattr(node, "MECHANISMS", {}).get(action)
+    return {"via": how} if how else {}
 READY_TIMEOUT_MS = 15_000  # a restarted peer must be ready again within this
 
 
@@ -78,7 +87,8 @@ class Fault:
             raise
         self._applied = True
         if not proxy:
-            self._record("fault", action=self.APPLY_ACTION, took_ms=round(now_ms() - t0, 1), **(detail or {}))
+            self._record("fault", action=self.APPLY_ACTION, took_ms=round(now_ms() - t0, 1),
+                         **_via(self.target, self.APPLY_ACTION), **(detail or {}))
 
     def heal(self) -> None:
         """Undo the fault; a no-op when it is not applied (so calling it twice is fine)."""
@@ -91,7 +101,8 @@ class Fault:
         if self.ROLE == "proxy":
             self._record("fault_end", took_ms=took_ms, **(detail or {}))
         elif detail is not None:
-            self._record("healed", action=self.HEAL_ACTION, took_ms=took_ms, **detail)
+            self._record("healed", action=self.HEAL_ACTION, took_ms=took_ms, **_via(self.target, self.HEAL_ACTION),
+                         **detail)
 
     def __enter__(self) -> Fault:
         self.apply()

@@ -82,6 +82,9 @@ def reap_leftovers(client) -> list[str]:
 class DockerNode:
     """One peer container. ``exit_code`` follows the process runtime: negative = killed by that signal."""
 
+    MECHANISMS = {"kill": "docker kill (SIGKILL)", "pause": "docker pause (freezer cgroup)",
+                  "resume": "docker unpause", "restart": "docker stop + docker start (same container)"}
+
     def __init__(self, spec: LaunchSpec, container, log_path: Path, readiness: Sequence[Readiness],
                  owner: DockerRuntime) -> None:
         self.name = spec.name

@@ -133,6 +133,9 @@ class ProcessNode:
     ``exit_code`` follows ``subprocess``: negative means killed by that signal.
     """
 
+    MECHANISMS = {"kill": "SIGKILL to the process group", "pause": "SIGSTOP to the process group",
+                  "resume": "SIGCONT to the process group", "restart": "SIGTERM, then the same command again"}
+
     def __init__(
         self, spec: LaunchSpec, log_path: Path, readiness: Sequence[Readiness], owner: ProcessRuntime
     ):
