@@ -11,53 +11,35 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from harness.docker import base, engine, images
-from harness.toolchain import Progress, Step, register_step
+from harness.toolchain import Step, register_step
+
+T = TypeVar("T")
 
 
-def _client():
-    return engine.engine_client(engine.find_engine())
+def _with_client(fn: Callable[[Any], T], *, required: bool = True) -> T | None:
+    """``fn(client)`` on the engine ``find_engine`` picks; None when none answers and not ``required``."""
+    found = engine.find_engine(required=required)
+    if found is None:
+        return None
+    client = engine.engine_client(found)
+    try:
+        return fn(client)
+    finally:
+        client.close()
 
 
 def _base_done() -> bool:
     if os.environ.get(images.BASE_ENV):
         return True
-    found = engine.find_engine(required=False)
-    if found is None:
-        return False
-    client = engine.engine_client(found)
-    try:
-        return not images.missing_refs(client, [base.base_image_ref()])
-    finally:
-        client.close()
-
-
-def _build_base(progress: Progress) -> None:
-    client = _client()
-    try:
-        base.build_base(client, progress)
-    finally:
-        client.close()
+    return bool(_with_client(lambda c: not images.missing_refs(c, [base.base_image_ref()]), required=False))
 
 
 def _images_done() -> bool:
-    found = engine.find_engine(required=False)
-    if found is None:
-        return False
-    client = engine.engine_client(found)
-    try:
-        return not images.missing_images(client)
-    finally:
-        client.close()
-
-
-def _build_images(progress: Progress) -> None:
-    client = _client()
-    try:
-        images.build_images(client, progress)
-    finally:
-        client.close()
+    return bool(_with_client(lambda c: not images.missing_images(c), required=False))
 
 
 register_step(Step(
@@ -71,7 +53,7 @@ register_step(Step(
     name="docker-base",
     description=f"debootstrap the Debian base image ({', '.join(base.BASE_PACKAGES)}) and docker import it",
     is_done=_base_done,
-    run=_build_base,
+    run=lambda progress: _with_client(lambda c: base.build_base(c, progress)) and None,
     group="docker",
 ))
 register_step(Step(
@@ -85,6 +67,6 @@ register_step(Step(
     name="docker-images",
     description=f"build the peer images ({', '.join(images.IMAGES)}) missing at their content tag",
     is_done=_images_done,
-    run=_build_images,
+    run=lambda progress: _with_client(lambda c: images.build_images(c, progress)) and None,
     group="docker",
 ))

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
-from harness.runtime.readiness import wait_ready
+from harness.runtime.readiness import launch_until_ready, wait_ready
 from harness.wait import WaitTimeout, eventually
 
 __all__ = ["DockerNode", "DockerRuntime", "owner_label", "reap_leftovers"]
@@ -329,18 +329,13 @@ class DockerRuntime:
         node = DockerNode(spec, container, log_path, readiness, owner=self)
         with self._lock:
             self._nodes[spec.name] = node  # registered before it runs: close() reaches it
-        try:
-            node._launch()
-            wait_ready(node, node.readiness, timeout_ms)
-        except BaseException:
-            try:
-                node.stop(timeout_ms=0)
-            finally:
-                with self._lock:
-                    if self._nodes.get(spec.name) is node:
-                        del self._nodes[spec.name]
-            raise
+        launch_until_ready(node, timeout_ms, discard=lambda: node.stop(timeout_ms=0), forget=lambda: self._forget(spec.name, node))
         return node
+
+    def _forget(self, name: str, node: DockerNode) -> None:
+        with self._lock:
+            if self._nodes.get(name) is node:
+                del self._nodes[name]
 
     def nodes(self) -> list[DockerNode]:
         with self._lock:

@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
-from harness.runtime.readiness import LOG_TAIL_LINES, wait_ready
+from harness.runtime.readiness import LOG_TAIL_LINES, launch_until_ready, wait_ready
 from harness.wait import WaitTimeout, eventually, now_ms
 
 __all__ = ["ProcessRuntime", "ProcessNode"]
@@ -422,18 +422,13 @@ class ProcessRuntime:
             self._nodes[spec.name] = node
         if previous is not None:
             previous.stop()  # reaps a leader that exited on its own
-        try:
-            node._launch()
-            wait_ready(node, node.readiness, timeout_ms)
-        except BaseException:
-            try:
-                node.kill()
-            finally:
-                with self._lock:
-                    if self._nodes.get(spec.name) is node:
-                        del self._nodes[spec.name]
-            raise
+        launch_until_ready(node, timeout_ms, discard=node.kill, forget=lambda: self._forget(spec.name, node))
         return node
+
+    def _forget(self, name: str, node: ProcessNode) -> None:
+        with self._lock:
+            if self._nodes.get(name) is node:
+                del self._nodes[name]
 
     def nodes(self) -> list[ProcessNode]:
         with self._lock:

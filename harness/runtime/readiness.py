@@ -14,7 +14,8 @@ import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from harness.errors import HarnessError, SetupError
 from harness.ports import check_loopback
@@ -95,6 +96,21 @@ class LogLineReady:
 
 class _Exited(Exception):
     """The node's process ended while we waited for it to get ready."""
+
+
+def launch_until_ready(node: Any, timeout_ms: float, *, discard: Callable[[], None],
+                       forget: Callable[[], None]) -> None:
+    """``node._launch()`` and wait for its readiness. On any failure, an interrupt included, the
+    node is discarded (killed or removed) and forgotten by its runtime before the error goes on."""
+    try:
+        node._launch()
+        wait_ready(node, node.readiness, timeout_ms)
+    except BaseException:
+        try:
+            discard()
+        finally:
+            forget()
+        raise
 
 
 def wait_ready(node: Node, strategies: Sequence[Readiness], timeout_ms: float) -> float:

@@ -13,35 +13,15 @@ import pytest
 from harness.paths import PROJECT_ROOT
 from harness.runtime.docker import LABEL_OWNER, DockerRuntime, owner_label
 from harness.wait import eventually
+from tests.support.hanging import write_hanging_case
 from tests.support.signals import default_sigint
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-HANGING_CASE = '''
-from pathlib import Path
-
-from fixtures.case import case
-from harness.wait import WaitTimeout, eventually
-
-
-@case("SR-86", "MUST")
-def test_hangs_mid_case(cf, topology, nacos_server_peer, nacos_client_peer):
-    """Hangs with peers up until interrupted."""
-    (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
-    topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    Path({marker!r}).write_text("peers up")
-    try:
-        eventually(lambda: False, timeout_ms=120000, what="an interrupt", interval_ms=200)
-    except WaitTimeout:
-        pass
-'''
-
-
 def _start_hanging_run(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
-    up_file = tmp_path / "peers-up"
-    (tmp_path / "test_hang.py").write_text(HANGING_CASE.format(marker=str(up_file)))
+    test_file, up_file = write_hanging_case(tmp_path, case_id="SR-86", hang_ms=120_000)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", str(tmp_path / "test_hang.py"), "-p", "no:cacheprovider", "-q",
+        [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q",
          "--runtime", "docker", "--peer", "nacos-client=ref", "--report-dir", str(tmp_path / "report"),
          "--rootdir", str(tmp_path)],
         cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

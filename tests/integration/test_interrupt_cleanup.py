@@ -15,29 +15,10 @@ import pytest
 
 from harness.paths import PROJECT_ROOT
 from harness.wait import eventually
+from tests.support.hanging import write_hanging_case
 from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
-
-HANGING_CASE = '''
-from pathlib import Path
-
-from fixtures.case import case
-from harness.wait import WaitTimeout, eventually
-
-
-@case("SR-87", "MUST")
-def test_hangs_mid_case(cf, topology, nacos_server_peer, nacos_client_peer):
-    """Hangs with peers up until interrupted."""
-    (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
-    topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    Path({marker!r}).write_text("peers up")
-    try:
-        eventually(lambda: False, timeout_ms=90000, what="an interrupt", interval_ms=200)
-    except WaitTimeout:
-        pass
-'''
-
 
 def processes_with_marker(marker: str) -> list[tuple[int, str]]:
     found = []
@@ -59,11 +40,10 @@ def processes_with_marker(marker: str) -> list[tuple[int, str]]:
 @pytest.mark.timeout(120)
 def test_sigint_mid_case_leaves_nothing_behind(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
-    up_file = tmp_path / "peers-up"
-    (tmp_path / "test_hang.py").write_text(HANGING_CASE.format(marker=str(up_file)))
+    test_file, up_file = write_hanging_case(tmp_path, case_id="SR-87")
     env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pytest", str(tmp_path / "test_hang.py"), "-p", "no:cacheprovider", "-q",
+        [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q",
          "--peer", "nacos-client=ref", "--report-dir", str(tmp_path / "report"), "--rootdir", str(tmp_path)],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         preexec_fn=default_sigint,  # as a terminal starts it, whatever SIGINT disposition we inherited

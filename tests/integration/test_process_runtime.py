@@ -395,5 +395,5 @@ def test_get_runtime_knows_process_and_names_the_known_ones() -> None:
         assert runtime.name == "process"
     finally:
         runtime.close()
-    with pytest.raises(HarnessError, match=r"unknown runtime 'podman'; known runtimes: process"):
+    with pytest.raises(HarnessError, match=r"unknown runtime 'podman'; known runtimes: docker, process"):
         get_runtime("podman")
