@@ -41,8 +41,9 @@
  *   (the peer log).
  * - status: isShutdown() -> SHUTDOWN, isRunning() -> RUNNING, else STARTING until the first
  *   connection, UNHEALTHY after (the RpcClientStatus itself is protected).
- * - server: getCurrentServer() (serverIp:serverPort, the main port). connection_id: the id of the
- *   connection of the last onConnected (cleared by an onDisConnect of the same id). 2.3+ passes
+ * - server: getCurrentServer() (serverIp:serverPort, the main port). connection_id: while RUNNING,
+ *   the id the library logged as it installed the current connection (see snapshot); otherwise the
+ *   id of the last onConnected (cleared by an onDisConnect of the same id). 2.3+ passes
  *   the Connection (getConnectionId()). 2.2.4 passes nothing and keeps currentConnection in a
  *   protected field, so there the id is the one the library itself states in its log right
  *   before installing the connection ("Success to connect ..., connectionId = X"; the
@@ -437,10 +438,12 @@ public final class NacosClientAgent {
         String status = status();
         out.put("status", status);
         out.put("server", "SHUTDOWN".equals(status) ? null : currentServer());
-        // RUNNING is set just before the CONNECTED event is dispatched to the listener: in that
-        // window the id is the one the library logged for the connection it installed.
+        // RUNNING and the new current server are set before the CONNECTED event (and, on a switch,
+        // the old connection's DISCONNECTED) reach the listener: in that window the listener still
+        // holds the previous id (or none). The id the library logged right before installing the
+        // connection ("Success to connect ..., connectionId = X") is the current one.
         String id = state.connectionId;
-        if (id == null && "RUNNING".equals(status)) {
+        if ("RUNNING".equals(status) && state.loggedConnectionId != null) {
             id = state.loggedConnectionId;
         }
         out.put("connection_id", "SHUTDOWN".equals(status) ? null : id);
