@@ -3,7 +3,8 @@ harness-level knobs map onto its flags, environment or JVM system properties.
 
     [peer]        name, role, description, capabilities
     [process]     command (argv template), env, cwd            -- process runtime
-    [docker]      image, command, env                          -- docker runtime (parsed, kept)
+    [docker]      image[, command, env, cwd]                   -- docker runtime (the rest defaults
+                  to [process]'s, with {python}/{cache}/{project_root} the image's paths)
     [readiness]   http / port / log (a string or a list each), http_status, timeout_ms
     [knobs]       knob = { flag = "--x" | env = "X" | sysprop = "a.b", format = int|str|bool|json|csv }
     [timers]      the peer's own default timers in ms (health_interval_ms = 5000, ...): cases write
