@@ -148,13 +148,16 @@ class Topology:
 
     # -- clients -------------------------------------------------------------------------
     def nacos_client(self, *, peer: PeerManifest, servers: list[NacosServerHandle] | list[str],
-                     knobs: dict[str, Any] | None = None) -> NacosClientHandle:
+                     knobs: dict[str, Any] | None = None, start_timeout_ms: int | None = None) -> NacosClientHandle:
+        """Start one client of ``peer``; ``start_timeout_ms`` raises the readiness bound (many
+        clients started at once on a small machine)."""
         addresses = [s.main_address if isinstance(s, NacosServerHandle) else s for s in servers]
         control_port = free_port()
         with self._names_lock:  # clients may be started from several threads at once (SR-13)
             name = f"client-{peer.name}-{next(self._client_seq)}"
         knobs = dict(knobs or {})
-        node = self._start(peer, name, {"server_list": ",".join(addresses), "control_port": control_port}, knobs)
+        node = self._start(peer, name, {"server_list": ",".join(addresses), "control_port": control_port}, knobs,
+                           start_timeout_ms=start_timeout_ms)
         handle = NacosClientHandle(name, peer, node, control_port, AgentControl(control_port), addresses, knobs)
         self.clients.append(handle)
         self.history.info("harness", "client_started", {"name": name, "peer": peer.name, "servers": addresses,
@@ -207,12 +210,13 @@ class Topology:
         elif action not in ("proxy_created", "proxy_deleted"):
             self.history.fault(action, **detail)
 
-    def _start(self, peer: PeerManifest, name: str, placeholders: dict[str, Any], knobs: dict[str, Any]) -> Node:
+    def _start(self, peer: PeerManifest, name: str, placeholders: dict[str, Any], knobs: dict[str, Any], *,
+               start_timeout_ms: int | None = None) -> Node:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         spec, readiness = render(peer, runtime=self.runtime.name, placeholders=placeholders, knobs=knobs,
                                  name=name, log_path=log_path)
-        timeout_ms = max(self.start_timeout_ms, peer.readiness_timeout_ms)
+        timeout_ms = max(start_timeout_ms or self.start_timeout_ms, peer.readiness_timeout_ms)
         node = self.runtime.start(spec, readiness, timeout_ms=timeout_ms)
         self._nodes.append(node)
         return node

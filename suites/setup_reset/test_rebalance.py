@@ -39,6 +39,8 @@ SR12_CLIENTS = 4
 SR12_KEEP = 1  # reloadCurrent(count=1): three of four connections must go
 
 N_CLIENTS = 30  # SR-13, as the catalogue says
+CONCURRENT_START_TIMEOUT_MS = 60_000  # readiness bound for each of the 30 clients started at once (a setup
+# bound, not an expectation: 30 interpreters or JVMs, or containers, starting together on 2 cores)
 LOADER_FACTOR = 0.1  # smartReloadCluster's default (RemoteUtils.LOADER_FACTOR)
 MAX_ROUNDS = 10
 STALL_ROUNDS = 2  # this many rounds in a row without a change: the cluster will not move further
@@ -364,7 +366,8 @@ def test_smart_reload_rebalances_after_restart(cf, topology, nacos_server_peer, 
 
     t0 = now_ms()
     with ThreadPoolExecutor(max_workers=N_CLIENTS) as pool:
-        clients = list(pool.map(lambda _: topology.nacos_client(peer=nacos_client_peer, servers=servers),
+        clients = list(pool.map(lambda _: topology.nacos_client(peer=nacos_client_peer, servers=servers,
+                                                                start_timeout_ms=CONCURRENT_START_TIMEOUT_MS),
                                 range(N_CLIENTS)))
     try:
         _all_running(cf, clients)
