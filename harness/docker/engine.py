@@ -213,5 +213,7 @@ def stop_own_engine(progress=print) -> bool:
     except WaitTimeout:
         os.kill(pid, signal.SIGKILL)
         progress(f"[docker] dockerd (pid {pid}) ignored SIGTERM for {ENGINE_STOP_TIMEOUT_MS} ms; killed")
-    own_engine_paths().pidfile.unlink(missing_ok=True)
+    paths = own_engine_paths()
+    paths.pidfile.unlink(missing_ok=True)
+    shutil.rmtree(paths.exec_root, ignore_errors=True)  # runtime state only; dockerd leaves it behind
     return True
