@@ -215,5 +215,13 @@ def stop_own_engine(progress=print) -> bool:
         progress(f"[docker] dockerd (pid {pid}) ignored SIGTERM for {ENGINE_STOP_TIMEOUT_MS} ms; killed")
     paths = own_engine_paths()
     paths.pidfile.unlink(missing_ok=True)
-    shutil.rmtree(paths.exec_root, ignore_errors=True)  # runtime state only; dockerd leaves it behind
+    _remove_exec_root(paths.exec_root)
     return True
+
+
+def _remove_exec_root(exec_root: Path) -> None:
+    """dockerd leaves its exec root behind, with the host network namespace bind-mounted at
+    ``netns/default`` (the sandbox of --network host): unmount that, then remove the rest."""
+    for mount in sorted(exec_root.glob("netns/*")):
+        subprocess.run(["umount", str(mount)], capture_output=True, timeout=10)
+    shutil.rmtree(exec_root, ignore_errors=True)
