@@ -36,6 +36,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
+from harness.runtime.logfile import read_from, read_tail
 from harness.runtime.readiness import launch_until_ready, wait_ready
 from harness.wait import WaitTimeout, eventually
 
@@ -225,25 +226,13 @@ class DockerNode:
 
     # -- logs -------------------------------------------------------------------------------
     def logs(self, tail_lines: int = 50) -> str:
-        try:
-            lines = self.log_path.read_text(errors="replace").splitlines(keepends=True)
-        except OSError:
-            return ""
-        return "".join(lines[-tail_lines:])
+        return read_tail(self.log_path, tail_lines)
 
     def log_text(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return read_from(self.log_path, 0)
 
     def log_since_start(self) -> str:
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._log_start_offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return read_from(self.log_path, self._log_start_offset)
 
     def __repr__(self) -> str:
         return f"DockerNode({self.name!r}, container={self.container.name!r})"

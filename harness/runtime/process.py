@@ -37,7 +37,8 @@ from typing import TypeVar
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
-from harness.runtime.readiness import LOG_TAIL_LINES, launch_until_ready, wait_ready
+from harness.runtime.logfile import read_from, read_tail
+from harness.runtime.readiness import launch_until_ready, wait_ready
 from harness.wait import WaitTimeout, eventually, now_ms
 
 __all__ = ["ProcessRuntime", "ProcessNode"]
@@ -232,15 +233,15 @@ class ProcessNode:
 
     def logs(self, tail_lines: int = 50) -> str:
         """The last ``tail_lines`` lines of the log (all starts, with the harness's start markers)."""
-        return _read_tail(self.log_path, tail_lines)
+        return read_tail(self.log_path, tail_lines)
 
     def log_text(self) -> str:
         """The whole log, every start included."""
-        return _read_from(self.log_path, 0)
+        return read_from(self.log_path, 0)
 
     def log_since_start(self) -> str:
         """What the latest start wrote (what ``LogLineReady`` matches)."""
-        return _read_from(self.log_path, self._log_start_offset)
+        return read_from(self.log_path, self._log_start_offset)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -475,30 +476,3 @@ class ProcessRuntime:
 
 
 # --- log reading --------------------------------------------------------------------------
-
-
-def _read_from(path: Path, offset: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return ""
-
-
-def _read_tail(path: Path, tail_lines: int = LOG_TAIL_LINES, block_bytes: int = 8192) -> str:
-    if tail_lines <= 0:
-        return ""
-    try:
-        with open(path, "rb") as f:
-            end = f.seek(0, os.SEEK_END)
-            start, data = end, b""
-            # Read backwards until the window holds more line breaks than asked for.
-            while start > 0 and data.count(b"\n") <= tail_lines:
-                start = max(0, start - block_bytes)
-                f.seek(start)
-                data = f.read(end - start)
-    except FileNotFoundError:
-        return ""
-    lines = data.decode("utf-8", errors="replace").splitlines(keepends=True)
-    return "".join(lines[-tail_lines:])
