@@ -26,7 +26,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import threading
@@ -36,7 +35,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
-from harness.runtime.logfile import read_from, read_tail
+from harness.runtime.logfile import LogFileReader
+from harness.runtime.node_book import NodeBook
 from harness.runtime.readiness import launch_until_ready, wait_ready
 from harness.wait import WaitTimeout, eventually
 
@@ -80,7 +80,7 @@ def reap_leftovers(client) -> list[str]:
     return removed
 
 
-class DockerNode:
+class DockerNode(LogFileReader):
     """One peer container. ``exit_code`` follows the process runtime: negative = killed by that signal."""
 
     MECHANISMS = {"kill": "docker kill (SIGKILL)", "pause": "docker pause (freezer cgroup)",
@@ -224,16 +224,6 @@ class DockerNode:
         self._drain()
         return self.exit_code
 
-    # -- logs -------------------------------------------------------------------------------
-    def logs(self, tail_lines: int = 50) -> str:
-        return read_tail(self.log_path, tail_lines)
-
-    def log_text(self) -> str:
-        return read_from(self.log_path, 0)
-
-    def log_since_start(self) -> str:
-        return read_from(self.log_path, self._log_start_offset)
-
     def __repr__(self) -> str:
         return f"DockerNode({self.name!r}, container={self.container.name!r})"
 
@@ -254,7 +244,7 @@ def _as_process_code(code: int | None) -> int | None:
     return code
 
 
-class DockerRuntime:
+class DockerRuntime(NodeBook[DockerNode]):
     """Starts peers as containers and removes them at ``close()``; reaps a crashed run's leftovers."""
 
     name = "docker"
@@ -267,15 +257,8 @@ class DockerRuntime:
         self.run_id = uuid.uuid4().hex[:10]
         self.owner = owner_label()
         self.reaped = reap_leftovers(self.client)
-        self._nodes: dict[str, DockerNode] = {}
         self._images: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._closed = False
-        atexit.register(self.close)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
+        super().__init__()
 
     def _image(self, image: str | None, name: str) -> str:
         from docker.errors import ImageNotFound
@@ -321,26 +304,14 @@ class DockerRuntime:
         launch_until_ready(node, timeout_ms, discard=lambda: node.stop(timeout_ms=0), forget=lambda: self._forget(spec.name, node))
         return node
 
-    def _forget(self, name: str, node: DockerNode) -> None:
-        with self._lock:
-            if self._nodes.get(name) is node:
-                del self._nodes[name]
-
-    def nodes(self) -> list[DockerNode]:
-        with self._lock:
-            return list(self._nodes.values())
-
     def leaked(self) -> list[DockerNode]:
         return [node for node in self.nodes() if node.alive()]
 
     def close(self, timeout_ms: int = STOP_TIMEOUT_MS) -> None:
         """Remove every container of this run (stopped first, ``timeout_ms`` grace each)."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            nodes = list(self._nodes.values())
-        atexit.unregister(self.close)
+        nodes = self._begin_close()
+        if nodes is None:
+            return
         failures = []
         for node in nodes:
             try:

@@ -19,7 +19,6 @@ Three guarantees, and how they hold:
 
 from __future__ import annotations
 
-import atexit
 import concurrent.futures
 import ctypes
 import os
@@ -37,7 +36,8 @@ from typing import TypeVar
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
-from harness.runtime.logfile import read_from, read_tail
+from harness.runtime.logfile import LogFileReader
+from harness.runtime.node_book import NodeBook
 from harness.runtime.readiness import launch_until_ready, wait_ready
 from harness.wait import WaitTimeout, eventually, now_ms
 
@@ -128,7 +128,7 @@ def _live_group_members(pgid: int) -> dict[int, str]:
 # --- nodes --------------------------------------------------------------------------------
 
 
-class ProcessNode:
+class ProcessNode(LogFileReader):
     """One peer process group. Created by ``ProcessRuntime.start``; also a context manager (stop on exit).
 
     ``exit_code`` follows ``subprocess``: negative means killed by that signal.
@@ -228,20 +228,6 @@ class ProcessNode:
         what = f"{self.name} to exit"
         eventually(lambda: not self.alive(), timeout_ms=timeout_ms, what=what, interval_ms=_GROUP_POLL_MS)
         return self.exit_code
-
-    # -- logs -------------------------------------------------------------------------------
-
-    def logs(self, tail_lines: int = 50) -> str:
-        """The last ``tail_lines`` lines of the log (all starts, with the harness's start markers)."""
-        return read_tail(self.log_path, tail_lines)
-
-    def log_text(self) -> str:
-        """The whole log, every start included."""
-        return read_from(self.log_path, 0)
-
-    def log_since_start(self) -> str:
-        """What the latest start wrote (what ``LogLineReady`` matches)."""
-        return read_from(self.log_path, self._log_start_offset)
 
     # -- internals --------------------------------------------------------------------------
 
@@ -380,7 +366,7 @@ class ProcessNode:
 # --- the runtime --------------------------------------------------------------------------
 
 
-class ProcessRuntime:
+class ProcessRuntime(NodeBook[ProcessNode]):
     """Starts peers as local process groups and keeps a registry of them for teardown.
 
     ``close()`` is idempotent and also runs at interpreter exit. Logs without a
@@ -390,15 +376,8 @@ class ProcessRuntime:
     name = "process"
 
     def __init__(self) -> None:
-        self._nodes: dict[str, ProcessNode] = {}
-        self._lock = threading.Lock()
-        self._closed = False
+        super().__init__()
         self._temp_log_dir: Path | None = None
-        atexit.register(self.close)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def start(
         self, spec: LaunchSpec, readiness: Sequence[Readiness] = (), timeout_ms: int = 15000
@@ -426,27 +405,15 @@ class ProcessRuntime:
         launch_until_ready(node, timeout_ms, discard=node.kill, forget=lambda: self._forget(spec.name, node))
         return node
 
-    def _forget(self, name: str, node: ProcessNode) -> None:
-        with self._lock:
-            if self._nodes.get(name) is node:
-                del self._nodes[name]
-
-    def nodes(self) -> list[ProcessNode]:
-        with self._lock:
-            return list(self._nodes.values())
-
     def leaked(self) -> list[ProcessNode]:
         """Nodes with a live process left in their group (for the leak check after a case)."""
         return [node for node in self.nodes() if node.group_alive()]
 
     def close(self, timeout_ms: int = STOP_TIMEOUT_MS) -> None:
         """Stop every node: SIGTERM all groups at once, one shared grace period, SIGKILL the rest."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            nodes = list(self._nodes.values())
-        atexit.unregister(self.close)
+        nodes = self._begin_close()
+        if nodes is None:
+            return
         for node in nodes:
             with node._lock:
                 node._terminate()
