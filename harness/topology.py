@@ -19,10 +19,12 @@ from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
 from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
 from harness.observe.history import History
+from harness.observe.listeners import exposed, listeners_of
 from harness.observe.sockets import owners, snapshot
 from harness.peers import PeerManifest, render
 from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host
 from harness.runtime.base import Node, Runtime
+from harness.slots import current_slot
 from harness.toxiproxy import Proxy, ToxiproxyClient
 from harness.wait import WaitTimeout, eventually
 
@@ -94,13 +96,11 @@ class HttpServerHandle:
 class Topology:
     """Starts peers through a runtime, wires proxies, and tears everything down in reverse."""
 
-    def __init__(self, *, runtime: Runtime, toxiproxy: ToxiproxyClient, workdir: Path, history: History,
-                 start_timeout_ms: int = 20000) -> None:
+    def __init__(self, *, runtime: Runtime, toxiproxy: ToxiproxyClient, workdir: Path, history: History) -> None:
         self.runtime = runtime
         self.toxiproxy = toxiproxy
         self.workdir = workdir
         self.history = history
-        self.start_timeout_ms = start_timeout_ms
         self.servers: list[NacosServerHandle] = []
         self.clients: list[NacosClientHandle] = []
         self.http_servers_started: list[HttpServerHandle] = []
@@ -110,6 +110,7 @@ class Topology:
         self._client_seq = itertools.count()
         self._proxies: list[Proxy] = []
         self._closed = False
+        self.exposed: list[str] = []
 
     # -- servers -------------------------------------------------------------------------
     def nacos_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None) -> list[NacosServerHandle]:
@@ -128,7 +129,7 @@ class Topology:
         for index, host, main_port, grpc_port in places:
             name = f"server-{index}"
             proxy = self.toxiproxy.create_proxy(
-                f"nacos-{index}-{main_port}",
+                f"{current_slot().prefix}nacos-{index}-{main_port}",
                 upstream=f"{host}:{grpc_port}",
                 listen=f"{host}:{main_port + NACOS_GRPC_OFFSET}",
             )
@@ -174,7 +175,7 @@ class Topology:
             host = http_server_host(index)
             port, listen_port = free_port(host=host), free_port(host=host)
             name = f"http-server-{index}"
-            proxy = self.toxiproxy.create_proxy(f"http-{index}-{port}", upstream=f"{host}:{port}",
+            proxy = self.toxiproxy.create_proxy(f"{current_slot().prefix}http-{index}-{port}", upstream=f"{host}:{port}",
                                                 listen=f"{host}:{listen_port}")
             self._proxies.append(proxy)
             proxy.on_event(self._record_proxy_event)
@@ -216,7 +217,9 @@ class Topology:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         spec, readiness = render(peer, runtime=self.runtime.name, placeholders=placeholders, knobs=knobs,
                                  name=name, log_path=log_path)
-        timeout_ms = max(start_timeout_ms or self.start_timeout_ms, peer.readiness_timeout_ms)
+        # The manifest's readiness bound is the peer's own word on how long it takes; a case may
+        # raise it (many peers started at once), never cut it.
+        timeout_ms = max(start_timeout_ms or 0, peer.readiness_timeout_ms)
         node = self.runtime.start(spec, readiness, timeout_ms=timeout_ms)
         self._nodes.append(node)
         return node
@@ -264,6 +267,17 @@ class Topology:
             return [f"CLOSE_WAIT {e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port} (pid {pids.get(e.inode, '?')}) "
                     f"still open {grace_ms:.0f} ms into teardown" for e in found]
 
+    def processes(self) -> list[int]:
+        return [pid for node in self._nodes for pid in node.processes()]
+
+    def exposed_listeners(self) -> list[str]:
+        """Listeners of this topology's peers outside loopback on the host (the loopback promise:
+        contain such a peer with its manifest's [containment] or a namespace)."""
+        found = exposed(listeners_of(self.processes()))
+        if found:
+            self.history.observe("exposed_listeners", [str(item) for item in found])
+        return [str(item) for item in found]
+
     def close(self) -> list[str]:
         """Check for CLOSE_WAIT leaks, then stop clients (gracefully), servers, and delete
         proxies. Returns leaks: sockets left in CLOSE_WAIT, any process still alive after its
@@ -277,6 +291,7 @@ class Topology:
         for server in self.servers:
             server.admin.close()
         leaks: list[str] = self.socket_leaks() if self._nodes else []
+        self.exposed = self.exposed_listeners()
         for client in self.clients:
             if client.node.alive():
                 client.control.shutdown()
@@ -285,8 +300,10 @@ class Topology:
                 node.stop(timeout_ms=5000)
             except Exception as exc:  # noqa: BLE001 - teardown must go on; the leak check reports it
                 leaks.append(f"{node.name}: stop failed: {exc!r}")
-            if _group_alive(node):
+            if node.group_alive():
                 leaks.append(f"{node.name} (pid {node.pid}) or a child of it still alive after stop")
+            leaks.extend(f"{node.name}: descendant {left} outlived the peer's stop (it had left the process "
+                         "group); ended by the harness" for left in node.leftovers())
         for client in self.clients:
             client.control.close()
         for server in self.servers:
@@ -298,8 +315,3 @@ class Topology:
                 leaks.append(f"proxy {proxy.name}: delete failed: {exc!r}")
         return leaks
 
-
-def _group_alive(node: Node) -> bool:
-    """The node or any process of its group (grandchildren too) still lives."""
-    group_alive = getattr(node, "group_alive", None)
-    return bool(group_alive()) if callable(group_alive) else node.alive()

@@ -3,7 +3,8 @@
     python -m harness.agents.nginx_peer --host 127.0.0.1 --port 18080 \\
         [--keepalive-timeout-ms 75000] [--keepalive-requests 1000] [--keepalive-header-s N]
 
-Writes ``nginx.conf`` into a temporary directory (pid file, temp paths and prefix all there),
+Writes ``nginx.conf`` into a temporary directory under ``$TMPDIR`` (the runtime gives each peer
+its own, removed at stop and reaped after a crash; pid file, temp paths and prefix all there),
 then runs ``nginx -p DIR -e stderr -c DIR/nginx.conf -g 'daemon off;'`` with ``master_process
 off`` (one process: SIGSTOP/SIGCONT/SIGKILL of the process group reach the process that holds
 the sockets) and waits for it; signals are forwarded and the directory is removed when nginx
@@ -31,6 +32,7 @@ optional header value (``Keep-Alive: timeout=N``, not sent by default), ``keepal
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import signal
 import subprocess
@@ -147,6 +149,17 @@ http {{
 """
 
 
+def _die_with_parent(parent_pid: int):
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def preexec() -> None:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent_pid:
+            os._exit(1)
+
+    return preexec
+
+
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m harness.agents.nginx_peer", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1", help="loopback address to listen on")
@@ -190,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         ))
         argv_nginx = [str(nginx), "-p", str(tmp), "-e", "stderr", "-c", str(conf), "-g", "daemon off;"]
         print(f"nginx_peer: {' '.join(argv_nginx)}", file=sys.stderr, flush=True)
-        proc = subprocess.Popen(argv_nginx)
+        # nginx dies with this wrapper, even when the wrapper is SIGKILLed (a crash of the peer).
+        proc = subprocess.Popen(argv_nginx, preexec_fn=_die_with_parent(os.getpid()))
 
         def forward(signum: int, _frame: object) -> None:
             if proc.poll() is None:

@@ -6,6 +6,8 @@ harness-level knobs map onto its flags, environment or JVM system properties.
     [docker]      image[, command, env, cwd]                   -- docker runtime (the rest defaults
                   to [process]'s, with {python}/{cache}/{project_root} the image's paths)
     [readiness]   http / port / log (a string or a list each), http_status, timeout_ms
+    [containment] deny_ip_datagram_sockets = true   -- refuse UDP/IP sockets (a library's stray
+                  wildcard listener; see harness/runtime/seccomp.py)
     [knobs]       knob = { flag = "--x" | env = "X" | sysprop = "a.b", format = int|str|bool|json|csv }
     [timers]      the peer's own default timers in ms (health_interval_ms = 5000, ...): cases write
                   their expectation bands on these, or on the knob value when a case sets one
@@ -139,6 +141,15 @@ class ReadinessSection:
 
 
 @dataclass(frozen=True)
+class ContainmentSection:
+    """What the runtime takes away from the peer so that nothing it starts listens beyond
+    loopback: ``deny_ip_datagram_sockets`` refuses ``socket(AF_INET*, SOCK_DGRAM)`` (a seccomp
+    filter, ``harness.runtime.seccomp``) for a library that binds a UDP wildcard it never uses."""
+
+    deny_ip_datagram_sockets: bool = False
+
+
+@dataclass(frozen=True)
 class PeerManifest:
     name: str
     role: str
@@ -149,6 +160,7 @@ class PeerManifest:
     process: ProcessSection | None = None
     docker: DockerSection | None = None
     readiness: ReadinessSection = ReadinessSection()
+    containment: ContainmentSection = ContainmentSection()
     timers: Mapping[str, int] = field(default_factory=dict)
     key_prefix: str = ""  # "peers#2." for the 2nd [[peers]] entry; used in error messages
 
@@ -291,6 +303,14 @@ class _Table:
             raise self.error(key, f"expected a positive integer, got {value!r}")
         return value
 
+    def boolean(self, key: str, *, default: bool = False) -> bool:
+        value = self.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(key, f"expected true or false, got {value!r}")
+        return value
+
     def string_map(self, key: str) -> dict[str, str]:
         value = self.get(key)
         if value is None:
@@ -336,6 +356,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
             "say how to start the peer: [process] command = [...]",
         )
     readiness = _parse_readiness(top.table("readiness"))
+    containment = _parse_containment(top.table("containment"))
     knobs = _parse_knobs(top.table("knobs"))
     timers = _parse_timers(top.table("timers"))
     top.finish()
@@ -350,6 +371,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         process=process,
         docker=docker,
         readiness=readiness,
+        containment=containment,
         timers=timers,
         key_prefix=prefix,
     )
@@ -374,6 +396,14 @@ def _parse_docker(table: _Table | None) -> DockerSection | None:
     assert image is not None
     section = DockerSection(image=image, command=table.strings("command"),
                             env=table.string_map("env") if "env" in table.data else None, cwd=table.string("cwd"))
+    table.finish()
+    return section
+
+
+def _parse_containment(table: _Table | None) -> ContainmentSection:
+    if table is None:
+        return ContainmentSection()
+    section = ContainmentSection(deny_ip_datagram_sockets=table.boolean("deny_ip_datagram_sockets"))
     table.finish()
     return section
 
@@ -583,6 +613,7 @@ def render(
         image=section.image if isinstance(section, DockerSection) else None,
         labels={"connformance.peer": manifest.name, "connformance.role": manifest.role},
         mounts=_host_mounts(placeholders or {}) if isinstance(section, DockerSection) else (),
+        deny_ip_datagram_sockets=manifest.containment.deny_ip_datagram_sockets,
     )
     return spec, _render_readiness(manifest, fill)
 

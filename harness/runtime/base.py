@@ -26,6 +26,8 @@ class LaunchSpec:
     image: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     mounts: tuple[Path, ...] = ()  # host directories bind-mounted at the same path
+    # Containment (both runtimes): refuse socket(AF_INET*, SOCK_DGRAM) in the peer (seccomp)
+    deny_ip_datagram_sockets: bool = False
 
 
 @runtime_checkable
@@ -47,6 +49,16 @@ class Node(Protocol):
     def pid(self) -> int | None: ...
 
     def alive(self) -> bool: ...
+
+    def group_alive(self) -> bool:
+        """True while any process of the node lives (its descendants too, however detached)."""
+
+    def processes(self) -> list[int]:
+        """Host pids of every live process of the node (for socket and listener checks)."""
+
+    def leftovers(self) -> list[str]:
+        """Descendants that outlived the node's stop and had to be ended by the harness
+        (``"pid cmdline"``): a leak the case reports."""
 
     def stop(self, timeout_ms: int = 5000) -> int | None:
         """Graceful stop (SIGTERM to the group, SIGKILL after ``timeout_ms``); returns exit code."""

@@ -134,6 +134,18 @@ class DockerNode(LogFileReader):
     def group_alive(self) -> bool:
         return self.alive()
 
+    def processes(self) -> list[int]:
+        if not self.alive():
+            return []
+        try:
+            top = self.container.top(ps_args="-o pid")
+        except Exception:  # noqa: BLE001 - gone meanwhile
+            return []
+        return [int(row[0]) for row in top.get("Processes") or [] if row and str(row[0]).isdecimal()]
+
+    def leftovers(self) -> list[str]:
+        return []  # a container's processes end with it (--init reaps, removal ends the rest)
+
     # -- lifecycle --------------------------------------------------------------------------
     def _launch(self) -> None:
         self.starts += 1

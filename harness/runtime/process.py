@@ -8,6 +8,10 @@ Three guarantees, and how they hold:
   so every fork happens on one long-lived daemon thread (``_Spawner``): a node started from a
   short-lived worker thread would otherwise be killed when that thread finished. PDEATHSIG
   reaches only the direct child; grandchildren are covered by ``close()`` (group signals).
+- **No descendant escapes.** Each launch also runs in its own cgroup (``containment``): a
+  descendant that left the process group (``setsid``, a double fork) is still found. What is
+  left of a node's cgroup once the node has stopped is recorded (``leftovers()``: the leak check
+  reports it) and killed. A harness that dies before teardown leaves the cgroup to the reaper.
 - **Only our own processes are signalled.** Signals go to the group whose id is the leader's
   pid, and the leader is *not reaped* (``waitid(WNOWAIT)`` peeks at its status) until its group
   has no live member: a zombie leader keeps the pid, and so the group id, from being reused.
@@ -36,9 +40,21 @@ from typing import TypeVar
 
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
+from harness.runtime.containment import (
+    NODE_ENV,
+    OWNER_ENV,
+    Cgroup,
+    join_cgroup_in_child,
+    node_cgroup,
+    owner_marker,
+    process_cmdline,
+    processes_with_env,
+)
 from harness.runtime.logfile import LogFileReader
 from harness.runtime.node_book import NodeBook
 from harness.runtime.readiness import launch_until_ready, wait_ready
+from harness.runtime.seccomp import DatagramFilter, datagram_filter
+from harness.slots import current_slot
 from harness.wait import WaitTimeout, eventually, now_ms
 
 __all__ = ["ProcessRuntime", "ProcessNode"]
@@ -63,11 +79,16 @@ _prctl.restype = ctypes.c_int
 _SIGKILL = int(signal.SIGKILL)
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None]:
+def _die_with_parent(parent_pid: int, cgroup_procs: bytes | None = None,
+                     datagrams: DatagramFilter | None = None) -> Callable[[], None]:
     def preexec() -> None:
+        if cgroup_procs is not None:  # before anything else: whatever it forks stays contained
+            join_cgroup_in_child(cgroup_procs)
         _prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the harness died between fork and prctl
             os._exit(1)
+        if datagrams is not None:
+            datagrams.install_in_child()  # raises: the peer never runs unfiltered
 
     return preexec
 
@@ -125,6 +146,11 @@ def _live_group_members(pgid: int) -> dict[int, str]:
     return members
 
 
+def _marked_with(marker: str) -> list[int]:
+    """Live processes whose environment says they descend from the node ``marker`` names."""
+    return processes_with_env(f"{NODE_ENV}={marker}")
+
+
 # --- nodes --------------------------------------------------------------------------------
 
 
@@ -150,6 +176,10 @@ class ProcessNode(LogFileReader):
         self._reaped = False  # once True, never signal this group again
         self._log_start_offset = 0
         self._lock = threading.RLock()
+        self._cgroup: Cgroup | None = None
+        self._marker = f"{spec.name}#{id(self)}"  # per node: finds its descendants without a cgroup
+        self._leftovers: list[str] = []
+        self._tmp: Path | None = None
 
     # -- state ------------------------------------------------------------------------------
 
@@ -173,8 +203,23 @@ class ProcessNode(LogFileReader):
         return self._popen is not None and not self._leader_status()[0]
 
     def group_alive(self) -> bool:
-        """True while any process of the group (leader or descendants) is alive, zombies aside."""
-        return bool(self.live_members())
+        """True while any process of the node (its group, or a descendant that left the group)
+        is alive, zombies aside."""
+        return bool(self.live_members()) or bool(self._contained())
+
+    def processes(self) -> list[int]:
+        return sorted(set(self.live_members()) | set(self._contained()))
+
+    def leftovers(self) -> list[str]:
+        """Descendants that outlived their node's stop (found in its cgroup after the group had
+        ended), as ``"pid cmdline"``; they were killed. A leak of the peer's own making."""
+        return list(self._leftovers)
+
+    def _contained(self) -> list[int]:
+        """Every live process of this node's launch, however detached."""
+        if self._cgroup is not None:
+            return self._cgroup.members()
+        return _marked_with(self._marker)
 
     def live_members(self) -> dict[int, str]:
         """pid -> /proc state letter for each live process in the node's group."""
@@ -198,6 +243,8 @@ class ProcessNode(LogFileReader):
                 return
             self._kill_group()
             self._reap()
+            self._kill_contained()
+            self._remove_scratch()
 
     def pause(self) -> None:
         """SIGSTOP the group; returns once every member is stopped. Sockets stay open, nothing answers."""
@@ -241,7 +288,19 @@ class ProcessNode(LogFileReader):
             log.write(marker.encode())
             log.flush()
             self._log_start_offset = log.tell()
-            env = {**os.environ, **spec.env}
+            # Scratch files go to a folder the runtime removes at stop and the reaper after a crash.
+            self._tmp = current_slot().tmp_dir / f"{self.name}-{os.getpid()}-{self.starts}"
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "TMPDIR": str(self._tmp), **spec.env, OWNER_ENV: owner_marker(),
+                   NODE_ENV: self._marker}
+            self._cgroup = node_cgroup(self.name)
+            procs = self._cgroup.join_preexec() if self._cgroup is not None else None
+            datagrams = None
+            if spec.deny_ip_datagram_sockets:
+                datagrams = datagram_filter()
+                if datagrams is None:
+                    raise SetupError(f"{self.name}: its manifest asks for no IP datagram sockets "
+                                     f"([containment]), but this machine's architecture has no filter for it")
 
             def popen() -> subprocess.Popen:
                 return subprocess.Popen(
@@ -252,7 +311,7 @@ class ProcessNode(LogFileReader):
                     env=env,
                     cwd=spec.cwd,
                     start_new_session=True,  # own session and process group: signals reach descendants
-                    preexec_fn=_die_with_parent(os.getpid()),
+                    preexec_fn=_die_with_parent(os.getpid(), procs, datagrams),
                 )
 
             try:
@@ -276,7 +335,36 @@ class ProcessNode(LogFileReader):
             if not self._wait_group_gone(timeout_ms):
                 self._kill_group()
             self._reap()
+        self._end_leftovers()
         return self._popen.returncode
+
+    def _end_leftovers(self) -> None:
+        """The group has ended: whatever of the launch still lives escaped it. Record, kill."""
+        left = self._contained()
+        if left:
+            self._leftovers.extend(f"{pid} {process_cmdline(pid)}" for pid in left)
+            self._kill_contained()
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.remove()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    def _kill_contained(self) -> None:
+        if self._cgroup is not None:
+            self._cgroup.kill()
+            if not self._cgroup.wait_empty(KILL_TIMEOUT_MS):
+                raise SetupError(f"{self.name}: processes {self._cgroup.members()} of {self._cgroup.path} survived "
+                                 f"cgroup.kill for {KILL_TIMEOUT_MS} ms")
+            return
+        for pid in _marked_with(self._marker):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     def _leader_status(self) -> tuple[bool, int | None]:
         """(exited, exit code) of the leader, without reaping it."""
@@ -318,6 +406,8 @@ class ProcessNode(LogFileReader):
 
     def _kill_group(self) -> None:
         self._signal_group(signal.SIGKILL)
+        if self._cgroup is not None and not self._reaped:
+            self._cgroup.kill()  # a crash takes the node's detached descendants with it
         if not self._wait_group_gone(KILL_TIMEOUT_MS):
             raise SetupError(
                 f"{self.name}: processes {self.live_members()} of group {self.pgid} survived SIGKILL for "

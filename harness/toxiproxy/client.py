@@ -122,28 +122,34 @@ def _hint(status: int, text: str, proxy: str | None, toxic: str | None) -> str:
     return ""
 
 
-def _split_hostport(addr: str, what: str) -> tuple[str, int]:
+def _split_hostport(addr: str, what: str, *, namespaced: bool = False) -> tuple[str, int]:
+    """``namespaced``: an upstream may live in a namespace the harness made (198.18.0.0/15)."""
     host, sep, port_s = addr.rpartition(":")
-    if not sep or not host or not port_s.isdigit() or not 0 <= int(port_s) <= 65535:
+    if not sep or not host or not port_s.isdecimal() or not 0 <= int(port_s) <= 65535:
         raise HarnessError(f"{what} must be 'host:port' on 127.0.0.0/8 (e.g. '127.0.0.1:0'), got {addr!r}")
     try:
-        check_loopback(host)
+        check_loopback(host, namespaced=namespaced)
     except ValueError as exc:
         raise HarnessError(f"{what} {addr!r}: {exc}") from None
     return host, int(port_s)
 
 
-def _normalise_url(url: str) -> str:
+def normalise_toxiproxy_url(url: str) -> str:
+    """``http://<loopback literal>:<port>``, or HarnessError saying what is wrong with ``url``."""
     if "://" not in url:
         url = "http://" + url
     parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+    try:
+        port = parts.port
+    except ValueError:
+        raise HarnessError(f"Toxiproxy URL {url!r}: the port must be 1..65535") from None
+    if parts.scheme != "http" or not parts.hostname or port is None or port == 0:
         raise HarnessError(f"Toxiproxy URL must look like http://127.0.0.1:8474, got {url!r}")
     try:
-        check_loopback(parts.hostname)
+        host = check_loopback(parts.hostname)
     except ValueError as exc:
         raise HarnessError(f"Toxiproxy URL {url!r}: {exc}") from None
-    return f"http://{parts.hostname}:{parts.port}"
+    return f"http://{host}:{port}"
 
 
 class ToxiproxyClient:
@@ -154,7 +160,7 @@ class ToxiproxyClient:
     """
 
     def __init__(self, url: str, timeout_s: float = 5.0) -> None:
-        self.url = _normalise_url(url)
+        self.url = normalise_toxiproxy_url(url)
         self.timeout_s = timeout_s
         self._slow_timeout_s = max(timeout_s, _SLOW_CALL_TIMEOUT_S)
         self._session = requests.Session()
@@ -256,7 +262,7 @@ class ToxiproxyClient:
         close of each accepted client connection.
         """
         _split_hostport(listen, "listen")
-        _split_hostport(upstream, "upstream")
+        _split_hostport(upstream, "upstream", namespaced=True)
         t0 = now_ms()
         data = self._request(
             "POST",

@@ -19,7 +19,8 @@ import requests
 
 from harness.errors import HarnessError, SetupError
 from harness.paths import cache_dir
-from harness.ports import LOOPBACK, free_port, is_free
+from harness.ports import free_port, is_free, service_host
+from harness.runtime.containment import OWNER_ENV, Cgroup, join_cgroup_in_child, node_cgroup, owner_marker
 from harness.toolchain import toxiproxy_binary
 from harness.toxiproxy.client import ToxiproxyClient
 from harness.wait import WaitTimeout, eventually
@@ -38,8 +39,10 @@ _API_FAILED = "Server finished with error"  # cmd/server/server.go log message
 _PORT_RETRIES = 3  # free_port() then bind is racy: another process may take the port in between
 
 
-def _child_setup(parent_pid: int) -> None:
+def _child_setup(parent_pid: int, cgroup_procs: bytes | None) -> None:
     """preexec_fn: runs in the child after fork (start_new_session already made it a group leader)."""
+    if cgroup_procs is not None:
+        join_cgroup_in_child(cgroup_procs)
     if _prctl is not None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         # The parent may have died before prctl took effect; then nobody would ever kill us.
@@ -52,7 +55,8 @@ class _Exited(Exception):
 
 
 class ToxiproxyServer:
-    """The real Toxiproxy server, started on ``127.0.0.1:<port>``.
+    """The real Toxiproxy server, started on this run's service address (``127.X.1.1:<port>``,
+    ``harness.slots``) in a cgroup of the run.
 
     ``with ToxiproxyServer() as server: client = server.client()``. ``port=None`` picks a free
     loopback port (retrying if it was taken meanwhile). Readiness = ``GET /version`` answers 200
@@ -71,6 +75,7 @@ class ToxiproxyServer:
         start_timeout_ms: float = 10_000,
         log_level: str = "info",
         extra_args: Sequence[str] = (),
+        host: str | None = None,
     ) -> None:
         self._binary = Path(binary) if binary is not None else None
         self._fixed_port = port
@@ -78,10 +83,11 @@ class ToxiproxyServer:
         self.start_timeout_ms = start_timeout_ms
         self.log_level = log_level
         self.extra_args = list(extra_args)
-        self.host = LOOPBACK
+        self.host = host or service_host()
         self.port: int | None = None
         self.log_path: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._cgroup: Cgroup | None = None
 
     @property
     def url(self) -> str:
@@ -111,7 +117,7 @@ class ToxiproxyServer:
                 "(address already in use); pass port=None to pick a free one or stop what holds it"
             )
         for attempt in range(1, attempts + 1):
-            port = self._fixed_port if self._fixed_port is not None else free_port()
+            port = self._fixed_port if self._fixed_port is not None else free_port(host=self.host)
             self._spawn(port)
             try:
                 self._wait_ready()
@@ -133,6 +139,8 @@ class ToxiproxyServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = [str(self._binary), "-host", self.host, "-port", str(port), *self.extra_args]
         parent = os.getpid()
+        self._cgroup = cgroup = node_cgroup("toxiproxy")
+        procs = cgroup.join_preexec() if cgroup is not None else None
         with open(self.log_path, "wb") as log:
             try:
                 self._proc = subprocess.Popen(
@@ -140,9 +148,9 @@ class ToxiproxyServer:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env={**os.environ, "LOG_LEVEL": self.log_level},
+                    env={**os.environ, "LOG_LEVEL": self.log_level, OWNER_ENV: owner_marker()},
                     start_new_session=True,  # own session + process group: pgid == pid
-                    preexec_fn=lambda: _child_setup(parent),
+                    preexec_fn=lambda: _child_setup(parent, procs),
                 )
             except OSError as exc:
                 raise SetupError(f"cannot start Toxiproxy {argv}: {exc}; rerun `connformance setup`") from exc
@@ -228,6 +236,11 @@ class ToxiproxyServer:
                     pass
                 proc.wait(timeout=5)
         self._proc = None
+        if self._cgroup is not None:
+            self._cgroup.kill()
+            self._cgroup.wait_empty(5000)
+            self._cgroup.remove()
+            self._cgroup = None
         return proc.returncode
 
     def __enter__(self) -> ToxiproxyServer:

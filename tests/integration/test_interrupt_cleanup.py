@@ -1,6 +1,8 @@
-"""Killing a run mid-case (SIGINT, as Ctrl-C does) leaves no process of the run behind: peers,
-agents and Toxiproxy all go. Every process of the run carries an environment marker inherited
-from the pytest process, so the check finds even grandchildren."""
+"""Killing a run mid-case leaves nothing behind: SIGINT (Ctrl-C), SIGTERM (a CI cancel) and
+SIGHUP (a closed terminal) all tear down at once (peers, agents, Toxiproxy); after SIGKILL, which
+nothing can catch, the next run reaps what is left (a detached descendant, the proxies on an
+external Toxiproxy) and says what it reaped. Every process of the run carries an environment
+marker inherited from the pytest process, so the check finds even grandchildren."""
 
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ def processes_with_marker(marker: str) -> list[tuple[int, str]]:
 
 
 @pytest.mark.timeout(120)
-def test_sigint_mid_case_leaves_nothing_behind(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_mid_case_leaves_nothing_behind(tmp_path: Path, sig: signal.Signals) -> None:
     marker = uuid.uuid4().hex
     test_file, up_file = write_hanging_case(tmp_path, case_id="SR-87")
     env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
@@ -53,7 +56,7 @@ def test_sigint_mid_case_leaves_nothing_behind(tmp_path: Path) -> None:
         assert proc.poll() is None, f"the run ended before the interrupt: {proc.stdout.read().decode()[-2000:]}"
         running = processes_with_marker(marker)
         assert len(running) >= 3, f"expected pytest, Toxiproxy, server and client running, saw {running}"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         proc.wait(timeout=60)
         left = eventually(lambda: processes_with_marker(marker), timeout_ms=10000,
                           what="no process of the run left", accept=lambda found: not found)
@@ -64,3 +67,60 @@ def test_sigint_mid_case_leaves_nothing_behind(tmp_path: Path) -> None:
             proc.wait(timeout=10)
         for pid, _ in processes_with_marker(marker):  # only ever the run's own processes
             os.kill(pid, signal.SIGKILL)
+
+
+# A peer of the run that starts a child in its own session: PDEATHSIG ends the peer with the
+# killed harness, but not the child; only the reaper can.
+_DETACHING_MANIFEST = """
+[peer]
+name = "detacher"
+role = "nacos-client"
+capabilities = []
+[process]
+command = ["{python}", "-c", "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)'], start_new_session=True); time.sleep(300)", "{control_port}", "{server_list}"]
+"""
+
+
+@pytest.mark.timeout(180)
+def test_sigkill_mid_case_is_reaped_by_the_next_run(tmp_path: Path) -> None:
+    from harness.toxiproxy import ToxiproxyServer
+
+    marker = uuid.uuid4().hex
+    test_file, up_file = write_hanging_case(tmp_path, case_id="SR-86")
+    manifest = tmp_path / "detacher.toml"
+    manifest.write_text(_DETACHING_MANIFEST)
+    env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
+    with ToxiproxyServer() as external:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q",
+             "--peers-file", str(manifest), "--peer", "nacos-client=detacher", "--toxiproxy-url", external.url,
+             "--report-dir", str(tmp_path / "report"), "--rootdir", str(tmp_path)],
+            cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            eventually(lambda: up_file.exists() or proc.poll() is not None, timeout_ms=60000, what="peers up")
+            assert proc.poll() is None, f"the run ended early: {proc.stdout.read().decode()[-2000:]}"
+            eventually(lambda: len(processes_with_marker(marker)) >= 4, timeout_ms=10000,
+                       what="pytest, server, peer and its detached child running")
+            client = external.client()
+            assert any(name.startswith("cf") for name in client.proxies()), "the run made its proxy"
+            proc.kill()
+            proc.wait(timeout=30)
+            left = eventually(lambda: processes_with_marker(marker), timeout_ms=10000,
+                              what="the detached child still alive", accept=lambda found: len(found) >= 1)
+            assert all("time.sleep(300)" in cmd for _, cmd in left.value), left.value
+            assert client.proxies(), "the killed run's proxy is still there"
+
+            # The next run (any connformance pytest run) reaps it, and says so.
+            nxt = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                                  str(test_file), "--rootdir", str(tmp_path), "--report-dir", str(tmp_path / "r2")],
+                                 cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+            assert "reaped what an earlier run left" in nxt.stderr, nxt.stderr[-2000:]
+            assert "process(es)" in nxt.stderr and f"proxy(ies) on {external.url}" in nxt.stderr, nxt.stderr
+            assert processes_with_marker(marker) == []
+            assert client.proxies() == {}
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            for pid, _ in processes_with_marker(marker):
+                os.kill(pid, signal.SIGKILL)

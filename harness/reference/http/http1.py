@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import http
+import re
 import urllib.parse
 from dataclasses import dataclass, field
+
+from harness import strict
 
 __all__ = ["BadRequest", "Request", "read_request", "build_response", "MAX_HEAD_BYTES"]
 
@@ -93,15 +96,18 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return request
 
 
+_HEX = re.compile(rb"[0-9A-Fa-f]{1,8}")  # ASCII only, at most 4 GiB
+
+
 async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
     if "chunked" in headers.get("transfer-encoding", "").lower():
         return await _read_chunked(reader)
     length_text = headers.get("content-length")
     if length_text is None:
         return b""
-    if not length_text.isdigit():
+    length = strict.ascii_int(length_text, minimum=0)
+    if length is None:
         raise BadRequest(f"bad Content-Length {length_text[:40]!r}")
-    length = int(length_text)
     if length > MAX_BODY_BYTES:
         raise BadRequest(f"body of {length} bytes is over the ledger's {MAX_BODY_BYTES}")
     return await reader.readexactly(length) if length else b""
@@ -111,10 +117,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     body = bytearray()
     while True:
         size_line = (await reader.readuntil(b"\r\n"))[:-2].split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError as exc:
-            raise BadRequest(f"bad chunk size {size_line[:40]!r}") from exc
+        if not _HEX.fullmatch(size_line):
+            raise BadRequest(f"bad chunk size {size_line[:40]!r}")
+        size = int(size_line, 16)
         if size == 0:
             while (await reader.readuntil(b"\r\n")) != b"\r\n":  # trailers
                 pass

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
 import socket
@@ -57,6 +56,8 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+
+from harness import strict
 
 from .book import ConnRecord, Ledger, Slots
 from .config import LedgerConfig, parse_args
@@ -272,9 +273,9 @@ class LedgerServer:
                 await self._sleep_unless_client_leaves(record, reader, ms)
                 return 200, f"slept {ms} ms\n".encode(), False
             if path.startswith("/status/"):
-                code = int(path[len("/status/"):])
-                if not 200 <= code <= 599:
-                    raise ValueError(f"status {code} is not a final status 200..599")
+                code = strict.ascii_int(path[len("/status/"):], minimum=200, maximum=599)
+                if code is None:
+                    raise ValueError(f"status {path[len('/status/'):][:20]!r} is not a final status 200..599")
                 return code, f"status {code}\n".encode(), False
             if path == "/bytes":
                 return 200, b"x" * _int_param(query, "n", 0, MAX_BYTES), False
@@ -303,7 +304,7 @@ class LedgerServer:
     def _ledger_json(self) -> bytes:
         config = asdict(self.config)
         config["close_on_status"] = list(self.config.close_on_status)
-        return json.dumps(self.ledger.view(config, self.slots.queued)).encode()
+        return strict.dumps(self.ledger.view(config, self.slots.queued)).encode()
 
     async def _serve_admin(self, request: Request, writer: asyncio.StreamWriter) -> None:
         if request.path == "/_ledger" and request.method in ("GET", "HEAD"):
@@ -312,7 +313,7 @@ class LedgerServer:
             self.ledger.reset()
             status, body = 200, b'{"ok": true}'
         else:
-            status, body = 404, json.dumps({"error": f"no admin route {request.method} {request.path}"}).encode()
+            status, body = 404, strict.dumps({"error": f"no admin route {request.method} {request.path}"}).encode()
         payload = build_response(status, body, headers=[("Connection", "close")],
                                  head_only=request.method == "HEAD", content_type="application/json")
         with contextlib.suppress(ConnectionError):
@@ -333,9 +334,9 @@ def _is_admin(request: Request | None) -> bool:
 
 def _int_param(query: dict[str, str], name: str, low: int, high: int) -> int:
     text = query.get(name)
-    if text is None or not text.lstrip("-").isdigit():
+    value = strict.ascii_int(text)
+    if value is None:
         raise ValueError(f"query parameter {name} must be an integer, got {text!r}")
-    value = int(text)
     if not low <= value <= high:
         raise ValueError(f"query parameter {name}={value} is outside {low}..{high}")
     return value

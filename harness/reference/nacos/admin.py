@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ... import strict
 from . import cluster
 
 if TYPE_CHECKING:
@@ -53,14 +54,22 @@ def _missing(name: str) -> web.Response:
 
 
 def _int_param(request: web.Request, name: str, default: int | None = None) -> int | None:
+    """ASCII digits only (``harness.strict``); anything else is a ValueError -> 400."""
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    return int(raw)
+    value = strict.ascii_int(raw, minimum=-(2**31), maximum=2**31 - 1)
+    if value is None:
+        raise ValueError(f"{name}={raw!r} is not an integer")
+    return value
+
+
+def _json(data: object) -> web.Response:
+    return web.json_response(data, dumps=strict.dumps)  # never a bare NaN
 
 
 async def current(request: web.Request) -> web.Response:
-    return web.json_response(_srv(request).connections.snapshot())
+    return _json(_srv(request).connections.snapshot())
 
 
 async def reload_client(request: web.Request) -> web.Response:
@@ -84,16 +93,17 @@ async def reload_current(request: web.Request) -> web.Response:
 
 async def smart_reload_cluster(request: web.Request) -> web.Response:
     raw = request.query.get("loaderFactor")
-    try:
-        factor = float(raw) if raw and raw.strip() else cluster.LOADER_FACTOR
-    except ValueError:
-        return _text("loaderFactor must be a number", 400)
+    factor = strict.finite_float(raw) if raw and raw.strip() else cluster.LOADER_FACTOR
+    # over = avg * (1 + f), low = avg * (1 - f): outside [0, 1] the band is empty or inverted and
+    # every client would be reset; nan/inf are not factors at all.
+    if factor is None or not 0.0 <= factor <= 1.0:
+        return _text(f"loaderFactor must be a finite number in [0, 1], got {raw!r}", 400)
     ok = await cluster.smart_reload(_srv(request), factor)
     return _text("Ok" if ok else "Fail")
 
 
 async def cluster_view(request: web.Request) -> web.Response:
-    return web.json_response(await cluster.cluster_metrics(_srv(request)))
+    return _json(await cluster.cluster_metrics(_srv(request)))
 
 
 async def events(request: web.Request) -> web.Response:
@@ -101,11 +111,11 @@ async def events(request: web.Request) -> web.Response:
         since = _int_param(request, "since", 0) or 0
     except ValueError:
         return _text("since must be an integer", 400)
-    return web.json_response(_srv(request).connections.events.since(since))
+    return _json(_srv(request).connections.events.since(since))
 
 
 async def client_ip_counts(request: web.Request) -> web.Response:
-    return web.json_response(dict(_srv(request).connections.client_ip_counts))
+    return _json(dict(_srv(request).connections.client_ip_counts))
 
 
 async def pushes(request: web.Request) -> web.Response:
@@ -113,19 +123,19 @@ async def pushes(request: web.Request) -> web.Response:
         since = _int_param(request, "since", 0) or 0
     except ValueError:
         return _text("since must be an integer", 400)
-    return web.json_response(_srv(request).pushes.log.since(since))
+    return _json(_srv(request).pushes.log.since(since))
 
 
 async def transports(request: web.Request) -> web.Response:
     server = _srv(request)
-    return web.json_response([
+    return _json([
         {"id": t.id, "peer": t.peer, "registered": server.connections.check_valid(t.id), "opened_ms": t.opened_ms}
         for t in server.front.transports()
     ])
 
 
 async def server_loader_info(request: web.Request) -> web.Response:
-    return web.json_response({"resultCode": 200, "loaderMetrics": cluster.local_metrics(_srv(request)),
+    return _json({"resultCode": 200, "loaderMetrics": cluster.local_metrics(_srv(request)),
                               "success": True})
 
 
@@ -137,7 +147,7 @@ async def server_reload(request: web.Request) -> web.Response:
     if count is None:
         return _missing("reloadCount")
     message = cluster.server_reload(_srv(request), count, request.query.get("reloadServer") or None)
-    return web.json_response({"resultCode": 200, "message": message, "success": True})
+    return _json({"resultCode": 200, "message": message, "success": True})
 
 
 ROUTES = {

@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from harness import strict
 from harness.ports import NACOS_GRPC_OFFSET, check_loopback
 
 DEFAULT_MAIN_PORT = 8848  # resolveServerInfo: the port when an address has none
@@ -46,9 +47,10 @@ class ServerAddress:
         host, sep, port = raw.rpartition(":")
         if not sep:
             return cls(raw, default_port)
-        if not port.isdigit() or not host:
+        number = strict.ascii_int(port, minimum=1, maximum=65535)
+        if number is None or not host:
             raise ValueError(f"server address {text!r} is not ip:port")
-        return cls(host, int(port))
+        return cls(host, number)
 
     def grpc_port(self, offset: int = NACOS_GRPC_OFFSET) -> int:
         return self.port + offset

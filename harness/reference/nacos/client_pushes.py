@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from harness import strict
+
 from . import codec
 from .client_connection import RpcConnection, describe_error
 from .client_logic import ServerAddress
@@ -99,8 +101,9 @@ class PushMixin:
         acted = False
         if self.is_running:
             acted = True
-            if isinstance(server_ip, str) and server_ip.strip() and str(server_port or "").isdigit():
-                self.switch_server_async(ServerAddress(server_ip.strip(), int(server_port)), reason="reset with redirect")
+            port = strict.ascii_int(server_port, minimum=1, maximum=65535)
+            if isinstance(server_ip, str) and server_ip.strip() and port is not None:
+                self.switch_server_async(ServerAddress(server_ip.strip(), port), reason="reset with redirect")
             else:
                 self.switch_server_async(reason="reset")
         response = self.reset_response(msg)

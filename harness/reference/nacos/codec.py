@@ -8,10 +8,10 @@ is the Java simple class name. Responses carry ``success`` derived from ``result
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ... import strict
 from .wire import Metadata, Payload
 
 # Error codes (api/exception/NacosException.java), carried by ErrorResponse.errorCode.
@@ -69,23 +69,18 @@ class Message:
 
     @property
     def result_code(self) -> int | None:
-        code = self.body.get("resultCode")
-        return int(code) if isinstance(code, (int, float, str)) and str(code).lstrip("-").isdigit() else None
+        return strict.ascii_int(self.body.get("resultCode"))
 
     @property
     def error_code(self) -> int:
-        code = self.body.get("errorCode", 0)
-        try:
-            return int(code)
-        except (TypeError, ValueError):
-            return 0
+        return strict.ascii_int(self.body.get("errorCode", 0)) or 0
 
 
 def encode(type_name: str, body: dict[str, Any], *, client_ip: str = "", headers: dict[str, str] | None = None):
     """Build a Payload; the body is compact JSON (Jackson NON_NULL: drop None values)."""
     clean = {k: v for k, v in body.items() if v is not None}
     payload = Payload(metadata=Metadata(type=type_name, clientIp=client_ip, headers=headers or {}))
-    payload.body.value = json.dumps(clean, separators=(",", ":")).encode("utf-8")
+    payload.body.value = strict.dumps(clean, separators=(",", ":")).encode("utf-8")
     return payload
 
 
@@ -93,9 +88,9 @@ def decode(payload) -> Message:
     """Read a Payload. Raises BadBody when the body is not a JSON object."""
     raw = bytes(payload.body.value)
     try:
-        body = json.loads(raw.decode("utf-8")) if raw else {}
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadBody(f"body of {payload.metadata.type or '<no type>'} is not JSON: {exc}") from exc
+        body = strict.loads(raw) if raw else {}
+    except strict.StrictError as exc:
+        raise BadBody(f"body of {payload.metadata.type or '<no type>'} is not acceptable JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise BadBody(f"body of {payload.metadata.type or '<no type>'} is not a JSON object")
     return Message(

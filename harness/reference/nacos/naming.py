@@ -24,6 +24,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import strict
+
 from .codec import Message
 from .connections import Connection, epoch_ms
 
@@ -137,8 +139,10 @@ class NamingStore:
         group = str(body.get("groupName") or DEFAULT_GROUP)
         names = sorted(s.name for (ns, g, _), s in self._services.items()
                        if ns == namespace and g == group and s.instances)
-        page_no = max(1, int(body.get("pageNo") or 1))
-        page_size = max(1, int(body.get("pageSize") or 10))
+        page_no = strict.ascii_int(body.get("pageNo") or 1, minimum=1, maximum=10**6)
+        page_size = strict.ascii_int(body.get("pageSize") or 10, minimum=1, maximum=10**4)
+        if page_no is None or page_size is None:
+            raise NamingError(INVALID_PARAM, "pageNo and pageSize must be small positive integers")
         page = names[(page_no - 1) * page_size: page_no * page_size]
         return "ServiceListResponse", {"count": len(names), "serviceNames": page}
 
@@ -158,17 +162,17 @@ class NamingStore:
     def _instance(raw: Any, svc: _Service) -> dict[str, Any]:
         if not isinstance(raw, dict) or not raw.get("ip"):
             raise NamingError(INVALID_PARAM, "instance with an ip is required")
-        try:
-            port = int(raw.get("port"))
-        except (TypeError, ValueError):
-            raise NamingError(INVALID_PARAM, "instance port must be an integer") from None
+        port = strict.ascii_int(raw.get("port"), minimum=0, maximum=65535)
+        weight = strict.finite_float(raw.get("weight", 1.0))
+        if port is None or weight is None:
+            raise NamingError(INVALID_PARAM, "instance port must be an integer 0..65535 and weight a finite number")
         cluster = str(raw.get("clusterName") or DEFAULT_CLUSTER)
         grouped = f"{svc.group}@@{svc.name}"
         return {
             "instanceId": raw.get("instanceId") or f"{raw['ip']}#{port}#{cluster}#{grouped}",
             "ip": str(raw["ip"]),
             "port": port,
-            "weight": float(raw.get("weight", 1.0)),
+            "weight": weight,
             "healthy": bool(raw.get("healthy", True)),
             "enabled": bool(raw.get("enabled", True)),
             "ephemeral": True,

@@ -34,6 +34,7 @@ from typing import Any
 
 import grpc
 
+from ..memory import trim_forever
 from . import admin, codec, wire
 from .config import ServerConfig, parse_args
 from .connections import Connection, ConnectionManager, ConnectionMeta
@@ -86,6 +87,9 @@ class NacosRefServer(EjectorMixin):
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
             ("grpc.http2.max_ping_strikes", 0),
+            # channelz keeps a node per socket; nothing here reads it, and under connect/close
+            # churn it is memory that is never given back.
+            ("grpc.enable_channelz", 0),
         ]
 
     async def start(self) -> None:
@@ -107,6 +111,7 @@ class NacosRefServer(EjectorMixin):
         self._admin_runner, self.main_port = await admin.start_admin(self, self.config.host, self.config.main_port)
         if self.config.eject_interval_ms > 0:
             self.spawn(self.run_ejector())
+        self.spawn(trim_forever())
         if not self.started:
             asyncio.get_running_loop().call_later(self.config.startup_delay_ms / 1000.0, self.mark_started)
         log.info("listening main=%d grpc=%d (internal gRPC 127.0.0.1:%d) starting=%s limits=%s",

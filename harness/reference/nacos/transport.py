@@ -70,7 +70,13 @@ class Transport:
 
 
 class _Side(asyncio.BufferedProtocol):
-    """One socket of a splice; reads into a 64 KiB buffer and writes to the other side."""
+    """One socket of a splice; reads into the front's buffer and writes to the other side.
+
+    Memory: every side reads into the one buffer of its front (asyncio calls ``get_buffer``,
+    ``recv_into`` and ``buffer_updated`` back to back on the loop's thread, and the bytes are
+    copied out at once), and a lost side drops its references (other side, link, early bytes),
+    so a closed connection costs nothing once asyncio lets go of it: RSS stays flat under
+    connect/close churn (``ci/bench_ref_memory.py``)."""
 
     def __init__(self, front: TransportFront, name: str, link: Transport | None = None,
                  other: _Side | None = None) -> None:
@@ -80,7 +86,6 @@ class _Side(asyncio.BufferedProtocol):
         self.other = other  # set at construction for the upstream side: it may speak first
         self.transport: asyncio.Transport | None = None
         self.lost = False
-        self._buf = bytearray(READ_SIZE_BYTES)
         self.early = bytearray()  # read before the other side existed; flushed by flush_early()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -94,10 +99,12 @@ class _Side(asyncio.BufferedProtocol):
             self.front._accepted(self)
 
     def get_buffer(self, sizehint: int) -> bytearray:
-        return self._buf
+        return self.front.read_buffer
 
     def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(memoryview(self._buf)[:nbytes])  # a copy: a partial write may keep it
+        if self.lost or (self.link is not None and self.link.closed):
+            return  # the transport is gone: nothing more goes anywhere
+        data = bytes(memoryview(self.front.read_buffer)[:nbytes])  # a copy: a partial write may keep it
         other = self.other
         if other is None or other.transport is None:
             self.early += data
@@ -121,6 +128,10 @@ class _Side(asyncio.BufferedProtocol):
         self.lost = True
         if self.link is not None:
             self.front._terminate(self.link, f"{self.name}-{'reset' if exc else 'closed'}")
+        # Break the side <-> side <-> transport cycles now rather than at the next full GC.
+        self.early = bytearray()
+        self.other = None
+        self.transport = None
 
     # back-pressure: my write buffer is full -> stop reading the side that feeds me
     def pause_writing(self) -> None:
@@ -154,6 +165,7 @@ class TransportFront:
         self._by_upstream: dict[tuple[str, int], Transport] = {}
         self._sides: dict[str, tuple[_Side, _Side | None]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self.read_buffer = bytearray(READ_SIZE_BYTES)  # shared by every side (see _Side)
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -269,6 +281,7 @@ class TransportFront:
             asyncio.get_running_loop().call_later(FLUSH_GRACE_S, self._reap, t.id, t)
         else:
             self._sides.pop(t.id, None)
+            t._client = t._upstream = None
         if t._ready:
             log.info("transport %s terminated (%s)", t.id, cause)
             try:
@@ -284,6 +297,7 @@ class TransportFront:
                 log.info("transport %s: %s side still flushing after %.1f s, aborting", t.id, side.name,
                          FLUSH_GRACE_S)
                 side.transport.abort()
+        t._client = t._upstream = None
 
 
 def _set_linger_zero(tr: asyncio.BaseTransport) -> None:
