@@ -32,7 +32,6 @@ from typing import Any
 from harness.chaos import FaultRun, Schedule, ScheduledFault, run_schedule, topology_resolver
 from harness.control.agent import AgentControl
 from harness.control.http import ControlError
-from harness.control.nacos_admin import NacosAdmin
 from harness.errors import HarnessError
 from harness.faults import Role
 from harness.observe.history import History
@@ -218,18 +217,18 @@ class ClusterView:
         }
 
 
-def observe_cluster(servers: Sequence[NacosServerHandle], clients: Sequence[NacosClientHandle], *,
-                    extensions: bool) -> ClusterView:
-    """Read every server's ``current`` (and, with ``extensions``, ``clientIpCounts`` and
-    ``events``) and every given client's ``/state``. Raises ControlError/OSError when one does
-    not answer."""
+def observe_cluster(servers: Sequence[NacosServerHandle], clients: Sequence[NacosClientHandle]) -> ClusterView:
+    """Read every server's ``current`` (and, where it shows them, its per-IP counter and its
+    listener notifications: ``ServerEvents``) and every given client's ``/state``. Raises
+    ControlError/OSError when one does not answer."""
     names = {s.main_address: f"server-{s.index}" for s in servers}
     server_views = []
     for s in servers:
         view = ServerView(f"server-{s.index}", s.main_address, s.admin.current())
-        if extensions:
+        if s.peer.has_capability("client_ip_counts"):
             view.ip_counts = {str(k): int(v) for k, v in s.admin.client_ip_counts().items()}
-            view.events = s.admin.events()
+        if s.events is not None and s.events.available:
+            view.events = s.events.all()
         server_views.append(view)
     client_views = []
     for c in clients:
@@ -443,7 +442,7 @@ class _StatusPrinter:
     def __init__(self, topology: Topology, echo: Callable[[str], None], started_ms: float) -> None:
         self.echo = echo
         self.started_ms = started_ms
-        self.servers = [(f"server-{s.index}", s.main_address, NacosAdmin(s.main_address, timeout_s=_STATUS_TIMEOUT_S))
+        self.servers = [(f"server-{s.index}", s.main_address, s.new_admin(timeout_s=_STATUS_TIMEOUT_S))
                         for s in topology.servers]
         self.clients = [(f"client-{i}", c, AgentControl(c.control_port, timeout_s=_STATUS_TIMEOUT_S))
                         for i, c in enumerate(topology.clients)]
@@ -492,7 +491,7 @@ def _print_topology(topology: Topology, toxiproxy_url: str, own: bool, echo: Cal
          "any Toxiproxy client can add toxics to the proxies below)")
     for s in topology.servers:
         echo(f"[up] server-{s.index} {s.peer.name}: main {s.main_address} "
-             f"(admin http://{s.main_address}/nacos/v2/core/loader/current), grpc {s.host}:{s.grpc_port}, "
+             f"(admin http://{s.admin_address}/nacos/v2/core/loader/current), grpc {s.bind_host}:{s.grpc_port}, "
              f"proxy {s.proxy.name} listen {s.proxy.listen} -> {s.proxy.upstream}")
     for i, c in enumerate(topology.clients):
         echo(f"[up] client-{i} {c.peer.name} ({c.name}): control http://127.0.0.1:{c.control_port}/state, "
@@ -631,15 +630,14 @@ def _converge(topology: Topology, runs: list[FaultRun], server_peer: PeerManifes
     dead = [f"client-{i}" for i, c in enumerate(topology.clients) if f"client-{i}" not in killed and not c.node.alive()]
     bound = convergence_bound_ms(server_peer, server_knobs, clients)
     timeout_ms = min(bound["total_ms"], max(0.0, end_ms - now_ms()))
-    extensions = server_peer.has_capability("events")
-    view, after_ms = wait_converged(lambda: observe_cluster(topology.servers, live, extensions=extensions),
-                                    timeout_ms=timeout_ms)
+    has_events = all(s.events is not None and s.events.available for s in topology.servers)
+    view, after_ms = wait_converged(lambda: observe_cluster(topology.servers, live), timeout_ms=timeout_ms)
     history.observe("session_view", view.to_data() if view else None)
     findings = [f"{name} died without being killed" for name in dead]
     if view is None:
         findings.append(f"no server or client answered within {timeout_ms:.0f} ms")
     else:
-        checks = [check_membership(view), check_ip_counts(view)] + ([check_event_balance(view)] if extensions else [])
+        checks = [check_membership(view), check_ip_counts(view)] + ([check_event_balance(view)] if has_events else [])
         when = f"converged after {after_ms:.0f} ms" if after_ms is not None else f"NOT converged within {timeout_ms:.0f} ms"
         echo(f"[up] after healing ({when}; bound {bound['total_ms']} ms):")
         for check in checks:

@@ -15,6 +15,7 @@ The first step installs the real Toxiproxy server with Go's own tooling (researc
 
 from __future__ import annotations
 
+import concurrent.futures
 import fcntl
 import importlib
 import os
@@ -66,12 +67,16 @@ class Step:
     is_done: Callable[[], bool]
     run: Callable[[Progress], None]
     group: str = "default"  # "docker": only with `connformance setup --docker`
+    # A long, CPU-bound build (cargo) that shares nothing with the other steps: it starts first,
+    # on its own thread, while the others run one after another (they are mostly downloads).
+    background: bool = False
 
 
 _STEPS: dict[str, Step] = {}
 
 # Modules whose import registers more steps (Go/Java agents), in execution order after ours.
-STEP_MODULES: tuple[str, ...] = ("harness.agents.build", "harness.agents.build_nacos", "harness.docker.setup_steps")
+STEP_MODULES: tuple[str, ...] = ("harness.agents.build", "harness.agents.build_nacos",
+                                 "harness.agents.build_nacos_server", "harness.docker.setup_steps")
 GROUPS = ("default", "docker")
 
 
@@ -116,23 +121,36 @@ def run_setup(steps: Sequence[str] | None = None, progress: Progress = print) ->
     durations: dict[str, float] = {}
     # One setup at a time per cache: parallel workers or two terminals must not race on GOBIN.
     with _setup_lock():
-        for name in selected:
-            step = _STEPS[name]
-            start = time.monotonic()
-            if step.is_done():
-                durations[name] = time.monotonic() - start
-                progress(f"[setup] {name}: already done ({durations[name]:.2f} s)")
-                continue
-            progress(f"[setup] {name}: {step.description} ...")
-            step.run(progress)
-            if not step.is_done():
-                raise SetupError(
-                    f"setup step {name!r} ran without error but its check still fails; "
-                    "see the output above and rerun `connformance setup --only " + name + "`"
-                )
-            durations[name] = time.monotonic() - start
-            progress(f"[setup] {name}: done in {durations[name]:.1f} s")
+        background = [name for name in selected if _STEPS[name].background]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(background))) as pool:
+            running = {name: pool.submit(_run_step, _STEPS[name], progress) for name in background}
+            try:
+                for name in selected:
+                    if name not in running:
+                        durations[name] = _run_step(_STEPS[name], progress)
+            finally:
+                for name, future in running.items():  # a failed foreground step still waits for these
+                    durations[name] = future.result()
     return durations
+
+
+def _run_step(step: Step, progress: Progress) -> float:
+    """Run one step unless done; its duration in seconds."""
+    start = time.monotonic()
+    if step.is_done():
+        took = time.monotonic() - start
+        progress(f"[setup] {step.name}: already done ({took:.2f} s)")
+        return took
+    progress(f"[setup] {step.name}: {step.description} ...")
+    step.run(progress)
+    if not step.is_done():
+        raise SetupError(
+            f"setup step {step.name!r} ran without error but its check still fails; "
+            "see the output above and rerun `connformance setup --only " + step.name + "`"
+        )
+    took = time.monotonic() - start
+    progress(f"[setup] {step.name}: done in {took:.1f} s")
+    return took
 
 
 @contextmanager

@@ -10,6 +10,9 @@ M + 1000, so every client->server byte crosses the proxy, redirects included.
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import shutil
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,16 +20,24 @@ from typing import Any
 
 from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
+from harness.errors import HarnessError, Unimplemented
 from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
 from harness.observe.history import History
 from harness.observe.listeners import exposed, listeners_of
+from harness.observe.server_events import LogWitness, ServerEvents
 from harness.observe.sockets import owners, snapshot
 from harness.peers import PeerManifest, render
+from harness.peers.manifest import render_template
+from harness.placement.netns import Namespace, new_namespace
+from harness.placement.netns import available as netns_available
 from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host
 from harness.runtime.base import Node, Runtime
 from harness.slots import current_slot
 from harness.toxiproxy import Proxy, ToxiproxyClient
 from harness.wait import WaitTimeout, eventually
+
+_scratch_seq = itertools.count(1)
+PLACEMENTS = ("loopback", "netns")  # where servers run: on the slot's loopback block, or each in a namespace
 
 # A peer closes its side within this after the other side did; a CLOSE_WAIT older than that at
 # the end of a case is a leak (SPEC TC-13's 60 s CLOSE_WAIT is what this catches).
@@ -44,11 +55,26 @@ class NacosServerHandle:
     proxy: Proxy
     admin: NacosAdmin
     knobs: dict[str, Any] = field(default_factory=dict)
+    bind_host: str = ""  # where the peer really listens: ``host``, or its namespace's address
+    namespace: Namespace | None = None
+    events: ServerEvents | None = None  # its listener notifications, from whatever witness it has
+
+    def __post_init__(self) -> None:
+        self.bind_host = self.bind_host or self.host
 
     @property
     def main_address(self) -> str:
         """What clients are given (and what redirects name): the proxied main address."""
         return f"{self.host}:{self.main_port}"
+
+    @property
+    def admin_address(self) -> str:
+        """Where the harness reaches its admin HTTP: its own address (a namespace's, maybe)."""
+        return f"{self.bind_host}:{self.main_port}"
+
+    def new_admin(self, timeout_s: float = 5.0) -> NacosAdmin:
+        """A second admin client (e.g. for a call that blocks beside the case's own)."""
+        return NacosAdmin(self.admin_address, timeout_s=timeout_s)
 
     @property
     def proxied_grpc_port(self) -> int:
@@ -96,7 +122,11 @@ class HttpServerHandle:
 class Topology:
     """Starts peers through a runtime, wires proxies, and tears everything down in reverse."""
 
-    def __init__(self, *, runtime: Runtime, toxiproxy: ToxiproxyClient, workdir: Path, history: History) -> None:
+    def __init__(self, *, runtime: Runtime, toxiproxy: ToxiproxyClient, workdir: Path, history: History,
+                 placement: str = "loopback") -> None:
+        if placement not in PLACEMENTS:
+            raise HarnessError(f"unknown placement {placement!r}; one of {', '.join(PLACEMENTS)}")
+        self.placement = placement
         self.runtime = runtime
         self.toxiproxy = toxiproxy
         self.workdir = workdir
@@ -111,26 +141,42 @@ class Topology:
         self._proxies: list[Proxy] = []
         self._closed = False
         self.exposed: list[str] = []
+        self._namespaces: list[Namespace] = []
+        self._scratch: list[Path] = []
+        self._witness_logs: list[tuple[str, Path]] = []
 
     # -- servers -------------------------------------------------------------------------
     def nacos_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None) -> list[NacosServerHandle]:
         """Start ``count`` servers of ``peer``, each behind its own proxy. A cluster of more
-        than one learns its members through the ``members`` knob when the peer has it."""
+        than one learns its members through the ``members`` knob when the peer has it.
+
+        A peer whose manifest asks for a namespace (``[placement] network_namespace``), or every
+        server when the topology places servers in namespaces, listens on its namespace's
+        address (``bind_host``); clients still see only its proxy on loopback (``host``)."""
         knobs = dict(knobs or {})
         first = len(self.servers)
+        in_namespace = self._wants_namespace(peer)
+        if in_namespace and count > 1 and peer.supports("members"):
+            raise Unimplemented(f"{peer.label}: a cluster of servers in network namespaces is not placed yet "
+                                "(its members would need to reach each other across namespaces)")
         places = []
         for index in range(first, first + count):
             host = server_host(index)
-            places.append((index, host, free_port(also_free_offset=NACOS_GRPC_OFFSET, host=host), free_port(host=host)))
+            main = free_port(also_free_offset=NACOS_GRPC_OFFSET, host=host)
+            offset = peer.placement.grpc_port_offset
+            grpc = main + offset if offset is not None else free_port(host=host)
+            places.append((index, host, main, grpc))
         members = [f"{host}:{main}" for _, host, main, _ in places]
         if count > 1 and peer.supports("members"):
             knobs.setdefault("members", members)
         started = []
         for index, host, main_port, grpc_port in places:
             name = f"server-{index}"
+            namespace = self._namespace() if in_namespace else None
+            bind_host = namespace.peer_ip if namespace else host
             proxy = self.toxiproxy.create_proxy(
                 f"{current_slot().prefix}nacos-{index}-{main_port}",
-                upstream=f"{host}:{grpc_port}",
+                upstream=f"{bind_host}:{grpc_port}",
                 listen=f"{host}:{main_port + NACOS_GRPC_OFFSET}",
             )
             self._proxies.append(proxy)
@@ -138,14 +184,37 @@ class Topology:
             server_knobs = dict(knobs)
             if peer.supports("server_address"):
                 server_knobs.setdefault("server_address", f"{host}:{main_port}")
-            node = self._start(peer, name, {"main_port": main_port, "grpc_port": grpc_port, "host": host}, server_knobs)
-            handle = NacosServerHandle(index, peer, node, host, main_port, grpc_port, proxy,
-                                       NacosAdmin(f"{host}:{main_port}"), server_knobs)
+            placeholders = {"main_port": main_port, "grpc_port": grpc_port, "host": bind_host,
+                            "address": f"{host}:{main_port}", "scratch": str(self._new_scratch(name)), "name": name}
+            witness = self._witness(peer, placeholders)
+            node = self._start(peer, name, placeholders, server_knobs, namespace=namespace)
+            admin = NacosAdmin(f"{bind_host}:{main_port}")
+            handle = NacosServerHandle(index, peer, node, host, main_port, grpc_port, proxy, admin, server_knobs,
+                                       bind_host=bind_host, namespace=namespace,
+                                       events=ServerEvents(admin, has_extension=peer.has_capability("events"),
+                                                           witness=witness))
             self.servers.append(handle)
             started.append(handle)
-            self.history.info("harness", "server_started", {"name": name, "peer": peer.name, "host": host, "main": main_port,
-                                                             "grpc": grpc_port, "proxy": proxy.listen, "knobs": knobs})
+            self.history.info("harness", "server_started", {
+                "name": name, "peer": peer.name, "host": host, "bind_host": bind_host, "main": main_port,
+                "grpc": grpc_port, "proxy": proxy.listen, "knobs": knobs,
+                "namespace": namespace.name if namespace else None})
         return started
+
+    def _wants_namespace(self, peer: PeerManifest) -> bool:
+        return peer.placement.network_namespace or self.placement == "netns"
+
+    def _namespace(self) -> Namespace:
+        if self.runtime.name != "process":
+            raise Unimplemented(f"network-namespace placement needs the process runtime (this is {self.runtime.name})")
+        reason = netns_available()
+        if reason is not None:
+            raise Unimplemented(f"this peer must run in a network namespace, and this machine cannot make one: {reason}")
+        namespace = new_namespace()
+        self._namespaces.append(namespace)
+        self.history.info("harness", "namespace_created", {"name": namespace.name, "peer_ip": namespace.peer_ip,
+                                                            "host_ip": namespace.host_ip})
+        return namespace
 
     # -- clients -------------------------------------------------------------------------
     def nacos_client(self, *, peer: PeerManifest, servers: list[NacosServerHandle] | list[str],
@@ -212,17 +281,40 @@ class Topology:
             self.history.fault(action, **detail)
 
     def _start(self, peer: PeerManifest, name: str, placeholders: dict[str, Any], knobs: dict[str, Any], *,
-               start_timeout_ms: int | None = None) -> Node:
+               start_timeout_ms: int | None = None, namespace: Namespace | None = None) -> Node:
         log_path = self.workdir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        if "scratch" not in placeholders:
+            placeholders = {"scratch": str(self._new_scratch(name)), **placeholders}
         spec, readiness = render(peer, runtime=self.runtime.name, placeholders=placeholders, knobs=knobs,
                                  name=name, log_path=log_path)
+        if namespace is not None:
+            spec.netns = namespace.path
         # The manifest's readiness bound is the peer's own word on how long it takes; a case may
         # raise it (many peers started at once), never cut it.
         timeout_ms = max(start_timeout_ms or 0, peer.readiness_timeout_ms)
         node = self.runtime.start(spec, readiness, timeout_ms=timeout_ms)
         self._nodes.append(node)
         return node
+
+    def _new_scratch(self, name: str) -> Path:
+        """``{scratch}``: a folder of the peer's own (a server's home, data, own logs), removed at
+        close; under the slot's scratch space, so the reaper removes it after a crash."""
+        scratch = current_slot().tmp_dir / f"{name}-{next(_scratch_seq)}-{os.getpid()}"
+        scratch.mkdir(parents=True, exist_ok=True)
+        self._scratch.append(scratch)
+        return scratch
+
+    def _witness(self, peer: PeerManifest, placeholders: dict[str, Any]) -> LogWitness | None:
+        section = peer.witness
+        if section.log is None:
+            return None
+        path = Path(render_template(peer, section.log, "witness.log", placeholders))
+        registered = re.compile(section.registered) if section.registered else None
+        unregistered = re.compile(section.unregistered) if section.unregistered else None
+        witness = LogWitness(path, registered, unregistered)
+        self._witness_logs.append((placeholders.get("name", peer.name), path))
+        return witness
 
     def log_paths(self) -> dict[str, Path]:
         return {p.stem: p for p in sorted((self.workdir / "logs").glob("*.log"))}
@@ -247,14 +339,29 @@ class Topology:
             ports |= {http_server.port, http_server.proxy_port}
         return ports
 
+    def endpoints(self) -> set[tuple[str, int]]:
+        """Every (address, port) this topology placed: a port alone is not ours (another run's
+        slot, or this process's own tests, may use the same number on another address)."""
+        found: set[tuple[str, int]] = set()
+        for server in self.servers:
+            found |= {(server.bind_host, server.main_port), (server.bind_host, server.grpc_port),
+                      (server.host, server.proxied_grpc_port)}
+        for client in self.clients:
+            found.add(("127.0.0.1", client.control_port))
+        for http_server in self.http_servers_started:
+            found |= {(http_server.host, http_server.port), (http_server.host, http_server.proxy_port)}
+        return found
+
     def socket_leaks(self, grace_ms: float = CLOSE_WAIT_GRACE_MS) -> list[str]:
-        """CLOSE_WAIT sockets touching our ports (either end: a server that never closed after
+        """CLOSE_WAIT sockets touching our endpoints (either end: a server that never closed after
         its client did, or a client stuck towards a dead server's proxy) that do not clear within
         ``grace_ms``. Names the owning pid where /proc tells."""
         ports = self.ports()
+        ours = self.endpoints()
 
         def stuck() -> list:
-            return [e for e in snapshot(ports) if e.state == "CLOSE_WAIT"]
+            return [e for e in snapshot(ports) if e.state == "CLOSE_WAIT"
+                    and ((e.local_ip, e.local_port) in ours or (e.remote_ip, e.remote_port) in ours)]
 
         try:
             eventually(stuck, timeout_ms=grace_ms, what="no CLOSE_WAIT on the topology's ports",
@@ -313,5 +420,12 @@ class Topology:
                 proxy.delete()
             except Exception as exc:  # noqa: BLE001
                 leaks.append(f"proxy {proxy.name}: delete failed: {exc!r}")
+        for namespace in self._namespaces:
+            namespace.delete()
+        for name, path in self._witness_logs:  # the server's own log stays with the case's
+            if path.is_file():
+                shutil.copyfile(path, self.workdir / "logs" / f"{name}-{path.name}")
+        for scratch in self._scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
         return leaks
 

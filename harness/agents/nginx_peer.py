@@ -172,7 +172,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nginx", help="nginx binary (default: $CONNFORMANCE_NGINX_BIN, PATH, /usr/sbin/nginx)")
     args = p.parse_args(argv)
     try:
-        check_loopback(args.host)
+        check_loopback(args.host, namespaced=True)
     except ValueError as exc:
         p.error(str(exc))
     for name in ("keepalive_timeout_ms", "keepalive_header_s", "keepalive_requests"):

@@ -121,16 +121,24 @@ def parse_proc_net_tcp(text: str, ports: Collection[int] | None = None) -> list[
     return entries
 
 
-def snapshot(ports: Collection[int] | None = None, *, paths: Iterable[str] = PROC_NET_TCP) -> list[TcpEntry]:
-    """The TCP table now (v4 and v6), optionally only entries whose local or remote port is in ``ports``."""
+def snapshot(ports: Collection[int] | None = None, *, paths: Iterable[str] | None = None) -> list[TcpEntry]:
+    """The TCP table now (v4 and v6), optionally only entries whose local or remote port is in ``ports``.
+
+    By default the host's tables and those of every network namespace this process placed a
+    peer in (read through ``/proc/<pid>/net`` of a process inside): a namespaced server's own
+    sockets are seen like any other."""
     entries: list[TcpEntry] = []
     read_any = False
+    if paths is None:
+        from harness.placement.netns import namespace_tcp_tables
+
+        paths = (*PROC_NET_TCP, *namespace_tcp_tables())
     for path in paths:
         try:
             with open(path, encoding="ascii") as f:
                 text = f.read()
-        except FileNotFoundError:
-            continue  # tcp6 is absent when IPv6 is disabled
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # tcp6 is absent when IPv6 is disabled; a namespace's process just ended
         read_any = True
         entries.extend(parse_proc_net_tcp(text, ports))
     if not read_any:

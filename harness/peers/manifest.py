@@ -8,6 +8,10 @@ harness-level knobs map onto its flags, environment or JVM system properties.
     [readiness]   http / port / log (a string or a list each), http_status, timeout_ms
     [containment] deny_ip_datagram_sockets = true   -- refuse UDP/IP sockets (a library's stray
                   wildcard listener; see harness/runtime/seccomp.py)
+    [witness]     log = "{scratch}/logs/x.log", registered = regex, unregistered = regex (named
+                  group ``id``): a server's own log lines for register/unregister
+    [placement]   network_namespace = true (it binds the wildcard: give it a namespace of its own),
+                  grpc_port_offset = 1000 (its gRPC port is main + this; it has no setting for it)
     [knobs]       knob = { flag = "--x" | env = "X" | sysprop = "a.b", format = int|str|bool|json|csv }
     [timers]      the peer's own default timers in ms (health_interval_ms = 5000, ...): cases write
                   their expectation bands on these, or on the knob value when a case sets one
@@ -45,6 +49,7 @@ __all__ = [
     "UnsupportedRuntime",
     "load_manifests",
     "render",
+    "render_template",
 ]
 
 ROLES = ("nacos-server", "nacos-client", "http-server", "http-client")
@@ -150,6 +155,28 @@ class ContainmentSection:
 
 
 @dataclass(frozen=True)
+class WitnessSection:
+    """A server's own log as the witness of what its API does not show (SPEC §4.2): ``log`` (a
+    template: ``{scratch}/logs/x.log``), and regexes with a named group ``id`` for the lines it
+    writes when it registers and unregisters a connection (its listeners fire with each)."""
+
+    log: str | None = None
+    registered: str | None = None
+    unregistered: str | None = None
+
+
+@dataclass(frozen=True)
+class PlacementSection:
+    """Where the peer must run. ``network_namespace``: it binds the wildcard address (a real
+    server's gRPC or raft port), so it runs in a network namespace of its own, with an address
+    from 198.18.0.0/15, reached through its proxy on loopback. ``grpc_port_offset``: it has no
+    setting for its gRPC port, which is its main port + this (Nacos: 1000)."""
+
+    network_namespace: bool = False
+    grpc_port_offset: int | None = None
+
+
+@dataclass(frozen=True)
 class PeerManifest:
     name: str
     role: str
@@ -161,6 +188,8 @@ class PeerManifest:
     docker: DockerSection | None = None
     readiness: ReadinessSection = ReadinessSection()
     containment: ContainmentSection = ContainmentSection()
+    placement: PlacementSection = PlacementSection()
+    witness: WitnessSection = WitnessSection()
     timers: Mapping[str, int] = field(default_factory=dict)
     key_prefix: str = ""  # "peers#2." for the 2nd [[peers]] entry; used in error messages
 
@@ -357,6 +386,8 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         )
     readiness = _parse_readiness(top.table("readiness"))
     containment = _parse_containment(top.table("containment"))
+    placement = _parse_placement(top.table("placement"))
+    witness = _parse_witness(top.table("witness"))
     knobs = _parse_knobs(top.table("knobs"))
     timers = _parse_timers(top.table("timers"))
     top.finish()
@@ -372,6 +403,8 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         docker=docker,
         readiness=readiness,
         containment=containment,
+        placement=placement,
+        witness=witness,
         timers=timers,
         key_prefix=prefix,
     )
@@ -404,6 +437,36 @@ def _parse_containment(table: _Table | None) -> ContainmentSection:
     if table is None:
         return ContainmentSection()
     section = ContainmentSection(deny_ip_datagram_sockets=table.boolean("deny_ip_datagram_sockets"))
+    table.finish()
+    return section
+
+
+def _parse_witness(table: _Table | None) -> WitnessSection:
+    if table is None:
+        return WitnessSection()
+    patterns = {}
+    for key in ("registered", "unregistered"):
+        text = table.string(key)
+        if text is not None:
+            try:
+                compiled = re.compile(text)
+            except re.error as exc:
+                raise table.error(key, f"not a regular expression: {exc}") from None
+            if "id" not in compiled.groupindex:
+                raise table.error(key, "needs a named group (?P<id>...) for the connection id")
+        patterns[key] = text
+    section = WitnessSection(log=table.string("log", required=True), **patterns)
+    table.finish()
+    return section
+
+
+def _parse_placement(table: _Table | None) -> PlacementSection:
+    if table is None:
+        return PlacementSection()
+    offset = table.get("grpc_port_offset")
+    if offset is not None and (not isinstance(offset, int) or isinstance(offset, bool) or not 1 <= offset <= 20000):
+        raise table.error("grpc_port_offset", f"expected an integer 1..20000, got {offset!r}", "Nacos's is 1000")
+    section = PlacementSection(network_namespace=table.boolean("network_namespace"), grpc_port_offset=offset)
     table.finish()
     return section
 
@@ -616,6 +679,13 @@ def render(
         deny_ip_datagram_sockets=manifest.containment.deny_ip_datagram_sockets,
     )
     return spec, _render_readiness(manifest, fill)
+
+
+def render_template(manifest: PeerManifest, template: str, key: str, placeholders: Mapping[str, Any]) -> str:
+    """One template of the manifest (e.g. ``witness.log``) filled like the command is."""
+    values: dict[str, str | Callable[[], str]] = {**builtin_placeholders(manifest)}
+    values.update({k: str(v) for k, v in placeholders.items()})
+    return _Filler(manifest, values)(template, key)
 
 
 def _docker_templates(manifest: PeerManifest, section: DockerSection) -> tuple[Sequence[str], Mapping[str, str], str | None]:

@@ -1,9 +1,12 @@
 """JUnit XML from the report index, for CI dashboards.
 
 One ``<testsuite>`` per area; a ``<testcase>`` per result named ``SR-01[client=ref server=ref]``
-with ``classname`` = area and ``time`` in seconds. FAILED and ERROR carry a ``<failure>``
-(its ``type`` says which), UNIMPLEMENTED a ``<skipped>``; every testcase carries its verdict,
-level and history as ``<property>`` elements so a passing NON-STRICT stays visible.
+with ``classname`` = area and ``time`` in seconds. What fails a CI job fails here: an unexpected
+verdict (``<failure type="UNEXPECTED FAILED">`` etc.; results written before expectations count
+FAILED and ERROR as unexpected) and ERROR. An expected FAILED is what it is, not a pass:
+``<skipped type="connformance.expected-FAILED">`` with the expectation's reason and source, the
+failure text in ``<system-out>``. UNIMPLEMENTED is a ``<skipped>``. Every testcase carries its
+verdict, level, expected verdicts, rate and history as ``<property>`` elements.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from typing import Any
 from harness.report.index_json import cell_variant_labels
 from harness.report.verdicts import FAILING_VERDICTS, Verdict
 
-__all__ = ["render_junit", "xml_text"]
+__all__ = ["is_unexpected", "render_junit", "xml_text"]
 
 # Characters XML 1.0 cannot carry even escaped (NUL, most C0 controls, lone surrogates, U+FFFE/F).
 _XML_INVALID = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -59,6 +62,16 @@ def _message(verdict: Verdict, result: Mapping[str, Any]) -> str:
     return f"{verdict}: {text[:300]}" + ("…" if len(text) > 300 else "")
 
 
+def is_unexpected(result: Mapping[str, Any]) -> bool:
+    """What fails the run: an unexpected verdict, or ERROR. A result judged before expectations
+    existed (no ``expected_verdicts``) counts FAILED and ERROR, as runs did then."""
+    if Verdict(result["verdict"]) is Verdict.ERROR:
+        return True
+    if not result.get("expected_verdicts"):
+        return Verdict(result["verdict"]) in FAILING_VERDICTS
+    return bool(result.get("unexpected"))
+
+
 def _testcase(result: Mapping[str, Any], variant: str) -> ET.Element:
     column = f"{result['peer']} {variant}" if variant else result["peer"]
     case = ET.Element(
@@ -70,15 +83,28 @@ def _testcase(result: Mapping[str, Any], variant: str) -> ET.Element:
         },
     )
     properties = ET.SubElement(case, "properties")
-    for name in ("verdict", "level", "requirement", "history", "seed", "nodeid"):
+    for name in ("verdict", "level", "requirement", "history", "seed", "nodeid", "rate", "unexpected_why"):
         if result.get(name) not in (None, ""):
             ET.SubElement(properties, "property", {"name": name, "value": xml_text(result[name])})
+    if result.get("expected_verdicts"):
+        ET.SubElement(properties, "property", {"name": "expected_verdicts",
+                                               "value": xml_text("/".join(result["expected_verdicts"]))})
 
     verdict = Verdict(result["verdict"])
     message = _message(verdict, result)
-    if verdict in FAILING_VERDICTS:
-        failure = ET.SubElement(case, "failure", {"type": str(verdict), "message": xml_text(message)})
+    if is_unexpected(result):
+        kind = str(verdict) if verdict is Verdict.ERROR or not result.get("expected_verdicts") \
+            else f"UNEXPECTED {verdict}"
+        why = result.get("unexpected_why") or ""
+        failure = ET.SubElement(case, "failure", {"type": kind, "message": xml_text(f"{why} | {message}" if why
+                                                                                    else message)})
         failure.text = xml_text(_failure_text(result))
+    elif verdict is Verdict.FAILED:
+        entry = result.get("expectation") or {}
+        ET.SubElement(case, "skipped", {"type": "connformance.expected-FAILED",
+                                        "message": xml_text(f"expected FAILED: {entry.get('reason', '')} "
+                                                            f"({entry.get('source', '')})")})
+        ET.SubElement(case, "system-out").text = xml_text(_failure_text(result))
     elif verdict is Verdict.UNIMPLEMENTED:
         ET.SubElement(case, "skipped", {"message": xml_text(message)})
     elif result.get("detail"):
@@ -99,8 +125,8 @@ def render_junit(index: Mapping[str, Any]) -> bytes:
         c = counts.setdefault(area, {"tests": 0, "failures": 0, "skipped": 0, "time": 0.0})
         verdict = Verdict(result["verdict"])
         c["tests"] += 1
-        c["failures"] += verdict in FAILING_VERDICTS
-        c["skipped"] += verdict is Verdict.UNIMPLEMENTED
+        c["failures"] += is_unexpected(result)
+        c["skipped"] += verdict is Verdict.UNIMPLEMENTED or (verdict is Verdict.FAILED and not is_unexpected(result))
         c["time"] += float(result.get("duration_ms") or 0)
 
     total = {k: sum(c[k] for c in counts.values()) for k in ("tests", "failures", "skipped", "time")}

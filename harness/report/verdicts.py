@@ -28,6 +28,7 @@ __all__ = [
     "describe_outcome",
     "grade",
     "run_failed",
+    "worst",
 ]
 
 
@@ -139,6 +140,18 @@ def describe_outcome(outcome: BaseException | None, case_requirement: str = "") 
     return {"detail": f"{type(outcome).__name__}: {outcome}", "expected": None, "actual": None}
 
 
+_DERIVED = ("rate", "varying")
+
+# The worst verdict of several trials (any MUST violation makes the cell FAILED).
+WORST_FIRST = (Verdict.ERROR, Verdict.FAILED, Verdict.NON_STRICT, Verdict.UNIMPLEMENTED, Verdict.INFORMATIONAL,
+               Verdict.OK)
+
+
+def worst(verdicts: Iterable[Verdict | str]) -> Verdict:
+    seen = {Verdict(v) for v in verdicts}
+    return next((v for v in WORST_FIRST if v in seen), Verdict.ERROR)
+
+
 def run_failed(verdicts: Iterable[Verdict | str]) -> bool:
     """True if the run must exit non-zero: some case FAILED or ERRORed."""
     return any(Verdict(v) in FAILING_VERDICTS for v in verdicts)
@@ -169,6 +182,25 @@ class CaseResult:
     log_paths: dict[str, str] = field(default_factory=dict)
     seed: int | None = None
     nodeid: str = ""
+    # Against the expectations (harness/expectations.py): the verdicts expected here, the entry
+    # that says so (None: the default), and whether this verdict is unexpected and why.
+    expected_verdicts: list[str] = field(default_factory=list)
+    expectation: dict[str, Any] | None = None
+    unexpected: bool = False
+    unexpected_why: str = ""
+    # --trials N: every trial's verdict, in order (the cell's verdict is the worst of them).
+    trials: list[str] = field(default_factory=list)
+
+    @property
+    def varying(self) -> bool:
+        return len(set(self.trials)) > 1
+
+    @property
+    def rate(self) -> str:
+        """``FAILED 2/5``: how often the cell's verdict came up over its trials ("" for one run)."""
+        if len(self.trials) <= 1:
+            return ""
+        return f"{self.verdict} {sum(1 for v in self.trials if v == str(self.verdict))}/{len(self.trials)}"
 
     def __post_init__(self) -> None:
         self.level = Level(self.level)
@@ -180,11 +212,13 @@ class CaseResult:
         data["level"] = str(self.level)
         data["verdict"] = str(self.verdict)
         data["duration_ms"] = round(float(self.duration_ms), 3)
+        data["rate"], data["varying"] = self.rate, self.varying  # derived, for readers of index.json
         return json_safe(data)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CaseResult:
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in _DERIVED}
         unknown = set(data) - known
         if unknown:
             raise HarnessError(

@@ -28,6 +28,8 @@ class LaunchSpec:
     mounts: tuple[Path, ...] = ()  # host directories bind-mounted at the same path
     # Containment (both runtimes): refuse socket(AF_INET*, SOCK_DGRAM) in the peer (seccomp)
     deny_ip_datagram_sockets: bool = False
+    # Process runtime only: join this network namespace (its /run/netns path) before exec
+    netns: str | None = None
 
 
 @runtime_checkable

@@ -134,6 +134,8 @@ class DockerNode(LogFileReader):
     def group_alive(self) -> bool:
         return self.alive()
 
+    cheap_process_list = False  # `docker top` per readiness poll would be too slow: readiness skips it
+
     def processes(self) -> list[int]:
         if not self.alive():
             return []

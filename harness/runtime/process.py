@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from harness.errors import HarnessError, SetupError
+from harness.placement.netns import note_process, setns_in_child
 from harness.runtime.base import LaunchSpec, Readiness
 from harness.runtime.containment import (
     NODE_ENV,
@@ -80,13 +81,17 @@ _SIGKILL = int(signal.SIGKILL)
 
 
 def _die_with_parent(parent_pid: int, cgroup_procs: bytes | None = None,
-                     datagrams: DatagramFilter | None = None) -> Callable[[], None]:
+                     datagrams: DatagramFilter | None = None, netns: bytes | None = None) -> Callable[[], None]:
     def preexec() -> None:
         if cgroup_procs is not None:  # before anything else: whatever it forks stays contained
             join_cgroup_in_child(cgroup_procs)
         _prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the harness died between fork and prctl
             os._exit(1)
+        if netns is not None:
+            fd = os.open(netns, os.O_RDONLY)
+            setns_in_child(fd)  # raises: the peer never runs in the host's namespace by mistake
+            os.close(fd)
         if datagrams is not None:
             datagrams.install_in_child()  # raises: the peer never runs unfiltered
 
@@ -311,11 +316,14 @@ class ProcessNode(LogFileReader):
                     env=env,
                     cwd=spec.cwd,
                     start_new_session=True,  # own session and process group: signals reach descendants
-                    preexec_fn=_die_with_parent(os.getpid(), procs, datagrams),
+                    preexec_fn=_die_with_parent(os.getpid(), procs, datagrams,
+                                                os.fsencode(spec.netns) if spec.netns else None),
                 )
 
             try:
                 self._popen = _SPAWNER.run(popen)
+                if spec.netns:
+                    note_process(spec.netns, self._popen.pid)
             except (OSError, subprocess.SubprocessError) as exc:
                 raise SetupError(
                     f"cannot start peer {self.name}: {exc}\n"

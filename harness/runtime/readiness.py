@@ -8,7 +8,6 @@ peer that never got ready explains itself.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import urllib.error
@@ -18,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.errors import HarnessError, SetupError
+from harness.observe.listeners import listeners_of
 from harness.ports import check_loopback
 from harness.runtime.base import Node, Readiness
 from harness.wait import WaitTimeout, eventually
@@ -184,48 +184,16 @@ def _not_ready_message(
 
 
 def _node_listens_on(node: Node, port: int) -> bool:
-    """True when a process of ``node`` holds the listening socket on ``port``.
+    """True when a process of ``node`` holds a listening TCP socket on ``port`` (in whatever
+    network namespace the process is).
 
     Without this, a connect can succeed against someone else's listener (a concurrent run that
     drew the same port, a leftover of a crashed one) and a dead peer would pass as ready. Nodes
     that cannot list their processes (a container) skip the check.
     """
-    live_members = getattr(node, "live_members", None)
-    if not callable(live_members):
+    if not getattr(node, "cheap_process_list", True):
         return True
-    listening = _listening_socket_inodes(port)
-    if not listening:
-        return False
-    for pid in live_members():
-        try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except OSError:  # exited meanwhile
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith("socket:[") and target[8:-1] in listening:
-                return True
-    return False
-
-
-def _listening_socket_inodes(port: int) -> set[str]:
-    """Inodes of TCP sockets in LISTEN state on ``port`` (any address, IPv4 or IPv6)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                next(f)  # header
-                for line in f:
-                    fields = line.split()
-                    # local_address is "HEXIP:HEXPORT"; state 0A is LISTEN; inode is field 9
-                    if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(fields[9])
-        except OSError:
-            continue
-    return inodes
+    return any(item.proto == "tcp" and item.port == port for item in listeners_of(node.processes()))
 
 
 def _current_log(node: Node) -> str:

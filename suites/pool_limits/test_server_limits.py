@@ -264,7 +264,7 @@ class _Sampler:
 
     def __init__(self, cf, server, watch: _CountWatch) -> None:
         self.cf, self.watch = cf, watch
-        self.admin = NacosAdmin(server.main_address)
+        self.admin = server.new_admin()
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pl13-sampler", daemon=True)

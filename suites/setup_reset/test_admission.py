@@ -189,7 +189,7 @@ def _starting(cf, server: NacosServerHandle, what: str) -> bool:
     return msg.type == codec.ERROR_RESPONSE and msg.error_code == codec.INVALID_SERVER_STATUS
 
 
-@case("SR-05", "MUST", timeout_s=90)
+@case("SR-05", "MUST", timeout_s=90, subject="server")
 def test_starting_server_answers_300_and_rejects_setup(cf, topology, nacos_server_peer, nacos_client_peer):
     """While starting: ServerCheck → 300; an SDK setup is rejected (reset + close), never registered.
 
@@ -320,7 +320,7 @@ def _quiet_streams(cf, probes: dict[str, RawNacosConnection], watch: LimitWatch,
              actual={"missing": sorted(ids - set(snapshot)), "current": sorted(snapshot)})
 
 
-@case("SR-11", "MUST", timeout_s=120)
+@case("SR-11", "MUST", timeout_s=120, subject="server")
 def test_total_count_limit_with_cluster_exempt(cf, topology, nacos_server_peer, nacos_client_peer):
     """Total `countLimit`; cluster-source connections exempt.
 

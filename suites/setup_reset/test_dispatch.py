@@ -19,17 +19,17 @@ import grpc
 
 from fixtures.case import case
 from harness.control.http import ControlError
-from harness.control.nacos_admin import NacosAdmin
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.reference.nacos import codec
 from harness.scenarios.nacos import current, wait_client_running, wait_registered
-from harness.wait import WaitTimeout, eventually
+from harness.wait import WaitTimeout, eventually, now_ms
 
 # Real libraries connect within a few seconds (ServerCheck 3 s timeout + setup wait).
 RUNNING_TIMEOUT_MS = 15000
 TOLERANCE_MS = 250
 # Nacos waits this long for the answer to a ConnectResetRequest (loadSingle, research §2.4).
 RESET_WAIT_MS = 3000
+ANSWER_MARGIN_MS = 500  # no pushes log: reloadClient back this long before the wait ends = answered
 # A type no server has a handler for (PayloadRegistry would not know it either).
 UNKNOWN_TYPE = "ConnformanceUnknownRequest"
 # Bodies of a known request type that no JSON reader can turn into that request.
@@ -91,7 +91,7 @@ def _stream_state(cf, probe: RawNacosConnection, window_ms: float) -> str:
         deadline_s = 0.05
 
 
-@case("SR-04", "MUST", timeout_s=90)
+@case("SR-04", "MUST", timeout_s=90, subject="server")
 def test_unknown_type_and_bad_body_keep_connection_usable(cf, topology, nacos_server_peer, nacos_client_peer):
     """Unknown type → 302, malformed body → 502; the connection stays usable.
 
@@ -180,7 +180,7 @@ def _go_style_reset_answer(request_id: str) -> Any:
     return codec.encode(codec.CONNECT_RESET_RESPONSE, body)
 
 
-@case("SR-20", "MUST", timeout_s=90)
+@case("SR-20", "MUST", timeout_s=90, subject="server")
 def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_client_peer):
     """The server pushes resets with `"headers": {}`, `module` internal and a decimal `requestId`, and judges a client's answer by `resultCode` alone (the Go client answers resets with resultCode 200 and `success: false`); its own responses always carry `"success": true` on success (Go clients reconnect every 5 s otherwise).
 
@@ -194,7 +194,7 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
     _running(cf, client)
-    has_log = nacos_server_peer.has_capability("events")
+    has_log = nacos_server_peer.has_capability("pushes")
     push_seq = max((p.get("seq", 0) for p in server.admin.pushes()), default=0) if has_log else 0
 
     with RawNacosConnection(server.host, server.proxied_grpc_port) as probe, \
@@ -217,8 +217,9 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
                  actual=f"{health.type} {health.body}")
 
         # reloadClient blocks until the answer (or its 3 s wait): run it beside the probe.
-        reloader = NacosAdmin(server.main_address)
+        reloader = server.new_admin()
         cf.history.invoke("admin", "reloadClient", {"connectionId": probe_id})
+        reload_started_ms = now_ms()
         reload_future = pool.submit(reloader.reload_client, probe_id)
         try:
             push = probe.next_push(timeout_s=(RESET_WAIT_MS + TOLERANCE_MS) / 1000.0)
@@ -249,7 +250,8 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
             cf.fail(expected="reloadClient answers", actual=str(exc))
         finally:
             reloader.close()
-        cf.history.ok("admin", "reloadClient", {"body": reload_body})
+        reload_took_ms = now_ms() - reload_started_ms
+        cf.history.ok("admin", "reloadClient", {"body": reload_body, "took_ms": round(reload_took_ms, 1)})
         cf.check(reload_body.strip() == "success", expected="reloadClient answers success", actual=reload_body)
 
     if has_log:
@@ -281,7 +283,13 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
              expected=f"{client.name}'s request succeeds (it judges the server's responses as successful)",
              actual=answer)
     if not has_log:
-        cf.unimplemented(f"push shape and success:true held, but {nacos_server_peer.label} has no pushes log "
-                         "(capability `events`), so how it judged the Go-style answer cannot be observed")
+        # No pushes log: loadSingle blocks on the push until the answer is matched or its wait
+        # ends, so a matched answer shows as reloadClient returning well inside the wait.
+        wait_ms = nacos_server_peer.timer("reset_answer_timeout_ms", default=RESET_WAIT_MS)
+        cf.check(reload_took_ms < wait_ms - ANSWER_MARGIN_MS,
+                 expected=f'the server takes the Go-style answer (resultCode 200, "success": false): reloadClient '
+                          f"returns as soon as it is answered, well inside its {wait_ms:.0f} ms wait",
+                 actual=f"reloadClient returned after {reload_took_ms:.0f} ms: the server waited out the answer",
+                 hint="a server judging by the answer's `success` field rejects every Go client's reset answer")
     cf.ok(f'ServerCheck/HealthCheck "success": true; reset push headers {{}}, module internal, requestId '
           f'{request_id}; Go-style answer counted answered; {client.name}\'s request succeeded')

@@ -185,7 +185,7 @@ def test_setup_latency_does_not_race_the_first_request(cf, topology, nacos_serve
 
 # ---- SR-17 ----------------------------------------------------------------------------------
 
-@case("SR-17", "MUST", timeout_s=90)
+@case("SR-17", "MUST", timeout_s=90, subject="both")
 def test_reset_during_server_check_is_retried(cf, topology, nacos_server_peer, nacos_client_peer):
     """reset_peer during ServerCheck or setup → the client retries/rotates and ends RUNNING; the server keeps no registration for the dead transport."""
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)

@@ -30,7 +30,7 @@ def _is_ok_response(msg: codec.Message) -> bool:
     return msg.result_code == 200 and msg.body.get("success") is True
 
 
-@case("SR-01", "MUST")
+@case("SR-01", "MUST", subject="both", interop=True)
 def test_server_check_mints_one_id_per_transport(cf, topology, nacos_server_peer, nacos_client_peer):
     """ServerCheck on a new transport → resultCode 200, success true, non-empty connectionId; two transports → two different ids."""
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
@@ -62,7 +62,7 @@ def test_server_check_mints_one_id_per_transport(cf, topology, nacos_server_peer
     cf.ok(f"ids {ids[0]} / {ids[1]}; {client.name} RUNNING as {client_id or '(id not reported)'}")
 
 
-@case("SR-02", "MUST")
+@case("SR-02", "MUST", subject="server")
 def test_request_before_setup_is_unregistered(cf, topology, nacos_server_peer, nacos_client_peer):
     """A unary request before setup → ErrorResponse errorCode 301; after setup the same request succeeds."""
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
@@ -94,7 +94,7 @@ def test_request_before_setup_is_unregistered(cf, topology, nacos_server_peer, n
     cf.ok("301 before setup, 200 after; the client's request succeeded")
 
 
-@case("SR-03", "MUST")
+@case("SR-03", "MUST", subject="both", interop=True)
 def test_setup_registers_reported_metadata(cf, topology, nacos_server_peer, nacos_client_peer):
     """Setup registers: `current` shows the id with clientIp = reported IP, version, labels, appName (default `-`), tenant."""
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)

@@ -28,7 +28,7 @@ PROBE_TIMEOUT_MS = 500
 
 
 @pytest.mark.slow
-@case("SR-19", "MUST", timeout_s=90)
+@case("SR-19", "MUST", timeout_s=90, subject="both")
 def test_idle_client_health_checks_at_its_interval(cf, topology, nacos_server_peer, nacos_client_peer):
     """An idle client keeps its connection alive: HealthCheck at its interval (5 s ± tolerance), server's lastActiveTime refreshed, never ejected."""
     knobs = {k: v for k, v in (("health_interval_ms", REF_HEALTH_INTERVAL_MS),
@@ -44,7 +44,11 @@ def test_idle_client_health_checks_at_its_interval(cf, topology, nacos_server_pe
     idle_threshold_ms = late_bound_ms + 2 * TOLERANCE_MS  # idle a little longer than allowed -> probed
     server_knobs = {"idle_threshold_ms": idle_threshold_ms, "eject_interval_ms": EJECT_INTERVAL_MS,
                     "probe_timeout_ms": PROBE_TIMEOUT_MS}
-    nacos_server_peer.require_knobs(server_knobs)
+    if not all(nacos_server_peer.supports(k) for k in server_knobs):
+        # A server whose ejector has no settings (the real ones) keeps its own threshold: the
+        # case still judges the refreshes it shows in `current` and that it never ejected.
+        server_knobs = {}
+        idle_threshold_ms = nacos_server_peer.timer("idle_threshold_ms", default=20_000)
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs=server_knobs)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server], knobs=knobs)
     try:
@@ -86,10 +90,10 @@ def test_idle_client_health_checks_at_its_interval(cf, topology, nacos_server_pe
     open_gap = round(window_end_wall - refreshes[-1])  # the time since the last refresh counts too
     probes = []
     disconnects = []
-    if nacos_server_peer.has_capability("events"):
+    if nacos_server_peer.has_capability("pushes"):
         probes = [p for p in server.admin.pushes() if p["connectionId"] == live and p["type"] == "ClientDetectionRequest"]
-        disconnects = [e for e in server.admin.events() if e["event"] == "disconnected"
-                       and e["connectionId"] == live]
+    if server.events.available:
+        disconnects = [e for e in server.events.all() if e["event"] == "disconnected" and e["connectionId"] == live]
     client_disconnects = [e for e in final.get("events", []) if e["kind"] == "disconnected"]
     observed = {"interval_ms": interval_ms, "refresh_gaps_ms": gaps, "since_last_refresh_ms": open_gap,
                 "idle_threshold_ms": idle_threshold_ms, "client_detection_probes": len(probes),

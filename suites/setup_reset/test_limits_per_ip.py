@@ -75,7 +75,7 @@ def _client_ip(cf, topology, client_peer, spare) -> tuple[str, dict[str, Any]]:
     return ip, {}
 
 
-@case("SR-10", "MUST", timeout_s=120)
+@case("SR-10", "MUST", timeout_s=120, subject="server")
 def test_per_client_ip_limit_resets_the_extra_connection(cf, topology, nacos_server_peer, nacos_client_peer):
     """Per-client-IP limit n: the (n+1)-th connection reporting that IP is reset and its transport closed; `current` and the per-IP count stay at n; other IPs unaffected; the client ends up registered elsewhere if it has another server."""
     nacos_server_peer.require_knobs(["count_limit_per_client_ip"])

@@ -42,7 +42,7 @@ def _last_seq(entries: list[dict[str, Any]]) -> int:
     return max((int(e.get("seq", 0)) for e in entries), default=0)
 
 
-@case("SR-09", "MUST", timeout_s=90)
+@case("SR-09", "MUST", timeout_s=90, subject="server")
 def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, nacos_client_peer):
     """`reloadClient` for an unknown id → `success`, nothing changes.
 

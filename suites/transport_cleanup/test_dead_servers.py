@@ -53,7 +53,7 @@ def _client_close_wait(proxy_port: int) -> list[TcpEntry]:
 
 # ---- TC-06 ----------------------------------------------------------------------------------
 
-@case("TC-06", "MUST", timeout_s=120)
+@case("TC-06", "MUST", timeout_s=120, subject="client", interop=True)
 def test_clients_leave_killed_server(cf, topology, nacos_server_peer, nacos_client_peer):
     """Server process SIGKILL → clients detect and reconnect elsewhere within their health-check bound; no client-side CLOSE_WAIT left."""
     client_knobs = supported(nacos_client_peer, SCALED_CLIENT_HEALTH)
@@ -117,7 +117,7 @@ def test_clients_leave_killed_server(cf, topology, nacos_server_peer, nacos_clie
 
 # ---- TC-09 ----------------------------------------------------------------------------------
 
-@case("TC-09", "MUST", timeout_s=120)
+@case("TC-09", "MUST", timeout_s=120, subject="both")
 def test_paused_server_cleans_up_after_resume(cf, topology, nacos_server_peer, nacos_client_peer):
     """Server paused (SIGSTOP) → clients move away; after SIGCONT the server cleans up every stale registration within the eject bound."""
     client_knobs = supported(nacos_client_peer, SCALED_CLIENT_HEALTH)

@@ -32,14 +32,13 @@ and neither end of that 4-tuple is left in TIME_WAIT or any other closing state,
 close would leave. Without that evidence the fault did not happen as designed: a setup error, not
 a finding. The 1 s is counted from the moment the socket was seen gone.
 
-Helpers here (``prove_registered``, ``watch_unregister``, ``judge_cleanup``, ...) are shared with
-``test_rejected_and_pending`` (TC-10).
+The steps (``prove_registered``, ``watch_unregister``, ``judge_cleanup``, ...) live in
+``harness/scenarios/cleanup.py``, shared with TC-10.
 """
 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 from fixtures.case import case
@@ -47,17 +46,23 @@ from harness.control.agent import AgentControl
 from harness.control.http import ControlError
 from harness.errors import SetupError
 from harness.faults import Kill, ProxyDown
-from harness.observe.sockets import TcpEntry, snapshot
-from harness.scenarios.nacos import wait_client_running, wait_registered
-from harness.topology import NacosClientHandle, NacosServerHandle
+from harness.scenarios.cleanup import (
+    TOLERANCE_MS,
+    Registered,
+    brief,
+    finish,
+    judge_cleanup,
+    prove_registered,
+    recheck_one_disconnect,
+    states_of,
+    transport_peer,
+    transport_sockets,
+    watch_unregister,
+)
+from harness.topology import NacosClientHandle
 from harness.toxiproxy import ResetPeer as ResetPeerToxic
 from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
-TOLERANCE_MS = 250  # SPEC §5 preamble
-UNREGISTER_BOUND_MS = 1000  # SPEC TC-01: the server unregisters within 1 s
-UNREGISTER_WATCH_MS = 5000  # a registration still held after this is never cleaned up: FAILED
-RUNNING_TIMEOUT_MS = 15000  # real libraries: ServerCheck 3 s timeout + setup wait, from a cold start
-REGISTER_TIMEOUT_MS = 3000
 SETTLE_MS = 500  # TC-02: "registered again once" must still hold this long after the rejoin
 RST_WAIT_MS = 3000  # TC-03: the armed toxic fires on the client's request within this
 POLL_MS = 25
@@ -66,231 +71,9 @@ CLOSING_STATES = ("FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE_WAIT", "LAST_ACK
 _SWALLOW = (OSError, ValueError, ControlError)
 
 
-# ---- baseline ---------------------------------------------------------------------------------
-
-@dataclass
-class Registered:
-    """The client under test as the server knew it before the fault."""
-
-    server: NacosServerHandle
-    client: NacosClientHandle
-    connection_id: str
-    client_ip: str
-    ip_count: int | None  # clientIpCounts[client_ip] before the fault (None without client_ip_counts)
-    events_seq: int  # last seq of the events log before the fault
-    has_events: bool  # capability ``events``: the listener-notification log
-    has_counts: bool  # capability ``client_ip_counts``: the per-IP counter
-
-    def missing(self) -> list[str]:
-        return [c for c, has in (("client_ip_counts", self.has_counts), ("events", self.has_events)) if not has]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"server": self.server.main_address, "connection_id": self.connection_id, "client_ip": self.client_ip,
-                "ip_count": self.ip_count, "events_seq": self.events_seq}
-
-
-def running(cf, client: NacosClientHandle, *, what: str = "baseline",
-            timeout_ms: float = RUNNING_TIMEOUT_MS) -> dict[str, Any]:
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=timeout_ms)
-    except WaitTimeout as exc:
-        last = exc.last if isinstance(exc.last, dict) else {}
-        cf.fail(expected=f"{client.name} RUNNING within {timeout_ms:.0f} ms ({what})",
-                actual=f"last state {_brief(last) or exc.last!r}", hint="the handshake did not complete; see the peer logs",
-                verdict="FAILED")
-        raise  # unreachable: fail() raises
-
-
-def prove_registered(cf, client: NacosClientHandle, server: NacosServerHandle) -> Registered:
-    """Baseline: ``client`` RUNNING on ``server`` (through its proxy), registered under the id it
-    reports, counted in ``clientIpCounts``; the event log's position is taken here."""
-    state = running(cf, client)
-    if state.get("server") not in (None, server.main_address):
-        cf.fail(expected=f"{client.name} RUNNING on {server.main_address}, its only server (baseline)",
-                actual=_brief(state), verdict="FAILED")
-    cid = state.get("connection_id")
-    try:
-        ids = wait_registered(cf.history, server, timeout_ms=REGISTER_TIMEOUT_MS, connection_id=cid,
-                              count=None if cid else 1)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name}'s connection {cid or '(one)'} registered on {server.main_address} (baseline)",
-                actual=f"current holds {sorted(exc.last or {})}", verdict="FAILED")
-        raise
-    cid = cid or next(iter(ids))
-    client_ip = str((ids[cid].get("metaInfo") or {}).get("clientIp") or "")
-    has_events = server.peer.has_capability("events")
-    has_counts = server.peer.has_capability("client_ip_counts")
-    ip_count, seq = None, 0
-    if has_events:
-        seq = max((int(e["seq"]) for e in server.admin.events()), default=0)
-    if has_counts:
-        counts = server.admin.client_ip_counts()
-        ip_count = int(counts.get(client_ip, 0))
-        mine = sum(1 for e in ids.values() if (e.get("metaInfo") or {}).get("clientIp") == client_ip)
-        cf.check(ip_count == mine and ip_count >= 1,
-                 expected=f"baseline: clientIpCounts[{client_ip}] counts the {mine} registered connection(s) of that IP",
-                 actual={"clientIpCounts": counts, "current": sorted(ids)}, verdict="FAILED")
-    reg = Registered(server, client, cid, client_ip, ip_count, seq, has_events, has_counts)
-    cf.history.observe("baseline", reg.as_dict())
-    return reg
-
-
-def _brief(state: Any) -> Any:
-    if not isinstance(state, dict):
-        return state
-    return {k: state.get(k) for k in ("status", "server", "connection_id")}
-
-
-# ---- the cleanup watch --------------------------------------------------------------------------
-
-@dataclass
-class Cleanup:
-    """When each part of the cleanup was first seen, in ms after the fault (None: not seen)."""
-
-    fault: str
-    connection_id: str
-    client_ip: str
-    gone_ms: float | None = None  # the id left `current`
-    counted_ms: float | None = None  # clientIpCounts[ip] == baseline - 1
-    event_ms: float | None = None  # a `disconnected` event for the id
-    watched_ms: float = 0.0
-    last_count: int | None = None
-    disconnected: list[dict[str, Any]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        def r(v: float | None) -> float | None:
-            return None if v is None else round(v, 1)
-        return {"fault": self.fault, "connection_id": self.connection_id, "client_ip": self.client_ip,
-                "gone_from_current_after_ms": r(self.gone_ms), "ip_count_decremented_after_ms": r(self.counted_ms),
-                "disconnected_event_after_ms": r(self.event_ms), "watched_ms": round(self.watched_ms),
-                "last_ip_count": self.last_count, "disconnected_events": len(self.disconnected)}
-
-
-def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
-                     watch_ms: float = UNREGISTER_WATCH_MS) -> Cleanup:
-    """Poll ``current``, ``clientIpCounts`` and ``events`` together until the id is gone, the
-    count is down by one and a ``disconnected`` event is there, or ``watch_ms`` after the fault
-    (monotonic ``fault_at_ms``). Observes only; ``judge_cleanup`` judges."""
-    seen = Cleanup(fault, reg.connection_id, reg.client_ip)
-    admin = reg.server.admin
-
-    def poll() -> Cleanup:
-        ids = admin.current()
-        t = now_ms() - fault_at_ms
-        if seen.gone_ms is None and reg.connection_id not in ids:
-            seen.gone_ms = t
-        if reg.has_counts:
-            assert reg.ip_count is not None
-            seen.last_count = int(admin.client_ip_counts().get(reg.client_ip, 0))
-            t = now_ms() - fault_at_ms
-            if seen.counted_ms is None and seen.last_count == reg.ip_count - 1:
-                seen.counted_ms = t
-        if reg.has_events:
-            seen.disconnected = disconnected_events(reg)
-            t = now_ms() - fault_at_ms
-            if seen.event_ms is None and seen.disconnected:
-                seen.event_ms = t
-        seen.watched_ms = now_ms() - fault_at_ms
-        return seen
-
-    def done(s: Cleanup) -> bool:
-        return (s.gone_ms is not None and (not reg.has_counts or s.counted_ms is not None)
-                and (not reg.has_events or s.event_ms is not None))
-
-    try:
-        eventually(poll, timeout_ms=max(0.0, fault_at_ms + watch_ms - now_ms()), what=f"{reg.connection_id} cleaned up",
-                   accept=done, swallow=_SWALLOW, interval_ms=POLL_MS)
-    except WaitTimeout:
-        seen.watched_ms = now_ms() - fault_at_ms
-    cf.history.observe("cleanup", seen.as_dict())
-    return seen
-
-
-def disconnected_events(reg: Registered) -> list[dict[str, Any]]:
-    return [e for e in reg.server.admin.events(reg.events_seq)
-            if e.get("event") == "disconnected" and e.get("connectionId") == reg.connection_id]
-
-
-def judge_cleanup(cf, reg: Registered, seen: Cleanup, *, bound_ms: float = UNREGISTER_BOUND_MS + TOLERANCE_MS,
-                  at_ms: float | None = None) -> list[str]:
-    """FAILED for a registration never dropped, a second (or no) ``disconnected`` event, or a
-    per-IP count not decremented; returns what was right but late (for ``cf.late``)."""
-    cid, ip = reg.connection_id, reg.client_ip
-    if seen.gone_ms is None:
-        cf.fail(expected=f"{cid} gone from current within {bound_ms:.0f} ms of the {seen.fault}",
-                actual=f"still registered {seen.watched_ms:.0f} ms after the {seen.fault}: the server held the dead "
-                       f"registration for the whole watch", at_ms=at_ms, verdict="FAILED",
-                hint="the transport is dead but the server never unregistered it")
-    if reg.has_events:
-        cf.check(len(seen.disconnected) == 1,
-                 expected=f"exactly one disconnected event for {cid} (listeners fire once)",
-                 actual={"disconnected events for the id": seen.disconnected, "after_ms": seen.as_dict()},
-                 at_ms=at_ms, verdict="FAILED")
-    if reg.has_counts:
-        if seen.counted_ms is None:
-            assert reg.ip_count is not None
-            cf.fail(expected=f"per-IP count of {ip} decremented {reg.ip_count} → {reg.ip_count - 1} within "
-                             f"{bound_ms:.0f} ms of the {seen.fault}",
-                    actual=f"clientIpCounts[{ip}] still {seen.last_count} {seen.watched_ms:.0f} ms after the "
-                           f"{seen.fault} (the id left current after {seen.gone_ms:.0f} ms)",
-                    at_ms=at_ms, verdict="FAILED", hint="the per-IP counter drifts from current")
-    late = []
-    for what, t in (("left current", seen.gone_ms), ("per-IP count decremented", seen.counted_ms),
-                    ("disconnected event", seen.event_ms)):
-        if t is not None and t > bound_ms:
-            late.append(f"{what} {t:.0f} ms after the {seen.fault}")
-    return late
-
-
-def recheck_one_disconnect(cf, reg: Registered) -> None:
-    """At the end of a case: still exactly one ``disconnected`` event for the dead id."""
-    if not reg.has_events:
-        return
-    events = disconnected_events(reg)
-    cf.history.observe("disconnected_events", {"connection_id": reg.connection_id, "events": events})
-    cf.check(len(events) == 1, expected=f"exactly one disconnected event for {reg.connection_id} (listeners fire once)",
-             actual=events, verdict="FAILED")
-
-
-def finish(cf, reg: Registered, seen: Cleanup, late: list[str], detail: str) -> None:
-    """Grade: NON-STRICT for lateness, UNIMPLEMENTED when an extension was missing, else OK."""
-    if late:
-        cf.late(expected=f"cleaned up within {UNREGISTER_BOUND_MS} + {TOLERANCE_MS} ms of the {seen.fault}",
-                actual=f"the dead registration {reg.connection_id} was held: " + "; ".join(late))
-    if reg.missing():
-        cf.unimplemented(f"{reg.server.peer.name}: {reg.connection_id} left current after {seen.gone_ms:.0f} ms "
-                         f"(judged), but the per-IP count / disconnected event checks need capabilities "
-                         f"{reg.missing()}")
-    cf.ok(detail, expected=f"gone from current, per-IP count -1, one disconnected event within "
-                           f"{UNREGISTER_BOUND_MS} + {TOLERANCE_MS} ms", actual=seen.as_dict())
-
-
-# ---- sockets of one transport ---------------------------------------------------------------------
-
-def transport_peer(connection_id: str) -> tuple[str, int] | None:
-    """The TCP peer the server saw, from an id ``<ms>_<peerIp>_<peerPort>`` (SPEC §4.2)."""
-    parts = connection_id.rsplit("_", 2)
-    if len(parts) != 3 or not parts[2].isdigit():
-        return None
-    return parts[1], int(parts[2])
-
-
-def transport_sockets(server: NacosServerHandle, peer: tuple[str, int]) -> list[TcpEntry]:
-    """Both ends of one transport on the server's real gRPC port: the server's socket (local =
-    gRPC port, remote = peer) and the peer's (the proxy's upstream side)."""
-    ip, port = peer
-    return [e for e in snapshot([server.grpc_port])
-            if (e.local_port == server.grpc_port and e.remote_port == port and e.remote_ip == ip)
-            or (e.remote_port == server.grpc_port and e.local_port == port and e.local_ip == ip)]
-
-
-def _states(entries: list[TcpEntry]) -> list[str]:
-    return sorted(f"{e.local_ip}:{e.local_port}->{e.remote_ip}:{e.remote_port} {e.state}" for e in entries)
-
-
 # ---- TC-01 ------------------------------------------------------------------------------------
 
-@case("TC-01", "MUST", timeout_s=90)
+@case("TC-01", "MUST", timeout_s=90, subject="both", interop=True)
 def test_client_kill_unregisters(cf, topology, nacos_server_peer, nacos_client_peer):
     """Client process SIGKILL → server unregisters within 1 s: gone from `current`, per-IP count decremented, exactly one `disconnected` event.
 
@@ -328,10 +111,10 @@ def _rejoin_guard_ms(client: NacosClientHandle) -> float:
 
 
 def _connected_events(reg: Registered) -> list[dict[str, Any]]:
-    return [e for e in reg.server.admin.events(reg.events_seq) if e.get("event") == "connected"]
+    return [e for e in reg.server.events.since(reg.events_seq) if e.get("event") == "connected"]
 
 
-@case("TC-02", "MUST", timeout_s=120)
+@case("TC-02", "MUST", timeout_s=120, subject="both", interop=True)
 def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_server_peer, nacos_client_peer):
     """Proxy disabled (FIN both sides) → same as TC-01; after re-enable the client reconnects and is registered again once.
 
@@ -350,7 +133,7 @@ def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_serv
     with ProxyDown(server.proxy, history=cf.history):
         seen = watch_unregister(cf, reg, fault="proxy disable", fault_at_ms=down_at)
         if peer is not None:  # evidence only: an orderly close leaves TIME_WAIT on the closer
-            cf.history.observe("transport_sockets", {"peer": peer, "states": _states(transport_sockets(server, peer))})
+            cf.history.observe("transport_sockets", {"peer": peer, "states": states_of(transport_sockets(server, peer))})
         late = judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(down_at))
     healed_at = now_ms()
 
@@ -374,7 +157,7 @@ def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_serv
         state, ids = exc.last if isinstance(exc.last, tuple) else ({}, {})
         cf.fail(expected=f"after the proxy is re-enabled, {client.name} reconnects and is registered again "
                          f"(within the {guard_ms:.0f} ms guard)",
-                actual={"state": _brief(state), "current": sorted(ids)}, verdict="FAILED")
+                actual={"state": brief(state), "current": sorted(ids)}, verdict="FAILED")
         raise
     state, ids = waited.value
     new_id = state.get("connection_id") or next(iter(set(ids) - {reg.connection_id}))
@@ -431,7 +214,7 @@ class _Request(threading.Thread):
             self.control.close()
 
 
-@case("TC-03", "MUST", timeout_s=90)
+@case("TC-03", "MUST", timeout_s=90, subject="both")
 def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_peer):
     """reset_peer (RST; toxic installed before the connection) → same as TC-01.
 
@@ -452,7 +235,7 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
             raise SetupError(f"TC-03: connection id {reg.connection_id!r} is not <ms>_<peerIp>_<peerPort> (SPEC §4.2); "
                              "the transport's sockets cannot be told apart, so the RST cannot be shown")
         before = transport_sockets(server, peer)
-        cf.history.observe("transport_sockets", {"phase": "baseline", "peer": peer, "states": _states(before)})
+        cf.history.observe("transport_sockets", {"phase": "baseline", "peer": peer, "states": states_of(before)})
         if not any(e.state == "ESTABLISHED" and e.local_port == server.grpc_port for e in before):
             raise SetupError(f"TC-03: no ESTABLISHED socket {server.host}:{server.grpc_port} <- {peer[0]}:{peer[1]} for "
                              f"{reg.connection_id}; the id does not name its transport, nothing was judged")
@@ -468,12 +251,12 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
                               accept=lambda es: not any(e.state == "ESTABLISHED" for e in es))
         except WaitTimeout as exc:
             raise SetupError(f"TC-03: the armed reset_peer did not reset {reg.connection_id} within {RST_WAIT_MS} ms of "
-                             f"the request (sockets {_states(exc.last or [])}); nothing was judged") from None
+                             f"the request (sockets {states_of(exc.last or [])}); nothing was judged") from None
         rst_at = gone.at_mono_ms
-        evidence = {"peer": peer, "armed_to_reset_ms": round(rst_at - armed_at, 1), "left": _states(gone.value)}
+        evidence = {"peer": peer, "armed_to_reset_ms": round(rst_at - armed_at, 1), "left": states_of(gone.value)}
         cf.history.observe("rst", evidence)
         if any(e.state in CLOSING_STATES for e in gone.value):
-            raise SetupError(f"TC-03: {reg.connection_id} was closed with a FIN, not an RST (left {_states(gone.value)}); "
+            raise SetupError(f"TC-03: {reg.connection_id} was closed with a FIN, not an RST (left {states_of(gone.value)}); "
                              "linger 0 was not set on it, nothing was judged")
 
         seen = watch_unregister(cf, reg, fault="RST", fault_at_ms=rst_at)

@@ -33,9 +33,9 @@ registry = PeerRegistry()
 registry.load_builtin()
 work = Path({work!r})
 errors, hosts = [], []
-with ToxiproxyServer() as tp, ProcessRuntime() as runtime:
+with ToxiproxyServer() as tp, ToxiproxyClient(tp.url) as tp_client, ProcessRuntime() as runtime:
     history = History(work / "history.jsonl")
-    topo = Topology(runtime=runtime, toxiproxy=ToxiproxyClient(tp.url), workdir=work, history=history)
+    topo = Topology(runtime=runtime, toxiproxy=tp_client, workdir=work, history=history)
     try:
         servers = topo.nacos_servers(2, peer=registry.get("nacos-server", "ref"))
         hosts = [f"{{s.host}}:{{s.main_port}}" for s in servers]

@@ -38,9 +38,9 @@ _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 @pytest.fixture
 def topo(tmp_path: Path):
-    with ToxiproxyServer() as tp, ProcessRuntime() as runtime:
+    with ToxiproxyServer() as tp, ToxiproxyClient(tp.url) as tp_client, ProcessRuntime() as runtime:
         history = History(tmp_path / "history.jsonl")
-        topology = Topology(runtime=runtime, toxiproxy=ToxiproxyClient(tp.url), workdir=tmp_path, history=history)
+        topology = Topology(runtime=runtime, toxiproxy=tp_client, workdir=tmp_path, history=history)
         try:
             yield topology
         finally:

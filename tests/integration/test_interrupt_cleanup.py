@@ -90,6 +90,7 @@ def test_sigkill_mid_case_is_reaped_by_the_next_run(tmp_path: Path) -> None:
     manifest = tmp_path / "detacher.toml"
     manifest.write_text(_DETACHING_MANIFEST)
     env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
+    client = None
     with ToxiproxyServer() as external:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q",
@@ -124,3 +125,5 @@ def test_sigkill_mid_case_is_reaped_by_the_next_run(tmp_path: Path) -> None:
                 proc.wait(timeout=10)
             for pid, _ in processes_with_marker(marker):
                 os.kill(pid, signal.SIGKILL)
+            if client is not None:
+                client.close()  # its keep-alive socket must not outlive the Toxiproxy (CLOSE_WAIT)

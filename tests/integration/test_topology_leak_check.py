@@ -25,6 +25,7 @@ def test_socket_leaks_reports_close_wait_and_clears(tmp_path: Path, monkeypatch:
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
         monkeypatch.setattr(topo, "ports", lambda: {port})
+        monkeypatch.setattr(topo, "endpoints", lambda: {("127.0.0.1", port)})
         client = socket.create_connection(("127.0.0.1", port), timeout=5)
         server_side, _ = listener.accept()
         client.close()  # the peer closed; our server side never does -> CLOSE_WAIT on `port`

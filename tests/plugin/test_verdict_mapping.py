@@ -68,30 +68,77 @@ EXPECTED = {
 }
 
 
+EXPECTATIONS = """
+[[expect]]
+case = "SR-9[27]"
+peer = "*"
+verdicts = ["FAILED"]
+reason = "a fabricated MUST violation"
+source = "tests/plugin/test_verdict_mapping.py"
+
+[[expect]]
+case = "SR-9[34]"
+peer = "*"
+verdicts = ["NON-STRICT"]
+reason = "a fabricated SHOULD miss / lateness"
+source = "tests/plugin/test_verdict_mapping.py"
+"""
+
+
 @pytest.mark.timeout(120)
 def test_verdicts_pytest_outcomes_and_report(pytester: pytest.Pytester) -> None:
+    """SPEC §2's grading, with every verdict expected (an expected FAILED is xfailed, ERROR is
+    never expected)."""
     pytester.makepyfile(test_cases=SUITE)
+    expectations = pytester.path / "expect.toml"
+    expectations.write_text(EXPECTATIONS)
     report_dir = pytester.path / "report"
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(report_dir))
-    # FAILED and ERROR fail the run; NON-STRICT / INFORMATIONAL pass; UNIMPLEMENTED skips.
-    result.assert_outcomes(passed=4, failed=3, skipped=1)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(report_dir),
+                                           "--expectations", str(expectations))
+    # expected FAILED -> xfailed; NON-STRICT / INFORMATIONAL pass; UNIMPLEMENTED skips; ERROR fails.
+    result.assert_outcomes(passed=4, failed=1, skipped=1, xfailed=2)
     assert result.ret == 1
-    result.stdout.fnmatch_lines(["*connformance: *1 ERROR*2 FAILED*1 INFORMATIONAL*2 NON-STRICT*1 OK*1 UNIMPLEMENTED*"])
+    result.stdout.fnmatch_lines(["*connformance: *1 ERROR*2 FAILED*1 INFORMATIONAL*2 NON-STRICT*1 OK*1 UNIMPLEMENTED*"
+                                 "1 unexpected*", "UNEXPECTED SR-98*ERROR*"])
 
     index = json.loads((report_dir / "index.json").read_text())
     verdicts = {r["case_id"]: r["verdict"] for r in index["results"]}
     assert verdicts == EXPECTED
+    assert {r["case_id"] for r in index["results"] if r["unexpected"]} == {"SR-98"}
     failed = next(r for r in index["results"] if r["case_id"] == "SR-92")
     assert (failed["expected"], failed["actual"]) == ("one", "two")
+    assert failed["expectation"]["reason"] == "a fabricated MUST violation"
     assert "history excerpt" in failed["detail"]
     assert failed["history"] and (report_dir / failed["history"]).exists()
 
     junit = ET.parse(report_dir / "junit.xml").getroot()
     cases = junit.findall(".//testcase")
     assert len(cases) == 8
-    assert len(junit.findall(".//testcase/failure")) + len(junit.findall(".//testcase/error")) == 3
-    assert len(junit.findall(".//testcase/skipped")) == 1
+    assert [f.get("type") for f in junit.findall(".//testcase/failure")] == ["ERROR"]
+    expected_failed = [s for s in junit.findall(".//testcase/skipped") if s.get("type") == "connformance.expected-FAILED"]
+    assert len(expected_failed) == 2 and "a fabricated MUST violation" in expected_failed[0].get("message")
+    assert len(junit.findall(".//testcase/skipped")) == 3
     assert "SR-92" in (report_dir / "index.html").read_text()
+
+    # Without the ERROR the run is green; without the expectations every non-default verdict is red.
+    green = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(report_dir),
+                                          "--expectations", str(expectations), "-k", "not SR-98")
+    assert green.ret == 0
+    red = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(report_dir), "-k", "not SR-98")
+    red.assert_outcomes(passed=2, failed=4, skipped=1)
+    red.stdout.fnmatch_lines(["*UNEXPECTED SR-93*regression: NON-STRICT where no expectation says so*"])
+
+
+@pytest.mark.timeout(120)
+def test_a_stale_expectation_is_unexpected(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_cases=SUITE)
+    stale = pytester.path / "stale.toml"
+    stale.write_text('[[expect]]\ncase = "SR-91"\npeer = "*"\nverdicts = ["FAILED"]\nreason = "known bug"\n'
+                     'source = "upstream#1"\n')
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(pytester.path / "r"),
+                                           "--expectations", str(stale), "-k", "SR-91")
+    assert result.ret == 1
+    result.stdout.fnmatch_lines(["*stale expectation: OK*fixed? update it*"])
 
 
 @pytest.mark.timeout(60)

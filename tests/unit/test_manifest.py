@@ -484,6 +484,7 @@ def test_every_builtin_manifest_loads_and_renders(tmp_path: Path) -> None:
         "main_port": 8848,
         "host": "127.0.0.11",
         "grpc_port": 9848,
+        "scratch": "/tmp/scratch",
         "server_list": "127.0.0.1:8848",
         "control_port": 1,
         "url": "u",

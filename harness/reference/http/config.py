@@ -58,7 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> LedgerConfig:
     p.add_argument("--rst-on-idle", type=_bool, nargs="?", const=True, default=False)
     a = p.parse_args(argv)
     try:
-        check_loopback(a.host)
+        check_loopback(a.host, namespaced=True)  # a bind: only our namespaces have such addresses
     except ValueError as exc:
         p.error(str(exc))
     if a.max_connections == 0 or a.max_connections < -1:

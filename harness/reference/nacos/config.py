@@ -36,7 +36,7 @@ class ServerConfig:
     server_address: str = ""  # this server's own main address
 
     def __post_init__(self) -> None:
-        check_loopback(self.host)
+        check_loopback(self.host, namespaced=True)  # a bind: only our namespaces have such addresses
         if not self.server_address:
             self.server_address = f"{self.host}:{self.main_port}"
         if self.server_address not in self.members:

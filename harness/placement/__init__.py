@@ -1,0 +1,1 @@
+"""Where peers run beyond the slot's loopback block: network namespaces (``netns``)."""

@@ -1,0 +1,263 @@
+"""Unregister when a transport dies, judged on any Nacos server (SPEC §5 TC-01..TC-03, TC-10):
+the registration leaves ``current``, the per-client-IP counter of its IP drops by one (the
+``client_ip_counts`` extension: the reference server alone shows it), and the disconnect listeners
+fire exactly once (``ServerEvents``: the ``events`` extension, or the server's own log).
+
+``prove_registered`` takes the baseline (a client RUNNING and registered, the counter and the
+event log's position read before the fault), ``watch_unregister`` observes from the fault,
+``judge_cleanup`` grades what it saw (FAILED for a registration never dropped, a second event, a
+counter not decremented; what was right but late comes back for ``finish``). A check that the
+server cannot show is named in ``finish``'s UNIMPLEMENTED, after the rest was judged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.control.http import ControlError
+from harness.observe.sockets import TcpEntry, snapshot
+from harness.scenarios.nacos import wait_client_running, wait_registered
+from harness.topology import NacosClientHandle, NacosServerHandle
+from harness.wait import WaitTimeout, eventually, now_ms
+
+TOLERANCE_MS = 250  # SPEC §5 preamble
+UNREGISTER_BOUND_MS = 1000  # SPEC TC-01: the server unregisters within 1 s
+UNREGISTER_WATCH_MS = 5000  # a registration still held after this is never cleaned up: FAILED
+RUNNING_TIMEOUT_MS = 15000  # real libraries: ServerCheck 3 s timeout + setup wait, from a cold start
+REGISTER_TIMEOUT_MS = 3000
+POLL_MS = 25
+
+_SWALLOW = (OSError, ValueError, ControlError)
+
+
+# ---- baseline ---------------------------------------------------------------------------------
+
+@dataclass
+class Registered:
+    """The client under test as the server knew it before the fault."""
+
+    server: NacosServerHandle
+    client: NacosClientHandle | None  # None: a raw probe's connection
+    connection_id: str
+    client_ip: str
+    ip_count: int | None  # clientIpCounts[client_ip] before the fault (None without client_ip_counts)
+    events_seq: int  # last seq of the events log before the fault
+    has_events: bool  # capability ``events``: the listener-notification log
+    has_counts: bool  # capability ``client_ip_counts``: the per-IP counter
+
+    def missing(self) -> list[str]:
+        return [what for what, has in (("the per-IP counter (extension client_ip_counts)", self.has_counts),
+                                       ("listener notifications (events extension or a [witness] log)",
+                                        self.has_events)) if not has]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"server": self.server.main_address, "connection_id": self.connection_id, "client_ip": self.client_ip,
+                "ip_count": self.ip_count, "events_seq": self.events_seq}
+
+
+def running(cf, client: NacosClientHandle, *, what: str = "baseline",
+            timeout_ms: float = RUNNING_TIMEOUT_MS) -> dict[str, Any]:
+    try:
+        return wait_client_running(cf.history, client, timeout_ms=timeout_ms)
+    except WaitTimeout as exc:
+        last = exc.last if isinstance(exc.last, dict) else {}
+        cf.fail(expected=f"{client.name} RUNNING within {timeout_ms:.0f} ms ({what})",
+                actual=f"last state {brief(last) or exc.last!r}", hint="the handshake did not complete; see the peer logs",
+                verdict="FAILED")
+        raise  # unreachable: fail() raises
+
+
+def prove_registered(cf, client: NacosClientHandle, server: NacosServerHandle) -> Registered:
+    """Baseline: ``client`` RUNNING on ``server`` (through its proxy), registered under the id it
+    reports, counted in ``clientIpCounts``; the event log's position is taken here."""
+    state = running(cf, client)
+    if state.get("server") not in (None, server.main_address):
+        cf.fail(expected=f"{client.name} RUNNING on {server.main_address}, its only server (baseline)",
+                actual=brief(state), verdict="FAILED")
+    cid = state.get("connection_id")
+    try:
+        ids = wait_registered(cf.history, server, timeout_ms=REGISTER_TIMEOUT_MS, connection_id=cid,
+                              count=None if cid else 1)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"{client.name}'s connection {cid or '(one)'} registered on {server.main_address} (baseline)",
+                actual=f"current holds {sorted(exc.last or {})}", verdict="FAILED")
+        raise
+    return registration(cf, server, cid or next(iter(ids)), ids, client=client)
+
+
+def registration(cf, server: NacosServerHandle, cid: str, ids: dict[str, Any],
+                 client: NacosClientHandle | None = None) -> Registered:
+    """The baseline of one registered connection ``cid`` (``ids``: ``current`` holding it): its
+    IP's counter and the event log's position, read before the fault (a raw probe's too)."""
+    client_ip = str((ids[cid].get("metaInfo") or {}).get("clientIp") or "")
+    has_events = server.events.available  # the events extension, or the server's own log
+    has_counts = server.peer.has_capability("client_ip_counts")
+    ip_count, seq = None, 0
+    if has_events:
+        seq = server.events.cursor()
+    if has_counts:
+        counts = server.admin.client_ip_counts()
+        ip_count = int(counts.get(client_ip, 0))
+        mine = sum(1 for e in ids.values() if (e.get("metaInfo") or {}).get("clientIp") == client_ip)
+        cf.check(ip_count == mine and ip_count >= 1,
+                 expected=f"baseline: clientIpCounts[{client_ip}] counts the {mine} registered connection(s) of that IP",
+                 actual={"clientIpCounts": counts, "current": sorted(ids)}, verdict="FAILED")
+    reg = Registered(server, client, cid, client_ip, ip_count, seq, has_events, has_counts)
+    cf.history.observe("baseline", reg.as_dict())
+    return reg
+
+
+def brief(state: Any) -> Any:
+    if not isinstance(state, dict):
+        return state
+    return {k: state.get(k) for k in ("status", "server", "connection_id")}
+
+
+# ---- the cleanup watch --------------------------------------------------------------------------
+
+@dataclass
+class Cleanup:
+    """When each part of the cleanup was first seen, in ms after the fault (None: not seen)."""
+
+    fault: str
+    connection_id: str
+    client_ip: str
+    gone_ms: float | None = None  # the id left `current`
+    counted_ms: float | None = None  # clientIpCounts[ip] == baseline - 1
+    event_ms: float | None = None  # a `disconnected` event for the id
+    watched_ms: float = 0.0
+    last_count: int | None = None
+    disconnected: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 1)
+        return {"fault": self.fault, "connection_id": self.connection_id, "client_ip": self.client_ip,
+                "gone_from_current_after_ms": r(self.gone_ms), "ip_count_decremented_after_ms": r(self.counted_ms),
+                "disconnected_event_after_ms": r(self.event_ms), "watched_ms": round(self.watched_ms),
+                "last_ip_count": self.last_count, "disconnected_events": len(self.disconnected)}
+
+
+def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
+                     watch_ms: float = UNREGISTER_WATCH_MS) -> Cleanup:
+    """Poll ``current``, ``clientIpCounts`` and ``events`` together until the id is gone, the
+    count is down by one and a ``disconnected`` event is there, or ``watch_ms`` after the fault
+    (monotonic ``fault_at_ms``). Observes only; ``judge_cleanup`` judges."""
+    seen = Cleanup(fault, reg.connection_id, reg.client_ip)
+    admin = reg.server.admin
+
+    def poll() -> Cleanup:
+        ids = admin.current()
+        t = now_ms() - fault_at_ms
+        if seen.gone_ms is None and reg.connection_id not in ids:
+            seen.gone_ms = t
+        if reg.has_counts:
+            assert reg.ip_count is not None
+            seen.last_count = int(admin.client_ip_counts().get(reg.client_ip, 0))
+            t = now_ms() - fault_at_ms
+            if seen.counted_ms is None and seen.last_count == reg.ip_count - 1:
+                seen.counted_ms = t
+        if reg.has_events:
+            seen.disconnected = disconnected_events(reg)
+            t = now_ms() - fault_at_ms
+            if seen.event_ms is None and seen.disconnected:
+                seen.event_ms = t
+        seen.watched_ms = now_ms() - fault_at_ms
+        return seen
+
+    def done(s: Cleanup) -> bool:
+        return (s.gone_ms is not None and (not reg.has_counts or s.counted_ms is not None)
+                and (not reg.has_events or s.event_ms is not None))
+
+    try:
+        eventually(poll, timeout_ms=max(0.0, fault_at_ms + watch_ms - now_ms()), what=f"{reg.connection_id} cleaned up",
+                   accept=done, swallow=_SWALLOW, interval_ms=POLL_MS)
+    except WaitTimeout:
+        seen.watched_ms = now_ms() - fault_at_ms
+    cf.history.observe("cleanup", seen.as_dict())
+    return seen
+
+
+def disconnected_events(reg: Registered) -> list[dict[str, Any]]:
+    return [e for e in reg.server.events.since(reg.events_seq)
+            if e.get("event") == "disconnected" and e.get("connectionId") == reg.connection_id]
+
+
+def judge_cleanup(cf, reg: Registered, seen: Cleanup, *, bound_ms: float = UNREGISTER_BOUND_MS + TOLERANCE_MS,
+                  at_ms: float | None = None) -> list[str]:
+    """FAILED for a registration never dropped, a second (or no) ``disconnected`` event, or a
+    per-IP count not decremented; returns what was right but late (for ``cf.late``)."""
+    cid, ip = reg.connection_id, reg.client_ip
+    if seen.gone_ms is None:
+        cf.fail(expected=f"{cid} gone from current within {bound_ms:.0f} ms of the {seen.fault}",
+                actual=f"still registered {seen.watched_ms:.0f} ms after the {seen.fault}: the server held the dead "
+                       f"registration for the whole watch", at_ms=at_ms, verdict="FAILED",
+                hint="the transport is dead but the server never unregistered it")
+    if reg.has_events:
+        cf.check(len(seen.disconnected) == 1,
+                 expected=f"exactly one disconnected event for {cid} (listeners fire once)",
+                 actual={"disconnected events for the id": seen.disconnected, "after_ms": seen.as_dict()},
+                 at_ms=at_ms, verdict="FAILED")
+    if reg.has_counts:
+        if seen.counted_ms is None:
+            assert reg.ip_count is not None
+            cf.fail(expected=f"per-IP count of {ip} decremented {reg.ip_count} → {reg.ip_count - 1} within "
+                             f"{bound_ms:.0f} ms of the {seen.fault}",
+                    actual=f"clientIpCounts[{ip}] still {seen.last_count} {seen.watched_ms:.0f} ms after the "
+                           f"{seen.fault} (the id left current after {seen.gone_ms:.0f} ms)",
+                    at_ms=at_ms, verdict="FAILED", hint="the per-IP counter drifts from current")
+    late = []
+    for what, t in (("left current", seen.gone_ms), ("per-IP count decremented", seen.counted_ms),
+                    ("disconnected event", seen.event_ms)):
+        if t is not None and t > bound_ms:
+            late.append(f"{what} {t:.0f} ms after the {seen.fault}")
+    return late
+
+
+def recheck_one_disconnect(cf, reg: Registered) -> None:
+    """At the end of a case: still exactly one ``disconnected`` event for the dead id."""
+    if not reg.has_events:
+        return
+    events = disconnected_events(reg)
+    cf.history.observe("disconnected_events", {"connection_id": reg.connection_id, "events": events})
+    cf.check(len(events) == 1, expected=f"exactly one disconnected event for {reg.connection_id} (listeners fire once)",
+             actual=events, verdict="FAILED")
+
+
+def finish(cf, reg: Registered, seen: Cleanup, late: list[str], detail: str) -> None:
+    """Grade: NON-STRICT for lateness, UNIMPLEMENTED when an extension was missing, else OK."""
+    if late:
+        cf.late(expected=f"cleaned up within {UNREGISTER_BOUND_MS} + {TOLERANCE_MS} ms of the {seen.fault}",
+                actual=f"the dead registration {reg.connection_id} was held: " + "; ".join(late))
+    if reg.missing():
+        judged = f"left current after {seen.gone_ms:.0f} ms"
+        if reg.has_events:
+            judged += f", exactly one disconnected event ({reg.server.events.source})"
+        cf.unimplemented(f"{reg.server.peer.name}: {detail}; {judged} (judged, held); not observable on "
+                         f"this server: {'; '.join(reg.missing())}")
+    cf.ok(detail, expected=f"gone from current, per-IP count -1, one disconnected event within "
+                           f"{UNREGISTER_BOUND_MS} + {TOLERANCE_MS} ms", actual=seen.as_dict())
+
+
+# ---- sockets of one transport ---------------------------------------------------------------------
+
+def transport_peer(connection_id: str) -> tuple[str, int] | None:
+    """The TCP peer the server saw, from an id ``<ms>_<peerIp>_<peerPort>`` (SPEC §4.2)."""
+    parts = connection_id.rsplit("_", 2)
+    if len(parts) != 3 or not parts[2].isdigit():
+        return None
+    return parts[1], int(parts[2])
+
+
+def transport_sockets(server: NacosServerHandle, peer: tuple[str, int]) -> list[TcpEntry]:
+    """Both ends of one transport on the server's real gRPC port: the server's socket (local =
+    gRPC port, remote = peer) and the peer's (the proxy's upstream side)."""
+    ip, port = peer
+    return [e for e in snapshot([server.grpc_port])
+            if (e.local_port == server.grpc_port and e.remote_port == port and e.remote_ip == ip)
+            or (e.remote_port == server.grpc_port and e.local_port == port and e.local_ip == ip)]
+
+
+def states_of(entries: list[TcpEntry]) -> list[str]:
+    return sorted(f"{e.local_ip}:{e.local_port}->{e.remote_ip}:{e.remote_port} {e.state}" for e in entries)
