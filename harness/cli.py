@@ -193,13 +193,51 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return run_up(options, echo=lambda line: print(line, flush=True))
 
 
+def _add_check_peer(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("check-peer", help="start one peer and check that it keeps the contract (docs/roles)")
+    p.add_argument("--peers-file", action="append", default=[], help="manifest(s) to load (repeatable)")
+    p.add_argument("--peer", action="append", required=True, metavar="ROLE=NAME", help="the peer(s) to check")
+    p.add_argument("--runtime", default="process", choices=("process", "docker"))
+    p.set_defaults(func=_cmd_check_peer)
+
+
+def _cmd_check_peer(args: argparse.Namespace) -> int:
+    from harness.check_peer import check_peer
+    from harness.peers import PeerRegistry
+
+    registry = PeerRegistry.default(args.peers_file)
+    problems: list[str] = []
+    for spec in args.peer:
+        role, _, name = spec.partition("=")
+        if not name:
+            raise HarnessError(f"--peer {spec!r}: expected ROLE=NAME, e.g. --peer nacos-client=mine")
+        problems += check_peer(registry.get(role, name), registry, runtime_name=args.runtime)
+    for line in problems:
+        print(f"PROBLEM {line}")
+    print(f"check-peer: {len(problems)} problem(s)")
+    return 1 if problems else EXIT_OK
+
+
 def _add_report(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("report", help="re-render index.html and junit.xml from a report's index.json")
-    p.add_argument("report_dir", nargs="?", default=None, help="the report folder (default ./report)")
-    p.set_defaults(func=_cmd_report)
+    p = subparsers.add_parser("report", help="render, diff and merge reports (render is the default)")
+    actions = p.add_subparsers(dest="report_action", metavar="ACTION")
+    render = actions.add_parser("render", help="re-render index.html and junit.xml from a report's index.json")
+    render.add_argument("report_dir", nargs="?", default=None, help="the report folder (default ./report)")
+    render.set_defaults(func=_cmd_report_render)
+    diff = actions.add_parser("diff", help="the cells whose verdict changed between two reports, with both details")
+    diff.add_argument("old", help="the earlier report (folder or index.json)")
+    diff.add_argument("new", help="the later report (folder or index.json)")
+    diff.add_argument("--json", dest="json_out", default=None, help="also write the diff as JSON here")
+    diff.add_argument("--exit-code", action="store_true", help="exit 1 when something changed")
+    diff.set_defaults(func=_cmd_report_diff)
+    merge = actions.add_parser("merge", help="join shard reports (--shard K/N) into one report folder")
+    merge.add_argument("out", help="the merged report folder")
+    merge.add_argument("shards", nargs="+", help="the shards' report folders")
+    merge.set_defaults(func=_cmd_report_merge)
+    p.set_defaults(func=_cmd_report_render, report_dir=None)
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report_render(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from harness.paths import default_report_dir
@@ -211,6 +249,41 @@ def _cmd_report(args: argparse.Namespace) -> int:
     writer, meta = ReportWriter.load(report_dir)
     files = writer.write(meta)
     print(f"wrote {files}")
+    print(f"summary: {writer.summary()}")
+    return EXIT_OK
+
+
+def _cmd_report_diff(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from harness.report.compare import diff_reports, load_index, render_diff
+
+    diff = diff_reports(load_index(Path(args.old)), load_index(Path(args.new)))
+    print(render_diff(diff))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(diff.to_dict(), indent=1))
+    return 1 if args.exit_code and not diff.empty else EXIT_OK
+
+
+def _cmd_report_merge(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from harness.report.compare import load_index, merge_reports
+    from harness.report.writer import ReportWriter
+
+    out = Path(args.out)
+    shards = [Path(p) for p in args.shards]
+    results, meta = merge_reports([load_index(p) for p in shards], [str(p) for p in shards])
+    out.mkdir(parents=True, exist_ok=True)
+    for shard in shards:  # histories and logs, so the merged report's links resolve
+        if (shard / "cases").is_dir() and shard.resolve() != out.resolve():
+            shutil.copytree(shard / "cases", out / "cases", dirs_exist_ok=True)
+    writer = ReportWriter(out)
+    writer.extend(results)
+    files = writer.write(meta)
+    print(f"merged {len(results)} cells from {len(shards)} shard(s) into {files.index_json.parent}")
     print(f"summary: {writer.summary()}")
     return EXIT_OK
 
@@ -271,6 +344,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_peers,
     _add_run,
     _add_up,
+    _add_check_peer,
     _add_report,
     _add_docker,
 )
@@ -289,6 +363,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `connformance report DIR` (the old form) still re-renders: render is report's default action.
+    if len(argv) >= 2 and argv[0] == "report" and argv[1] not in ("render", "diff", "merge", "-h", "--help"):
+        argv.insert(1, "render")
     args, extra = parser.parse_known_args(argv)
     if args.command == "run":
         args.pytest_args = extra

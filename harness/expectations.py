@@ -12,8 +12,9 @@ A file (TOML) holds ``[[expect]]`` entries::
     source = "nacos-sdk-python 3.2.0 grpc_util.py:29-53; research/real-servers-and-audit.md §3"
     rate = ""                                                 # where it varies: the measured rate
 
-A cell without an entry is expected to give OK, INFORMATIONAL or UNIMPLEMENTED (the last is
-decided by manifests, not by runs). ERROR is never expected: a broken run is always red. An
+A cell without an entry is expected to give OK, INFORMATIONAL or UNIMPLEMENTED. UNIMPLEMENTED is
+never unexpected, entry or not: it says what the machine and the manifests let a case judge (no
+namespaces without root, a capability left out), not how a peer behaved. ERROR is never expected: a broken run is always red. An
 entry that matches a cell giving something else is *unexpected* too: a regression, or a fix
 that made the entry stale (the run says which). Later files win over earlier ones for the same
 (case, peer) pattern; the built-in file ships beside this module for the built-in peers.
@@ -132,6 +133,10 @@ class Expectations:
         expected = entry.verdicts if entry else DEFAULT_EXPECTED
         if verdict == "ERROR":
             return Judgement(expected, entry, True, "ERROR: the run broke (never expected)")
+        if verdict == "UNIMPLEMENTED":
+            # Not a verdict about behaviour: what this machine or manifest lets the case judge
+            # (a namespace without root, a capability dropped). Never red, never stale.
+            return Judgement(expected, entry, False, "")
         if verdict in expected:
             return Judgement(expected, entry, False, "")
         if entry is None:

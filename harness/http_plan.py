@@ -84,6 +84,7 @@ REQUEST_OPS = ("burst", "sequential", "cancel_burst")
 OPS = (*REQUEST_OPS, "sleep")
 MAX_N = 1000
 RECORD_FIELDS = ("phase", "i", "start_ms", "end_ms", "status", "error", "reused", "local_port")
+EPOCH_MS_FLOOR = 1_000_000_000_000  # 2001-09-09 in epoch ms: anything smaller is a relative time
 
 _METHOD = re.compile(r"[A-Z]{1,16}")
 _REQUEST_KEYS = {"op", "n", "path", "method", "target", "body", "timeout_ms"}
@@ -325,6 +326,12 @@ def _record(obj: dict[str, Any], line_no: int) -> RequestRecord:
                             f"{'/'.join(t.__name__ for t in types)}, got {value!r}")
         return value
 
+    for name in ("start_ms", "end_ms"):
+        value = obj[name]
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not EPOCH_MS_FLOOR <= value:
+            raise PlanError(f"agent output line {line_no}: {name} {value!r} is not a wall-clock time: the contract's "
+                            "start_ms/end_ms are epoch milliseconds (e.g. Date.now(), System.currentTimeMillis(), "
+                            "time.time()*1000), so they line up with the server's ledger")
     return RequestRecord(
         phase=typed("phase", (int,), False), i=typed("i", (int,), False),
         start_ms=float(typed("start_ms", (int, float), False)), end_ms=float(typed("end_ms", (int, float), False)),

@@ -9,6 +9,7 @@ M + 1000, so every client->server byte crosses the proxy, redirects included.
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any
 
 from harness.control.agent import AgentControl
 from harness.control.nacos_admin import NacosAdmin
-from harness.errors import HarnessError, Unimplemented
+from harness.errors import HarnessError, SetupError, Unimplemented
 from harness.http_run import AgentRun, LedgerAdmin, run_http_agent
 from harness.observe.history import History
 from harness.observe.listeners import exposed, listeners_of
@@ -42,6 +43,11 @@ PLACEMENTS = ("loopback", "netns")  # where servers run: on the slot's loopback 
 # A peer closes its side within this after the other side did; a CLOSE_WAIT older than that at
 # the end of a case is a leak (SPEC TC-13's 60 s CLOSE_WAIT is what this catches).
 CLOSE_WAIT_GRACE_MS = 2000
+
+
+def admin_for(peer: PeerManifest, address: str, *, timeout_s: float = 5.0) -> NacosAdmin:
+    return NacosAdmin(address, timeout_s=timeout_s, current_path=peer.admin.current,
+                      current_shape=peer.admin.current_shape)
 
 
 @dataclass
@@ -74,7 +80,7 @@ class NacosServerHandle:
 
     def new_admin(self, timeout_s: float = 5.0) -> NacosAdmin:
         """A second admin client (e.g. for a call that blocks beside the case's own)."""
-        return NacosAdmin(self.admin_address, timeout_s=timeout_s)
+        return admin_for(self.peer, self.admin_address, timeout_s=timeout_s)
 
     @property
     def proxied_grpc_port(self) -> int:
@@ -146,16 +152,18 @@ class Topology:
         self._witness_logs: list[tuple[str, Path]] = []
 
     # -- servers -------------------------------------------------------------------------
-    def nacos_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None) -> list[NacosServerHandle]:
+    def nacos_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None,
+                      namespaced: bool = False) -> list[NacosServerHandle]:
         """Start ``count`` servers of ``peer``, each behind its own proxy. A cluster of more
         than one learns its members through the ``members`` knob when the peer has it.
 
         A peer whose manifest asks for a namespace (``[placement] network_namespace``), or every
         server when the topology places servers in namespaces, listens on its namespace's
-        address (``bind_host``); clients still see only its proxy on loopback (``host``)."""
+        address (``bind_host``); clients still see only its proxy on loopback (``host``).
+        ``namespaced``: always (a case with packet-level faults)."""
         knobs = dict(knobs or {})
         first = len(self.servers)
-        in_namespace = self._wants_namespace(peer)
+        in_namespace = namespaced or self._wants_namespace(peer)  # a packet-level fault needs one
         if in_namespace and count > 1 and peer.supports("members"):
             raise Unimplemented(f"{peer.label}: a cluster of servers in network namespaces is not placed yet "
                                 "(its members would need to reach each other across namespaces)")
@@ -169,7 +177,7 @@ class Topology:
         members = [f"{host}:{main}" for _, host, main, _ in places]
         if count > 1 and peer.supports("members"):
             knobs.setdefault("members", members)
-        started = []
+        prepared = []
         for index, host, main_port, grpc_port in places:
             name = f"server-{index}"
             namespace = self._namespace() if in_namespace else None
@@ -185,10 +193,23 @@ class Topology:
             if peer.supports("server_address"):
                 server_knobs.setdefault("server_address", f"{host}:{main_port}")
             placeholders = {"main_port": main_port, "grpc_port": grpc_port, "host": bind_host,
+                            "aux_port": free_port(host=host) if namespace is None else main_port + 2000,
                             "address": f"{host}:{main_port}", "scratch": str(self._new_scratch(name)), "name": name}
+            prepared.append((index, name, host, bind_host, main_port, grpc_port, namespace, proxy, server_knobs,
+                             placeholders))
+        # The servers start side by side: a real server takes seconds to start, and a case with
+        # three of them should not wait for each in turn.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(prepared)),
+                                                   thread_name_prefix="server-start") as pool:
+            futures = [pool.submit(self._start, peer, p[1], p[9], p[8], namespace=p[6]) for p in prepared]
+            nodes = [f.result() for f in futures]
+        for p, node in zip(prepared, nodes, strict=True):
+            self._check_placement(node, p[3], {"main_port": p[4], "grpc_port": p[5]})
+        started = []
+        for (index, name, host, bind_host, main_port, grpc_port, namespace, proxy, server_knobs, placeholders), node \
+                in zip(prepared, nodes, strict=True):
             witness = self._witness(peer, placeholders)
-            node = self._start(peer, name, placeholders, server_knobs, namespace=namespace)
-            admin = NacosAdmin(f"{bind_host}:{main_port}")
+            admin = admin_for(peer, f"{bind_host}:{main_port}")
             handle = NacosServerHandle(index, peer, node, host, main_port, grpc_port, proxy, admin, server_knobs,
                                        bind_host=bind_host, namespace=namespace,
                                        events=ServerEvents(admin, has_extension=peer.has_capability("events"),
@@ -200,6 +221,26 @@ class Topology:
                 "grpc": grpc_port, "proxy": proxy.listen, "knobs": knobs,
                 "namespace": namespace.name if namespace else None})
         return started
+
+    def _check_placement(self, node: Node, host: str, ports: dict[str, int]) -> None:
+        """The server listens where it was told: each of ``ports`` on ``host`` (its own address;
+        a wildcard bind inside its namespace counts). A peer on 127.0.0.1 passes a readiness
+        probe written for 127.0.0.1 but is unreachable through its proxy: an ERROR that says
+        which placeholder to use, never a FAILED verdict about the peer."""
+        if not getattr(node, "cheap_process_list", True):
+            return
+        listening = [item for item in listeners_of(node.processes()) if item.proto == "tcp"]
+        missing = []
+        for placeholder, port in ports.items():
+            at = [item for item in listening if item.port == port]
+            if not any(item.ip in (host, "0.0.0.0", "::") for item in at):
+                where = ", ".join(f"{item.ip}:{item.port}" for item in at) or "nowhere"
+                missing.append(f"{{{placeholder}}} {port} on {host} (it listens {where})")
+        if missing:
+            raise SetupError(
+                f"peer {node.name} is not placed where the harness expects: " + "; ".join(missing)
+                + f". Bind the address given as {{host}} ({host}), not 127.0.0.1: each server has its own "
+                  "address, and its proxy and admin calls reach it there (docs/manifest.md, Placement)")
 
     def _wants_namespace(self, peer: PeerManifest) -> bool:
         return peer.placement.network_namespace or self.placement == "netns"
@@ -249,6 +290,7 @@ class Topology:
             self._proxies.append(proxy)
             proxy.on_event(self._record_proxy_event)
             node = self._start(peer, name, {"host": host, "port": port}, knobs)
+            self._check_placement(node, host, {"port": port})
             ledger = LedgerAdmin(f"http://{host}:{port}") if peer.has_capability("ledger") else None
             handle = HttpServerHandle(index, peer, node, host, port, proxy, ledger, knobs)
             self.http_servers_started.append(handle)

@@ -344,3 +344,27 @@ register_step(Step(
     is_done=_nginx_done,
     run=_install_nginx,
 ))
+
+
+# --- netfilter ----------------------------------------------------------------------------------
+# iptables inside the peers' network namespaces carries the packet-level faults (harness.netfaults).
+# Only root can make namespaces, so only root needs it; elsewhere the step is done (the L3 cases are
+# UNIMPLEMENTED there, saying why).
+
+IPTABLES_PACKAGE = "iptables"
+
+
+def _netfilter_done() -> bool:
+    return not _is_root() or shutil.which("iptables") is not None
+
+
+def _install_netfilter(progress: Progress) -> None:
+    _apt_install([IPTABLES_PACKAGE], progress, "netfilter")
+
+
+register_step(Step(
+    name="netfilter",
+    description=f"install iptables from Debian (apt-get install {IPTABLES_PACKAGE}) for packet-level faults, as root",
+    is_done=_netfilter_done,
+    run=_install_netfilter,
+))

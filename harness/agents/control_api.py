@@ -29,7 +29,7 @@ __all__ = ["AgentState", "EVENT_KINDS", "STATUSES", "make_app", "start_control_s
 log = logging.getLogger(__name__)
 
 STATUSES = ("STARTING", "RUNNING", "UNHEALTHY", "SHUTDOWN")
-EVENT_KINDS = ("connected", "disconnected", "reset_received", "switching", "error")
+EVENT_KINDS = ("connected", "disconnected", "reset_received", "switching", "connect_failed", "error")
 
 RequestHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 

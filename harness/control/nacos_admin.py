@@ -12,13 +12,25 @@ LOADER = "/nacos/v2/core/loader"
 
 
 class NacosAdmin:
-    def __init__(self, main_address: str, *, timeout_s: float = 5.0) -> None:
+    """``current_path``/``current_shape``: a server without the loader API lists its
+    registrations elsewhere (its manifest's ``[admin]``); ``"ids"`` is ``{"list": [ids]}``, read
+    as ``{id: {}}`` (no metadata)."""
+
+    def __init__(self, main_address: str, *, timeout_s: float = 5.0, current_path: str | None = None,
+                 current_shape: str = "loader") -> None:
         self.main_address = main_address
         self._http = JsonHttp(f"http://{main_address}", timeout_s=timeout_s)
+        self._current_path = current_path or f"{LOADER}/current"
+        self._current_shape = current_shape
 
     def current(self) -> dict[str, dict[str, Any]]:
         """``current``: registered connections keyed by connectionId."""
-        data = self._http.json_of(self._http.get_raw(f"{LOADER}/current"))
+        data = self._http.json_of(self._http.get_raw(self._current_path))
+        if self._current_shape == "ids":
+            ids = data.get("list") if isinstance(data, dict) else None
+            if not isinstance(ids, list):
+                raise ControlError(f"{self.main_address} {self._current_path}: expected {{\"list\": [ids]}}, got {data!r:.200}")
+            return {str(cid): {} for cid in ids}
         if not isinstance(data, dict):
             raise ControlError(f"{self.main_address} current: expected a JSON object, got {type(data).__name__}")
         return data

@@ -8,11 +8,14 @@ harness-level knobs map onto its flags, environment or JVM system properties.
     [readiness]   http / port / log (a string or a list each), http_status, timeout_ms
     [containment] deny_ip_datagram_sockets = true   -- refuse UDP/IP sockets (a library's stray
                   wildcard listener; see harness/runtime/seccomp.py)
+    [admin]       current = "/path", current_shape = "ids" (a server without the loader API:
+                  where its registrations are listed)
     [witness]     log = "{scratch}/logs/x.log", registered = regex, unregistered = regex (named
                   group ``id``): a server's own log lines for register/unregister
     [placement]   network_namespace = true (it binds the wildcard: give it a namespace of its own),
                   grpc_port_offset = 1000 (its gRPC port is main + this; it has no setting for it)
     [knobs]       knob = { flag = "--x" | env = "X" | sysprop = "a.b", format = int|str|bool|json|csv }
+                  or knob = { plan = true } (an http-client agent that reads it from its plan file)
     [timers]      the peer's own default timers in ms (health_interval_ms = 5000, ...): cases write
                   their expectation bands on these, or on the knob value when a case sets one
 
@@ -54,7 +57,7 @@ __all__ = [
 
 ROLES = ("nacos-server", "nacos-client", "http-server", "http-client")
 RUNTIMES = ("process", "docker")
-KNOB_KINDS = ("flag", "env", "sysprop")
+KNOB_KINDS = ("flag", "env", "sysprop", "plan")  # plan: the agent reads it from its plan file (http-client)
 KNOB_FORMATS = ("int", "str", "bool", "json", "csv")
 KNOB_ARGS = "{knob_args}"
 JVM_PROPS = "{jvm_props}"
@@ -155,6 +158,16 @@ class ContainmentSection:
 
 
 @dataclass(frozen=True)
+class AdminSection:
+    """Where a nacos-server peer shows its registrations when it has no loader API:
+    ``current`` (a path on its main port) answering ``{"list": [connection ids]}``
+    (``current_shape = "ids"``: ids only, no metadata), instead of ``/nacos/v2/core/loader/current``."""
+
+    current: str | None = None
+    current_shape: str = "loader"
+
+
+@dataclass(frozen=True)
 class WitnessSection:
     """A server's own log as the witness of what its API does not show (SPEC §4.2): ``log`` (a
     template: ``{scratch}/logs/x.log``), and regexes with a named group ``id`` for the lines it
@@ -190,6 +203,7 @@ class PeerManifest:
     containment: ContainmentSection = ContainmentSection()
     placement: PlacementSection = PlacementSection()
     witness: WitnessSection = WitnessSection()
+    admin: AdminSection = AdminSection()
     timers: Mapping[str, int] = field(default_factory=dict)
     key_prefix: str = ""  # "peers#2." for the 2nd [[peers]] entry; used in error messages
 
@@ -388,6 +402,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
     containment = _parse_containment(top.table("containment"))
     placement = _parse_placement(top.table("placement"))
     witness = _parse_witness(top.table("witness"))
+    admin = _parse_admin(top.table("admin"))
     knobs = _parse_knobs(top.table("knobs"))
     timers = _parse_timers(top.table("timers"))
     top.finish()
@@ -405,6 +420,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         containment=containment,
         placement=placement,
         witness=witness,
+        admin=admin,
         timers=timers,
         key_prefix=prefix,
     )
@@ -437,6 +453,17 @@ def _parse_containment(table: _Table | None) -> ContainmentSection:
     if table is None:
         return ContainmentSection()
     section = ContainmentSection(deny_ip_datagram_sockets=table.boolean("deny_ip_datagram_sockets"))
+    table.finish()
+    return section
+
+
+def _parse_admin(table: _Table | None) -> AdminSection:
+    if table is None:
+        return AdminSection()
+    shape = table.string("current_shape", default="loader") or "loader"
+    if shape not in ("loader", "ids"):
+        raise table.error("current_shape", f"unknown shape {shape!r}", 'use "loader" or "ids"')
+    section = AdminSection(current=table.string("current", required=True), current_shape=shape)
     table.finish()
     return section
 
@@ -525,6 +552,12 @@ def _parse_knobs(table: _Table | None) -> dict[str, KnobMapping]:
                 f'e.g. {knob} = {{ flag = "--{knob.replace("_", "-")}" }}',
             )
         kind = kinds[0]
+        if kind == "plan":  # `knob = { plan = true }`: nothing on the command line, the plan carries it
+            if mapping.get("plan") is not True:
+                raise mapping.error("plan", "expected `plan = true`", "the agent reads this knob from its plan file")
+            mapping.finish()
+            knobs[knob] = KnobMapping(knob=knob, kind="plan", target="plan")
+            continue
         target = mapping.string(kind, required=True)
         assert target is not None
         if kind == "flag" and not target.startswith("-"):

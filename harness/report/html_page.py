@@ -1,10 +1,17 @@
-"""``index.html``: the verdict matrix a user reads first (SPEC §6), rendered from ``index.json``.
+"""``index.html``: the verdict matrices a user reads first (SPEC §6), and ``findings.html``, the
+deviations of the implementations under test; both rendered from ``index.json`` alone.
 
-One self-contained page: inline CSS, a few lines of vanilla JS, no external assets. A summary bar
-of verdict counts; the matrix (rows = cases grouped by area, columns = peer combinations, each
-cell the verdict colour and duration, linking to the result's section and its history); then one
-``<details>`` section per result with expected / actual / detail and links to history and logs.
-Every string that came from a case or a peer is HTML-escaped.
+Layout, for a 1366×768 screen: a one-line header (verdict counts, how many cells are unexpected
+or varying, filter buttons), then one matrix per area (SR, TC, PL) with only the columns that have
+a cell in that area, each column a peer combination in two short lines. A cell is a chip: the
+verdict's colour and short name, ``!`` when unexpected, ``~`` when it varied over trials.
+Clicking a chip opens the cell in a side panel without leaving the page: requirement,
+expected / actual, detail, the expectation that explains it, links to its history and logs. Every
+cell also has a ``<details>`` section below (for search, and for pages read without scripts).
+
+Self-contained: inline CSS and JS, no external asset. Every string that came from a case or a
+peer is escaped (``html.escape`` in markup, a JSON ``<script type="application/json">`` island
+whose ``<`` are escaped for the panel).
 
 (Named ``html_page`` rather than ``html`` so that it never shadows the standard ``html`` module.)
 """
@@ -21,236 +28,252 @@ from urllib.parse import quote
 from harness.report.index_json import cell_variant_labels
 from harness.report.verdicts import Verdict
 
-__all__ = ["format_duration", "render_html", "result_anchors"]
+__all__ = ["format_duration", "render_findings", "render_html", "result_anchors"]
 
-_META_LABELS = (
-    ("run_id", "run"),
-    ("started_at", "started"),
-    ("finished_at", "finished"),
-    ("runtime_s", "runtime (s)"),
-    ("seed", "seed"),
-    ("peers", "peers"),
-    ("connformance_version", "connformance"),
-    ("command_line", "command line"),
-)
+AREA_TITLES = {"SR": "SR — setup and reset", "TC": "TC — transport termination cleanup",
+               "PL": "PL — per-host pool limits"}
+SHORT = {"OK": "OK", "NON-STRICT": "NS", "FAILED": "FAIL", "UNIMPLEMENTED": "n/a", "INFORMATIONAL": "INFO",
+         "ERROR": "ERR"}
+_ROLE_SHORT = {"nacos-client": "c", "http-client": "c", "nacos-server": "s", "http-server": "s"}
 
 _CSS = """
-:root { font: 14px/1.4 system-ui, sans-serif; color: #1b1b1b; }
-body { margin: 1.5em; }
-h1 { font-size: 1.4em; margin: 0 0 .4em; } h2 { font-size: 1.15em; margin: 1.6em 0 .5em; }
-table.meta td { padding: 0 1em 0 0; vertical-align: top; } table.meta td:first-child { color: #666; }
+:root { font: 13px/1.35 system-ui, sans-serif; color: #1b1b1b; }
+body { margin: .6em .8em; }
+header { display: flex; flex-wrap: wrap; gap: .3em .8em; align-items: center; }
+h1 { font-size: 1.15em; margin: 0; } h2 { font-size: 1.02em; margin: .8em 0 .3em; }
+.count { font-weight: 600; padding: .05em .45em; border-radius: 3px; }
+button.filter { font: inherit; padding: .05em .6em; border: 1px solid #999; background: #fff; border-radius: 3px; cursor: pointer; }
+button.filter.on { background: #1b1b1b; color: #fff; }
+details.meta { color: #555; } details.meta summary { cursor: pointer; }
 code, pre { font: 12px/1.35 ui-monospace, monospace; }
-pre { background: #f6f6f6; padding: .5em; margin: .2em 0; white-space: pre-wrap; word-break: break-word; }
-.bar { display: flex; height: 1.9em; border-radius: 4px; overflow: hidden; margin: 1em 0 .3em; max-width: 70em; }
-.bar span { display: flex; align-items: center; justify-content: center; min-width: 5.5em;
-  white-space: nowrap; font-weight: 600; padding: 0 .4em; }
-.counts { color: #555; margin-bottom: 1em; }
+pre { background: #f6f6f6; padding: .4em; margin: .2em 0; white-space: pre-wrap; word-break: break-word; }
 .v-OK { background: #2e7d32; color: #fff; } .v-NON-STRICT { background: #f9a825; color: #1b1b1b; }
-.v-FAILED { background: #c62828; color: #fff; } .v-UNIMPLEMENTED { background: #9e9e9e; color: #fff; }
+.v-FAILED { background: #c62828; color: #fff; } .v-UNIMPLEMENTED { background: #bdbdbd; color: #222; }
 .v-INFORMATIONAL { background: #1565c0; color: #fff; } .v-ERROR { background: #4a0000; color: #fff; }
-table.matrix { border-collapse: collapse; }
-table.matrix th, table.matrix td { border: 1px solid #d4d4d4; padding: .25em .45em; vertical-align: middle; }
-table.matrix thead th { background: #f0f0f0; position: sticky; top: 0; font-weight: 600; }
-table.matrix th.area { background: #e6e6e6; text-align: left; font-size: 1.05em; }
-td.id { font-weight: 600; white-space: nowrap; } td.level { font-size: .85em; color: #444; }
-td.title { max-width: 32em; } td.title span { border-bottom: 1px dotted #888; cursor: help; }
-td.cell { padding: 2px; min-width: 9em; } td.none { color: #aaa; text-align: center; }
-a.chip { display: block; text-decoration: none; padding: .2em .4em; border-radius: 3px; margin: 1px 0;
-  text-align: center; font-weight: 600; font-size: .85em; }
-a.chip small { display: block; font-weight: 400; opacity: .9; }
-a.chip:hover { outline: 2px solid #000; }
-a.hist { display: block; text-align: center; font-size: .75em; color: #555; }
-.filter { margin: .6em 0; color: #333; } tr.all-ok.hidden { display: none; }
-details.result { border: 1px solid #ddd; border-left-width: 6px; margin: .4em 0; padding: .3em .6em; }
-details.result[open] { background: #fcfcfc; } details.result:target { box-shadow: 0 0 0 3px #555; }
-details.result summary { cursor: pointer; }
-.chip-inline { padding: 0 .4em; border-radius: 3px; font-weight: 600; font-size: .85em; }
-dl { display: grid; grid-template-columns: max-content 1fr; gap: .2em 1em; margin: .5em 0; }
-dt { color: #666; } dd { margin: 0; min-width: 0; }
-.bl-OK { border-left-color: #2e7d32; } .bl-NON-STRICT { border-left-color: #f9a825; }
-.bl-FAILED { border-left-color: #c62828; } .bl-UNIMPLEMENTED { border-left-color: #9e9e9e; }
-.bl-INFORMATIONAL { border-left-color: #1565c0; } .bl-ERROR { border-left-color: #4a0000; }
+table.matrix { border-collapse: collapse; margin-bottom: .4em; }
+table.matrix th, table.matrix td { border: 1px solid #d8d8d8; padding: 1px 3px; }
+table.matrix thead th { background: #f3f3f3; font-weight: 500; font-size: .82em; line-height: 1.15;
+  white-space: nowrap; vertical-align: bottom; }
+td.id { font-weight: 600; white-space: nowrap; } td.title { white-space: nowrap; max-width: 17em; overflow: hidden;
+  text-overflow: ellipsis; font-size: .9em; }
+td.lv { font-size: .75em; color: #555; } td.cell { padding: 1px; text-align: center; } td.none { background: #fafafa; }
+a.chip { display: inline-block; min-width: 3.2em; text-decoration: none; padding: 0 .25em; border-radius: 3px;
+  font-weight: 600; font-size: .85em; margin: 1px 0; cursor: pointer; }
+a.chip.unexpected { outline: 2px solid #000; outline-offset: 1px; }
+body.only-unexpected a.chip:not(.unexpected), body.only-failed a.chip:not(.v-FAILED),
+body.only-varying a.chip:not(.varying) { opacity: .12; }
+#panel { position: fixed; top: 0; right: 0; width: min(44em, 60vw); height: 100vh; overflow: auto; background: #fff;
+  border-left: 2px solid #444; padding: .6em 1em; box-shadow: -4px 0 12px rgba(0,0,0,.2); display: none; }
+#panel.open { display: block; } #panel .close { float: right; cursor: pointer; font-size: 1.3em; }
+section.result { border-top: 1px solid #e0e0e0; padding: .2em 0; }
+section.result > summary { cursor: pointer; }
+dl { margin: .2em 0; } dt { font-weight: 600; margin-top: .35em; } dd { margin-left: 1em; }
+table.findings td { vertical-align: top; border-bottom: 1px solid #ddd; padding: .3em .5em; }
 """
 
-# Open the result section a cell links to; hide all-OK rows on demand.
 _JS = """
-function openTarget() {
-  var id = decodeURIComponent(location.hash.slice(1));
-  var el = id && document.getElementById(id);
-  if (el && el.tagName === "DETAILS") { el.open = true; }
+const cells = JSON.parse(document.getElementById('cells').textContent);
+const panel = document.getElementById('panel');
+function esc(s) { return String(s ?? '').replace(/[&<>"']/g, c => ({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c])); }
+function show(id) {
+  const c = cells[id]; if (!c) return;
+  let h = `<span class="close" onclick="panel.classList.remove('open')">×</span>`;
+  h += `<h2>${esc(c.case_id)} <span class="count v-${esc(c.verdict)}">${esc(c.verdict)}${c.rate ? ' ' + esc(c.rate) : ''}</span></h2>`;
+  h += `<div>${esc(c.peer)}</div><dl>`;
+  h += `<dt>requirement (${esc(c.level)})</dt><dd>${esc(c.requirement)}</dd>`;
+  if (c.unexpected) h += `<dt>UNEXPECTED</dt><dd>${esc(c.unexpected_why)}</dd>`;
+  if (c.expectation) h += `<dt>expected ${esc(c.expectation.verdicts.join('/'))}</dt><dd>${esc(c.expectation.reason)}<br><i>source:</i> ${esc(c.expectation.source)}${c.expectation.rate ? '<br><i>rate:</i> ' + esc(c.expectation.rate) : ''}</dd>`;
+  if (c.expected !== null) h += `<dt>expected</dt><dd><pre>${esc(typeof c.expected === 'string' ? c.expected : JSON.stringify(c.expected, null, 1))}</pre></dd>`;
+  if (c.actual !== null) h += `<dt>actual</dt><dd><pre>${esc(typeof c.actual === 'string' ? c.actual : JSON.stringify(c.actual, null, 1))}</pre></dd>`;
+  if (c.detail) h += `<dt>detail</dt><dd><pre>${esc(c.detail)}</pre></dd>`;
+  if (c.trials && c.trials.length) h += `<dt>trials</dt><dd>${esc(c.trials.join(', '))}</dd>`;
+  h += `<dt>files</dt><dd>`;
+  if (c.history) h += `<a href="${esc(c.history_href)}">history</a> `;
+  for (const [name, href] of c.logs) h += `<a href="${esc(href)}">${esc(name)}</a> `;
+  h += `</dd><dt>run it again</dt><dd><code>${esc(c.repro)}</code></dd></dl>`;
+  panel.innerHTML = h; panel.classList.add('open');
 }
-window.addEventListener("hashchange", openTarget);
-openTarget();
-document.getElementById("only-problems").addEventListener("change", function (e) {
-  document.querySelectorAll("tr.all-ok").forEach(function (row) {
-    row.classList.toggle("hidden", e.target.checked);
-  });
-});
+document.querySelectorAll('a.chip').forEach(a => a.addEventListener('click', e => { e.preventDefault(); show(a.dataset.cell); }));
+document.querySelectorAll('button.filter').forEach(b => b.addEventListener('click', () => {
+  const on = !b.classList.contains('on');
+  document.querySelectorAll('button.filter').forEach(x => { x.classList.remove('on'); document.body.classList.remove(x.dataset.f); });
+  if (on) { b.classList.add('on'); document.body.classList.add(b.dataset.f); }
+}));
 """
 
 
 def _e(value: Any) -> str:
-    """Escape any value for HTML text or a quoted attribute."""
     return html.escape(value if isinstance(value, str) else str(value), quote=True)
 
 
-def _href(relative_path: str) -> str:
-    # Percent-encode: a path cannot turn into a "javascript:" URL or break out of the attribute.
-    return _e(quote(str(relative_path).replace("\\", "/"), safe="/"))
-
-
-def _pretty(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, indent=2, ensure_ascii=False)
-
-
-def format_duration(duration_ms: float | None) -> str:
-    """``350 ms``, ``1.2 s``, ``2 min 03 s``."""
-    ms = float(duration_ms or 0)
-    if ms < 1000:
-        return f"{ms:.0f} ms"
-    if ms < 60_000:
-        return f"{ms / 1000:.1f} s"
-    minutes, seconds = divmod(round(ms / 1000), 60)
+def format_duration(ms: Any) -> str:
+    """``120 ms``, ``1.5 s``, ``2 min 05 s``."""
+    value = float(ms or 0)
+    if value < 1000:
+        return f"{value:.0f} ms"
+    if value < 60_000:
+        return f"{value / 1000:.1f} s"
+    minutes, seconds = divmod(round(value / 1000), 60)
     return f"{minutes} min {seconds:02d} s"
 
 
+def _href(path: str) -> str:
+    return quote(path, safe="/._-~")
+
+
 def result_anchors(results: Sequence[Mapping[str, Any]]) -> list[str]:
-    """A stable, unique HTML id per result (by position), readable in a URL."""
+    """A unique, stable HTML id per result: ``r-SR-01-<column slug>[-<variant>]``."""
     variants = cell_variant_labels(results)
-    seen: dict[str, int] = {}
-    anchors = []
+    anchors: list[str] = []
+    seen: set[str] = set()
     for result, variant in zip(results, variants, strict=True):
-        raw = "--".join(p for p in (result["case_id"], result["peer"], variant) if p)
-        base = re.sub(r"[^A-Za-z0-9_-]+", "_", raw).strip("_") or "result"
-        seen[base] = seen.get(base, 0) + 1
-        anchors.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+        slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{result['case_id']} {result['peer']} {variant}").strip("-")
+        anchor, n = f"r-{slug}", 2
+        while anchor in seen:
+            anchor, n = f"r-{slug}-{n}", n + 1
+        seen.add(anchor)
+        anchors.append(anchor)
     return anchors
 
 
-def _meta_table(meta: Mapping[str, Any]) -> str:
-    labelled = dict(_META_LABELS)
-    keys = [k for k, _ in _META_LABELS if k in meta] + sorted(k for k in meta if k not in labelled)
-    rows = []
-    for key in keys:
-        value = meta[key]
-        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        rows.append(f"<tr><td>{_e(labelled.get(key, key))}</td><td><code>{_e(text)}</code></td></tr>")
-    return f'<table class="meta">{"".join(rows)}</table>'
+def column_head(peer: str) -> str:
+    """``nacos-client=go-v2.3.5 nacos-server=ref`` as two short lines: ``c go-v2.3.5`` / ``s ref``."""
+    parts = []
+    for item in peer.split():
+        role, _, name = item.partition("=")
+        parts.append(f"{_ROLE_SHORT.get(role, role)} {name}" if name else item)
+    return "<br>".join(_e(p) for p in parts) or "(no peer)"
 
 
-def _summary(summary: Mapping[str, int]) -> str:
-    total = sum(summary.values())
-    segments = "".join(
-        f'<span class="v-{_e(v)}" style="flex-grow:{n}" title="{_e(v)}: {n}">{_e(v)} {n}</span>'
-        for v, n in summary.items()
-        if n
-    )
-    counts = " · ".join(f"{_e(v)} {n}" for v, n in summary.items())
-    return f'<div class="bar">{segments}</div><div class="counts">{total} results: {counts}</div>'
+def repro_command(result: Mapping[str, Any]) -> str:
+    peers = " ".join(f"--peer {item}" for item in result["peer"].split())
+    return f"python3 -m tox run -e conformance -- -k {result['case_id']} {peers}".strip()
+
+
+def _cell_data(result: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "case_id": result["case_id"], "peer": result["peer"], "verdict": result["verdict"],
+        "level": result["level"], "requirement": result["requirement"], "detail": result.get("detail") or "",
+        "expected": result.get("expected"), "actual": result.get("actual"), "rate": result.get("rate") or "",
+        "trials": result.get("trials") or [], "unexpected": bool(result.get("unexpected")),
+        "unexpected_why": result.get("unexpected_why") or "", "expectation": result.get("expectation"),
+        "history": result.get("history"), "history_href": _href(result["history"]) if result.get("history") else "",
+        "logs": [[name, _href(path)] for name, path in sorted((result.get("log_paths") or {}).items())],
+        "repro": repro_command(result),
+    }
 
 
 def _chip(result: Mapping[str, Any], anchor: str, variant: str) -> str:
-    verdict = _e(result["verdict"])
-    label = f"{_e(variant)}: " if variant else ""
-    tip = f"{result['case_id']} · {result['peer']} {variant}".strip() + f" · {result['verdict']}"
-    chip = (
-        f'<a class="chip v-{verdict}" href="#{anchor}" title="{_e(tip)}">{label}{verdict}'
-        f"<small>{_e(format_duration(result.get('duration_ms')))}</small></a>"
-    )
-    if result.get("history"):
-        chip += f'<a class="hist" href="{_href(result["history"])}">history</a>'
-    return chip
+    verdict = result["verdict"]
+    marks = ("!" if result.get("unexpected") else "") + ("~" if result.get("varying") else "")
+    classes = ["chip", f"v-{verdict}"] + ["unexpected"] * bool(result.get("unexpected")) \
+        + ["varying"] * bool(result.get("varying"))
+    tip = f"{verdict} {result.get('rate') or ''} {format_duration(result.get('duration_ms'))} {variant}".strip()
+    return (f'<a class="{" ".join(classes)}" href="#{anchor}" data-cell="{anchor}" title="{_e(tip)}">'
+            f"{_e(SHORT.get(verdict, verdict))}{marks}</a>")
 
 
-def _matrix(index: Mapping[str, Any], anchors: list[str], variants: list[str]) -> str:
-    peers: list[str] = list(index["peers"])
-    cells: dict[tuple[str, str], list[int]] = {}
-    for i, r in enumerate(index["results"]):
-        cells.setdefault((r["case_id"], r["peer"]), []).append(i)
-
-    head = "".join(f"<th>{_e(p)}</th>" for p in peers)
-    rows = [f"<thead><tr><th>case</th><th>level</th><th>title</th>{head}</tr></thead><tbody>"]
-    area = None
-    for case in index["cases"]:
-        if case["area"] != area:
-            area = case["area"]
-            rows.append(f'<tr><th class="area" colspan="{3 + len(peers)}">{_e(area)}</th></tr>')
-        tds, all_ok = [], True
-        for peer in peers:
-            members = cells.get((case["id"], peer), [])
-            if not members:
-                tds.append('<td class="cell none">–</td>')
-                continue
-            results = [index["results"][i] for i in members]
-            all_ok = all_ok and all(r["verdict"] == Verdict.OK for r in results)
-            chips = "".join(_chip(index["results"][i], anchors[i], variants[i]) for i in members)
-            tds.append(f'<td class="cell">{chips}</td>')
-        row_class = ' class="all-ok"' if all_ok else ""
-        rows.append(
-            f'<tr{row_class}><td class="id">{_e(case["id"])}</td><td class="level">{_e(case["level"])}</td>'
-            f'<td class="title"><span title="{_e(case["requirement"])}">{_e(case["title"])}</span></td>'
-            f"{''.join(tds)}</tr>"
-        )
-    rows.append("</tbody>")
-    return f'<table class="matrix">{"".join(rows)}</table>'
+def _matrices(index: Mapping[str, Any], anchors: list[str], variants: list[str]) -> str:
+    results = index["results"]
+    cases = {c["id"]: c for c in index.get("cases", [])}
+    order = {peer: i for i, peer in enumerate(index.get("peers", []))}
+    out = []
+    areas = []
+    for r in results:
+        if r["area"] not in areas:
+            areas.append(r["area"])
+    for area in areas:
+        members = [(r, a, v) for r, a, v in zip(results, anchors, variants, strict=True) if r["area"] == area]
+        columns = sorted({r["peer"] for r, _, _ in members}, key=lambda p: (order.get(p, len(order)), p))
+        rows: dict[str, dict[str, list[str]]] = {}
+        for r, a, v in members:
+            rows.setdefault(r["case_id"], {}).setdefault(r["peer"], []).append(_chip(r, a, v))
+        head = "".join(f"<th>{column_head(c)}</th>" for c in columns)
+        body = []
+        for case_id, by_column in rows.items():
+            case = cases.get(case_id, {})
+            cells = "".join(f'<td class="cell">{"".join(by_column[c])}</td>' if c in by_column else '<td class="none"></td>'
+                            for c in columns)
+            body.append(f'<tr><td class="id">{_e(case_id)}</td><td class="lv">{_e(case.get("level", ""))}</td>'
+                        f'<td class="title" title="{_e(case.get("requirement", ""))}">{_e(case.get("title", ""))}</td>'
+                        f"{cells}</tr>")
+        out.append(f"<h2>{_e(AREA_TITLES.get(area, area))}</h2>"
+                   f'<table class="matrix"><thead><tr><th>case</th><th></th><th></th>{head}</tr></thead>'
+                   f"<tbody>{''.join(body)}</tbody></table>")
+    return "".join(out)
 
 
-def _result_section(result: Mapping[str, Any], anchor: str, variant: str) -> str:
-    verdict = _e(result["verdict"])
-    fields: list[tuple[str, str]] = [
-        ("requirement", _e(result["requirement"])),
-        ("level", _e(result["level"])),
-        ("verdict", verdict),
-        ("duration", _e(format_duration(result.get("duration_ms")))),
-    ]
-    for name in ("expected", "actual"):
-        if result.get(name) is not None:
-            fields.append((name, f"<pre>{_e(_pretty(result[name]))}</pre>"))
-    if result.get("detail"):
-        fields.append(("detail", f"<pre>{_e(result['detail'])}</pre>"))
-    if result.get("history"):
-        fields.append(("history", f'<a href="{_href(result["history"])}">{_e(result["history"])}</a>'))
-    logs = result.get("log_paths") or {}
-    if logs:
-        links = " · ".join(f'<a href="{_href(p)}">{_e(name)}</a>' for name, p in sorted(logs.items()))
-        fields.append(("logs", links))
-    if result.get("params"):
-        fields.append(("params", f"<code>{_e(json.dumps(result['params'], ensure_ascii=False))}</code>"))
-    if result.get("seed") is not None:
-        fields.append(("seed", f"<code>{_e(result['seed'])}</code>"))
-    if result.get("nodeid"):
-        fields.append(("pytest id", f"<code>{_e(result['nodeid'])}</code>"))
-    body = "".join(f"<dt>{_e(name)}</dt><dd>{value}</dd>" for name, value in fields)
-    column = f"{result['peer']} {variant}".strip()
-    return (
-        f'<details class="result bl-{verdict}" id="{anchor}"><summary>'
-        f'<span class="chip-inline v-{verdict}">{verdict}</span> <b>{_e(result["case_id"])}</b> '
-        f"{_e(result['title'])} — <code>{_e(column)}</code> · "
-        f"{_e(format_duration(result.get('duration_ms')))}</summary><dl>{body}</dl></details>"
-    )
+def _sections(results: Sequence[Mapping[str, Any]], anchors: list[str]) -> str:
+    out = []
+    for r, anchor in zip(results, anchors, strict=True):
+        links = " ".join(f'<a href="{_e(_href(p))}">{_e(n)}</a>' for n, p in sorted((r.get("log_paths") or {}).items()))
+        if r.get("history"):
+            links = f'<a href="{_e(_href(r["history"]))}">history</a> ' + links
+        parts = [f"<dt>requirement</dt><dd>{_e(r['requirement'])}</dd>"]
+        for key in ("expected", "actual"):
+            if r.get(key) is not None:
+                value = r[key] if isinstance(r[key], str) else json.dumps(r[key], ensure_ascii=False)
+                parts.append(f"<dt>{key}</dt><dd><pre>{_e(value)}</pre></dd>")
+        if r.get("detail"):
+            parts.append(f"<dt>detail</dt><dd><pre>{_e(r['detail'])}</pre></dd>")
+        if r.get("expectation"):
+            parts.append(f"<dt>expectation</dt><dd>{_e(r['expectation'].get('reason', ''))} "
+                         f"({_e(r['expectation'].get('source', ''))})</dd>")
+        out.append(f'<details class="result v-{_e(r["verdict"])}-row" id="{anchor}"><summary>{_e(r["case_id"])} {_e(r["peer"])}: '
+                   f'<span class="count v-{_e(r["verdict"])}">{_e(r["verdict"])}</span> {_e(r.get("rate") or "")}'
+                   f'{" UNEXPECTED" if r.get("unexpected") else ""}</summary><dl>{"".join(parts)}</dl>{links}</details>')
+    return "".join(out)
+
+
+def _island(data: Any) -> str:
+    text = json.dumps(data, ensure_ascii=False, sort_keys=True).replace("<", "\\u003c").replace(">", "\\u003e")
+    return f'<script type="application/json" id="cells">{text}</script>'
 
 
 def render_html(index: Mapping[str, Any]) -> str:
-    """The whole ``index.html`` page for an ``index.json`` document."""
     results = index["results"]
     anchors = result_anchors(results)
     variants = cell_variant_labels(results)
-    meta = index.get("meta", {})
-    title = f"connformance report {meta.get('run_id', '')}".strip()
-    sections = "".join(
-        _result_section(r, a, v) for r, a, v in zip(results, anchors, variants, strict=True)
-    )
-    legend = " ".join(f'<span class="chip-inline v-{_e(v)}">{_e(v)}</span>' for v in Verdict)
-    return (
-        "<!DOCTYPE html>\n"
-        f'<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
-        f"<h1>{_e(title)}</h1>{_meta_table(meta)}\n"
-        f"{_summary(index['summary'])}\n"
-        f'<div class="filter"><label><input type="checkbox" id="only-problems"> hide rows where every '
-        f"cell is OK</label> &nbsp; {legend}</div>\n"
-        f"{_matrix(index, anchors, variants)}\n"
-        f"<h2>Results</h2>\n{sections}\n"
-        f"<script>{_JS}</script>\n</body></html>\n"
-    )
+    summary = index.get("summary") or {}
+    counts = " ".join(f'<span class="count v-{_e(v)}" title="{_e(v)}: {n}">{_e(SHORT.get(v, v))} {n}</span>'
+                      for v, n in summary.items() if n)
+    unexpected = sum(1 for r in results if r.get("unexpected"))
+    varying = sum(1 for r in results if r.get("varying"))
+    meta = index.get("meta") or {}
+    meta_rows = "".join(f"<div>{_e(k)}: {_e(v)}</div>" for k, v in sorted(meta.items()) if v not in (None, "", []))
+    filters = "".join(f'<button class="filter" data-f="{f}">{label}</button>'
+                      for f, label in (("only-unexpected", f"unexpected ({unexpected})"), ("only-failed", "FAILED"),
+                                       ("only-varying", f"varying ({varying})")))
+    cells = {a: _cell_data(r) for r, a in zip(results, anchors, strict=True)}
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>connformance report</title><style>{_CSS}</style></head><body>"
+            f"<header><h1>connformance</h1>{counts}<span>{len(results)} cells, "
+            f"<b>{unexpected} unexpected</b></span>{filters}"
+            '<a href="findings.html">findings</a></header>'
+            f'<details class="meta"><summary>run</summary>{meta_rows}</details>'
+            f"{_matrices(index, anchors, variants)}"
+            f"<h2>every cell</h2>{_sections(results, anchors)}"
+            f'<div id="panel"></div>{_island(cells)}<script>{_JS}</script></body></html>\n')
+
+
+def render_findings(index: Mapping[str, Any]) -> str:
+    """Every cell where an implementation deviates (FAILED or NON-STRICT) with the expectation
+    that documents it, its evidence and the command that reproduces it."""
+    rows = []
+    for r in index["results"]:
+        if r["verdict"] not in (Verdict.FAILED, Verdict.NON_STRICT, "FAILED", "NON-STRICT"):
+            continue
+        entry = r.get("expectation") or {}
+        source = entry.get("source") or "(no expectation: unexpected)"
+        linked = re.sub(r"([\w.-]+/[\w.-]+)#(\d+)",
+                        lambda m: f'<a href="https://github.com/{m.group(1)}/issues/{m.group(2)}">{m.group(0)}</a>',
+                        _e(source))
+        rows.append(f'<tr><td>{_e(r["case_id"])}</td><td>{_e(r["peer"])}</td>'
+                    f'<td><span class="count v-{_e(r["verdict"])}">{_e(r["verdict"])}</span> {_e(r.get("rate") or "")}'
+                    f'</td><td>{_e(entry.get("reason") or r.get("unexpected_why") or "")}</td><td>{linked}</td>'
+                    f"<td><code>{_e(repro_command(r))}</code></td></tr>")
+    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>connformance findings</title>"
+            f"<style>{_CSS}</style></head><body><h1>Findings: where an implementation deviates</h1>"
+            '<p><a href="index.html">the matrix</a></p><table class="findings"><thead><tr><th>case</th><th>peers</th>'
+            "<th>verdict</th><th>what</th><th>evidence</th><th>reproduce</th></tr></thead><tbody>"
+            f"{''.join(rows)}</tbody></table></body></html>\n")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.report.html_page import render_html
+from harness.report.html_page import render_findings, render_html
 from harness.report.index_json import build_index, dumps_index
 from harness.report.junit import render_junit
 from harness.report.verdicts import CaseResult, Verdict, run_failed
@@ -29,6 +29,7 @@ __all__ = ["ReportFiles", "ReportWriter", "write_atomically"]
 INDEX_JSON = "index.json"
 INDEX_HTML = "index.html"
 JUNIT_XML = "junit.xml"
+FINDINGS_HTML = "findings.html"
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class ReportWriter:
         )
         write_atomically(files.junit_xml, render_junit(index))
         write_atomically(files.index_html, render_html(index).encode("utf-8"))
+        write_atomically(self.report_dir / FINDINGS_HTML, render_findings(index).encode("utf-8"))
         # index.json last: when it is there, the report it describes is complete.
         write_atomically(files.index_json, dumps_index(index).encode("utf-8"))
         return files

@@ -490,16 +490,14 @@ class ProcessRuntime(NodeBook[ProcessNode]):
             if self._closed:
                 raise HarnessError(f"cannot start {spec.name}: this ProcessRuntime is closed")
             previous = self._nodes.get(spec.name)
-            if previous is not None and previous.group_alive():
-                raise HarnessError(
-                    f"a node named {spec.name!r} is still running (pid {previous.pid}); names are unique within a run"
-                )
             log_path = Path(spec.log_path) if spec.log_path else self._temp_log_path(spec.name)
             node = ProcessNode(spec, log_path, readiness, owner=self)
             # Registered before it runs, so close() reaches it even if start is interrupted.
             self._nodes[spec.name] = node
         if previous is not None:
-            previous.stop()  # reaps a leader that exited on its own
+            # Stopped here whatever it is: a leader that exited on its own is reaped; one still
+            # running belongs to a case whose teardown was cut short (that case reported it).
+            previous.stop()
         launch_until_ready(node, timeout_ms, discard=node.kill, forget=lambda: self._forget(spec.name, node))
         return node
 

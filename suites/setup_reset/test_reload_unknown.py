@@ -52,6 +52,7 @@ def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, n
     the client stays RUNNING on the same server and connection id, no push reaches the probe,
     and (capability `events`) the server logs no push and no connected/disconnected event.
     """
+    nacos_server_peer.require_capabilities(["loader"])  # reloadClient
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
     state = _running(cf, client)

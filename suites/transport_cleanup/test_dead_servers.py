@@ -25,10 +25,7 @@ from typing import Any
 from fixtures.case import case
 from harness.faults import Kill, Pause
 from harness.observe.sockets import SocketSampler, TcpEntry, owners, snapshot
-from harness.scenarios.nacos import wait_registered
-from harness.topology import CLOSE_WAIT_GRACE_MS
-from harness.wait import WaitTimeout, eventually, now_ms
-from suites.transport_cleanup.test_dead_links import (
+from harness.scenarios.dead_links import (
     CONTROL_ERRORS,
     FAIL_FACTOR,
     POLL_MS,
@@ -44,6 +41,9 @@ from suites.transport_cleanup.test_dead_links import (
     supported,
     watch_move,
 )
+from harness.scenarios.nacos import wait_registered
+from harness.topology import CLOSE_WAIT_GRACE_MS
+from harness.wait import WaitTimeout, eventually, now_ms
 
 
 def _client_close_wait(proxy_port: int) -> list[TcpEntry]:

@@ -232,8 +232,9 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
         reg = prove_registered(cf, client, server)
         peer = transport_peer(reg.connection_id)
         if peer is None:
-            raise SetupError(f"TC-03: connection id {reg.connection_id!r} is not <ms>_<peerIp>_<peerPort> (SPEC §4.2); "
-                             "the transport's sockets cannot be told apart, so the RST cannot be shown")
+            cf.unimplemented(f"{server.peer.name}'s connection id {reg.connection_id!r} is not <ms>_<peerIp>_<peerPort> "
+                             "(Nacos's form): the transport's own sockets cannot be picked out, so the RST that "
+                             "TC-03 is about cannot be shown to have happened")
         before = transport_sockets(server, peer)
         cf.history.observe("transport_sockets", {"phase": "baseline", "peer": peer, "states": states_of(before)})
         if not any(e.state == "ESTABLISHED" and e.local_port == server.grpc_port for e in before):

@@ -307,10 +307,13 @@ def test_restart_reuses_spec_and_readiness(runtime, program, port) -> None:
 
 
 @pytest.mark.timeout(30)
-def test_a_running_name_cannot_be_started_twice(runtime, program, port) -> None:
-    start_ready(runtime, program, port)
-    with pytest.raises(HarnessError, match="'peer' is still running"):
-        runtime.start(spec_for(program, free_port()))
+def test_starting_a_running_name_again_ends_the_old_one_first(runtime, program, port) -> None:
+    """A case whose teardown was cut short left its node running: the next case's node of the
+    same name ends it first, instead of failing every later case of the worker."""
+    old = start_ready(runtime, program, port)
+    old_pid = old.pid
+    new = start_ready(runtime, program, free_port())
+    assert not process_alive(old_pid) and new.alive() and new is not old
 
 
 # --- leaks and teardown --------------------------------------------------------------------

@@ -30,10 +30,11 @@ from harness.reference.http.book import Ledger, Slots
 pytestmark = pytest.mark.timeout(20)
 
 BURST = {"op": "burst", "n": 3, "path": "/sleep?ms=300"}
+T0 = 1_796_000_000_000.0  # epoch ms, as the contract says
 
 
 def record(phase: int = 0, i: int = 0, **over: Any) -> dict[str, Any]:
-    base = {"phase": phase, "i": i, "start_ms": 1000.0, "end_ms": 1300.5, "status": 200, "error": None,
+    base = {"phase": phase, "i": i, "start_ms": T0 + 1000.0, "end_ms": T0 + 1300.5, "status": 200, "error": None,
             "reused": False, "local_port": 40000}
     return {**base, **over}
 

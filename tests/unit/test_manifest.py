@@ -485,6 +485,8 @@ def test_every_builtin_manifest_loads_and_renders(tmp_path: Path) -> None:
         "host": "127.0.0.11",
         "grpc_port": 9848,
         "scratch": "/tmp/scratch",
+        "aux_port": 8849,
+        "address": "127.0.0.11:8848",
         "server_list": "127.0.0.1:8848",
         "control_port": 1,
         "url": "u",

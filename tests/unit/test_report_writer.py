@@ -133,32 +133,44 @@ def test_html_has_the_summary_and_every_matrix_cell(report: Path) -> None:
     page = (report / "index.html").read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
     assert "http://" not in page and "https://" not in page  # self-contained
-    matrix = page[page.index('<table class="matrix">') : page.index("</table>", page.index('<table class="matrix">'))]
-    assert f"<th>{REF}</th>" in matrix and f"<th>{SDK}</th>" in matrix
+    # One matrix per area, each with only the columns that have a cell there.
+    matrices = re.findall(r'<table class="matrix">.*?</table>', page)
+    assert len(matrices) == 2
+    for matrix in matrices:
+        assert "<th>client ref<br>server ref</th>" in matrix and "<th>client nacos-sdk-python<br>server ref</th>" in matrix
+    joined = "".join(matrices)
     for case_id in CASES:
-        assert f'<td class="id">{case_id}</td>' in matrix
-    chips = re.findall(r'<a class="chip v-([A-Z-]+)" href="#([^"]+)"', matrix)
-    assert sorted(v for v, _ in chips) == sorted(str(v) for v in Verdict)
-    for _, anchor in chips:
-        assert f'id="{anchor}"' in page  # each cell leads to its result section
-    assert 'href="histories/SR-01-ref.jsonl"' in matrix
-    assert 'href="logs/SR-01-server.log"' in page
-    assert 'title="ServerCheck -&gt; 200, non-empty connectionId"' in matrix
-    assert "1.5 s" in matrix and "120 ms" in matrix
+        assert f'<td class="id">{case_id}</td>' in joined
+    chips = re.findall(r'<a class="chip v-([A-Z-]+)[^"]*" href="#([^"]+)" data-cell="([^"]+)"', joined)
+    assert sorted(v for v, _, _ in chips) == sorted(str(v) for v in Verdict)
+    cells = json.loads(re.search(r'<script type="application/json" id="cells">(.*?)</script>', page).group(1))
+    for _, anchor, cell in chips:
+        assert f'id="{anchor}"' in page and cell in cells  # each chip opens its cell, and has a section
+    sr01 = next(c for c in cells.values() if c["case_id"] == "SR-01" and c["peer"] == REF)
+    assert sr01["history_href"] == "histories/SR-01-ref.jsonl"
+    assert ["server", "logs/SR-01-server.log"] in sr01["logs"]
+    assert 'title="ServerCheck -&gt; 200, non-empty connectionId"' in joined
+    assert "1.5 s" in joined and "120 ms" in joined
     for v in Verdict:
-        assert f'title="{v}: 1"' in page  # the summary bar
+        assert f'title="{v}: 1"' in page  # the summary
+
+
+def test_findings_list_the_deviations_with_a_command(report: Path) -> None:
+    page = (report / "findings.html").read_text(encoding="utf-8")
+    assert "SR-01" in page and "TC-04" in page  # the FAILED and the NON-STRICT cells
+    assert "python3 -m tox run -e conformance -- -k SR-01 --peer client=nacos-sdk-python --peer server=ref" in page
 
 
 def test_html_escapes_strings_from_peers(report: Path) -> None:
     page = (report / "index.html").read_text(encoding="utf-8")
     assert SCRIPT not in page
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
-    assert page.count("<script>") == 1  # only the page's own
+    assert page.count("<script>") == 1  # only the page's own (and the JSON island, escaped)
 
 
 def test_write_is_idempotent_and_order_independent(tmp_path: Path, report: Path) -> None:
     """Rewriting, or adding the results in another order (xdist), gives the same bytes."""
-    first = {name: (report / name).read_bytes() for name in ("index.json", "index.html", "junit.xml")}
+    first = {name: (report / name).read_bytes() for name in ("index.json", "index.html", "junit.xml", "findings.html")}
     shuffled = all_results()
     random.Random(3).shuffle(shuffled)
     writer = ReportWriter(report, column_order=[REF])
@@ -166,7 +178,7 @@ def test_write_is_idempotent_and_order_independent(tmp_path: Path, report: Path)
     writer.write(META)
     writer.write(META)
     assert {name: (report / name).read_bytes() for name in first} == first
-    assert sorted(p.name for p in report.iterdir()) == ["index.html", "index.json", "junit.xml"]  # no temp files
+    assert sorted(p.name for p in report.iterdir()) == ["findings.html", "index.html", "index.json", "junit.xml"]
 
 
 def test_columns_default_to_alphabetical_order(tmp_path: Path) -> None:
@@ -208,7 +220,7 @@ def test_results_sharing_a_cell_get_distinct_labels_and_anchors(tmp_path: Path) 
     root = ET.parse(tmp_path / "junit.xml").getroot()
     assert sorted(c.get("name") for c in root.iter("testcase")) == [f"SR-08[{REF} burst=16]", f"SR-08[{REF} burst=4]"]
     page = (tmp_path / "index.html").read_text(encoding="utf-8")
-    anchors = re.findall(r'<details class="result [^"]*" id="([^"]+)"', page)
+    anchors = re.findall(r'<details class="result[^"]*" id="([^"]+)"', page)
     assert len(anchors) == len(set(anchors)) == 2
 
 

@@ -97,6 +97,10 @@ class _EventListener(ConnectionEventListener):
                                 detail={"connection_id": cid, "source": "last connected event"})
 
 
+# nacos-sdk-python's log line when one connection attempt fails (rpc_client.py)
+CONNECT_FAILED = re.compile(r"connect (attempt|to server) fail", re.IGNORECASE)
+
+
 class _ErrorLogHandler(logging.Handler):
     """Library log records ≥ ERROR become ``error`` events."""
 
@@ -110,7 +114,9 @@ class _ErrorLogHandler(logging.Handler):
         except Exception:  # a bad format string in the library must not kill the agent
             message = str(record.msg)
         server, _ = self.agent.current_connection()
-        self.agent.state.record("error", server=server, detail={"logger": record.name, "message": message})
+        # The library's own wording for a failed connection attempt becomes the contract's event.
+        kind = "connect_failed" if CONNECT_FAILED.search(message) else "error"
+        self.agent.state.record(kind, server=server, detail={"logger": record.name, "message": message})
 
 
 class SdkAgent:

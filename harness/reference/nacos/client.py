@@ -208,7 +208,7 @@ class RefNacosClient(RequestMixin, PushMixin):
                 raise ConnectFailed("shut down while connecting")
             return conn
         except (ConnectFailed, grpc.aio.AioRpcError, codec.BadBody, OSError, RuntimeError) as exc:
-            self.state.record("error", server=str(server),
+            self.state.record("connect_failed", server=str(server),
                               detail={"what": "connect attempt failed", "reason": describe_error(exc)})
             await self._discard(conn)
             return None

@@ -135,12 +135,13 @@ func (s *agentState) snapshot(since int) map[string]any {
 
 var (
 	// fmt's %+v of rpc.ServerInfo: {serverIp:127.0.0.1 serverPort:8848 serverGrpcPort:9848}
-	reServerInfo = regexp.MustCompile(`serverIp:(\S+) serverPort:(\d+)`)
-	reConnected  = regexp.MustCompile(`success to connect (?:to server .* on start up|a server .*), connectionId=(\S+)`)
-	reAbandon    = regexp.MustCompile(`abandon prev connection, .*connectionId is (\S+)`)
-	reRenotified = regexp.MustCompile(`server check success, currentServer is`)
-	reSwitching  = regexp.MustCompile(`try to re connect to a new server|recommend server is not in server list`)
-	reUnhealthy  = regexp.MustCompile(`server healthy check fail|request stream onCompleted, switch server|request stream error, switch server|Connection is unregistered, switch server`)
+	reServerInfo    = regexp.MustCompile(`serverIp:(\S+) serverPort:(\d+)`)
+	reConnected     = regexp.MustCompile(`success to connect (?:to server .* on start up|a server .*), connectionId=(\S+)`)
+	reAbandon       = regexp.MustCompile(`abandon prev connection, .*connectionId is (\S+)`)
+	reRenotified    = regexp.MustCompile(`server check success, currentServer is`)
+	reSwitching     = regexp.MustCompile(`try to re connect to a new server|recommend server is not in server list`)
+	reConnectFailed = regexp.MustCompile(`(?i)connect (attempt|to server) fail`)
+	reUnhealthy     = regexp.MustCompile(`server healthy check fail|request stream onCompleted, switch server|request stream error, switch server|Connection is unregistered, switch server`)
 )
 
 type hookLogger struct {
@@ -201,7 +202,11 @@ func (l *hookLogger) observe(at time.Time, level, msg string) {
 		st.mu.Lock()
 		server := st.server
 		st.mu.Unlock()
-		record("error", server, map[string]any{"level": level, "message": msg})
+		kind := "error"
+		if reConnectFailed.MatchString(msg) { // the SDK's wording for one failed attempt: the contract's event
+			kind = "connect_failed"
+		}
+		record(kind, server, map[string]any{"level": level, "message": msg})
 	}
 }
 

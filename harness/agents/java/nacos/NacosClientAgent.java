@@ -128,6 +128,8 @@ public final class NacosClientAgent {
     // WARNING records that report a failure (e.g. "Fail to connect to server on start up"); the
     // redo service's "Grpc connection disconnect, mark to redo" is not one.
     static final Pattern FAILURE = Pattern.compile("fail|error|exception|timeout", Pattern.CASE_INSENSITIVE);
+    // RpcClient: "Fail to connect to server on start up ..." / "... connect to server fail ..." per attempt
+    static final Pattern CONNECT_FAILED = Pattern.compile("connect (attempt|to server) fail", Pattern.CASE_INSENSITIVE);
     static final ObjectMapper JSON = new ObjectMapper();
 
     // ---- state -------------------------------------------------------------------------------
@@ -298,7 +300,8 @@ public final class NacosClientAgent {
                 if (record.getThrown() != null) {
                     detail.put("exception", record.getThrown().toString());
                 }
-                state.record("error", currentServer(), detail);
+                // The library's wording for one failed connection attempt is the contract's event.
+                state.record(CONNECT_FAILED.matcher(message).find() ? "connect_failed" : "error", currentServer(), detail);
             }
         }
 
