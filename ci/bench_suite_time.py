@@ -1,8 +1,9 @@
-"""Benchmark: wall time of a suite for every client peer (the issue's "≤ 5 minutes" target for
-SR is measured here, not in a timed test).
+"""Benchmark: wall time of a suite, the sum of its cells' durations and their ratio (the speed-up
+the workers bought, measured in one run: the machine is shared, so only the ratio compares).
 
-    python ci/bench_suite_time.py                      # the SR suite, every nacos-client peer
-    python ci/bench_suite_time.py suites/setup_reset -n 2
+    python ci/bench_suite_time.py                      # the SR suite, every peer
+    python ci/bench_suite_time.py suites/setup_reset -n 3
+    python ci/bench_suite_time.py suites -n 3          # the whole matrix
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ def main(argv: list[str]) -> int:
     print("slowest cells:")
     for r in slowest:
         print(f"  {r['case_id']:6} {r['peer']:45} {r['verdict']:13} {r['duration_ms'] / 1000:6.1f} s")
+    cells_s = sum(r["duration_ms"] for r in results.values()) / 1000
     print(f"WALL TIME: {wall_s:.1f} s")
+    print(f"SUM OF CELLS: {cells_s:.1f} s")
+    print(f"SPEED-UP (sum / wall): {cells_s / wall_s:.2f}" if wall_s else "SPEED-UP: n/a")
     return 0
 
 

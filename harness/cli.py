@@ -49,6 +49,14 @@ def _add_setup(subparsers: argparse._SubParsersAction) -> None:
         help="run only this step (repeatable)",
     )
     p.add_argument(
+        "--skip",
+        metavar="STEP",
+        action="append",
+        default=[],
+        help="leave this step out (repeatable); e.g. the selftest skips `rnacos`, whose cargo build "
+        "takes minutes and which no selftest runs",
+    )
+    p.add_argument(
         "--docker",
         action="store_true",
         help="also set up the docker runtime: an engine (Debian's docker.io, started by the project when "
@@ -62,6 +70,12 @@ def _cmd_setup(args: argparse.Namespace) -> int:
 
     groups = ("default", "docker") if args.docker else ("default",)
     steps: list[str] = list(args.only) if args.only else toolchain.step_names(groups)
+    unknown = [s for s in args.skip if s not in toolchain.step_names(toolchain.GROUPS)]
+    if unknown:
+        print(f"connformance setup: unknown step(s) to --skip: {unknown}; known steps: "
+              f"{', '.join(toolchain.step_names(toolchain.GROUPS))}", file=sys.stderr)
+        return EXIT_USAGE
+    steps = [s for s in steps if s not in args.skip]
     if args.toxiproxy_url:
         _check_external_toxiproxy(args.toxiproxy_url)
         steps = [s for s in steps if s != "toxiproxy"]

@@ -457,7 +457,7 @@ def test_all_servers_down_reconnects_are_paced_then_recover(tmp_path: Path) -> N
 
         def failed_attempts(state: dict[str, Any]) -> list[dict[str, Any]]:
             return [e for e in state["events"]
-                    if e["kind"] == "error" and e["detail"].get("what") == "connect attempt failed"]
+                    if e["kind"] == "connect_failed"]
 
         state = eventually(client.state, timeout_ms=SWITCH_MS, what="six failed reconnect attempts",
                            accept=lambda s: len(failed_attempts(s)) >= 6).value

@@ -24,7 +24,7 @@ CASES = [
     ("SR-11", "broken-cluster-not-exempt", "cluster-source connections are exempt"),
     ("SR-20", "broken-push-without-headers", '"headers": {}'),
     ("SR-20", "broken-push-hex-request-id", "decimal requestId"),
-    ("SR-20", "broken-judge-answer-by-success", "counts the Go-style answer"),
+    ("SR-20", "broken-judge-answer-by-success", "Go-style answer (resultCode 200"),  # pushes log or reloadClient time
 ]
 
 
