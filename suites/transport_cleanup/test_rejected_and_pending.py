@@ -466,9 +466,12 @@ def test_pending_reset_released_when_transport_dies(cf, topology, nacos_server_p
             raise SetupError(f"TC-10: reloadClient({probe_id}) pushed no ConnectResetRequest to the probe within "
                              f"{PENDING_WAIT_MS} ms (got {pushed!r}); nothing was judged (SR-20 judges the push)")
         cf.history.observe("probe_push", {"type": pushed.type, "body": pushed.body, "answered": False})
-        if not reload.is_alive():
-            raise SetupError(f"TC-10: reloadClient returned ({reload.answer!r}) before the transport was killed, "
-                             "although the push was not answered; nothing was judged")
+        # A server that does not wait for the answer has nothing pending to release: the release
+        # is then not observable, but the transport's death and its cleanup still are.
+        never_pending = not reload.is_alive()
+        if never_pending:
+            cf.history.note(f"reloadClient returned ({reload.answer!r}) before the transport died although the "
+                            "push was not answered: the server does not wait for the answer (no pending push)")
         down_at = now_ms()
         with ProxyDown(server.proxy, history=cf.history):
             seen = watch_unregister(cf, reg, fault="transport's death (proxy disable)", fault_at_ms=down_at)
@@ -496,6 +499,10 @@ def test_pending_reset_released_when_transport_dies(cf, topology, nacos_server_p
     late = judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(down_at))
     recheck_one_disconnect(cf, reg)
     took = reload.took_ms or 0.0
+    if never_pending:
+        finish(cf, reg, seen, late, f"reset to {probe_id} never pending (reloadClient back {took:.0f} ms after its "
+                                    f"call, unanswered); left current {seen.gone_ms:.0f} ms after the transport died")
+        return
     if took > bound_ms:
         late.insert(0, f"the pending reset was released only {took:.0f} ms after reloadClient's call "
                        f"({took - died_after_ms:.0f} ms after its transport died)")

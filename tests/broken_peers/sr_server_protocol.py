@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 from harness.reference.nacos import codec, pushes, server
@@ -172,6 +173,20 @@ class JudgeAnswerBySuccess(NacosRefServer):
         super().on_client_response(t, msg)
 
 
+SLOW_START_S = 3.0  # longer than SR-05's first startup delay (2 s)
+
+
+def _slow_start_ignoring_delay(flags: list[str]) -> int:
+    """SR-05: a server that takes longer to start than the case's first delay, and ignores the
+    ``--startup-delay-ms`` it is given (answers 200 as soon as it is up): the case must size a
+    second delay on its start and catch it answering inside that one."""
+    time.sleep(SLOW_START_S)  # the peer's own slow start, before it binds anything
+    if "--startup-delay-ms" in flags:
+        i = flags.index("--startup-delay-ms")
+        flags = flags[:i] + flags[i + 2:]
+    return server.main(flags)
+
+
 VARIANTS: dict[str, type[NacosRefServer]] = {
     "unknown-type-301": UnknownTypeAs301,
     "bad-body-ends-stream": BadBodyEndsStream,
@@ -186,6 +201,8 @@ VARIANTS: dict[str, type[NacosRefServer]] = {
 
 
 def main(argv: list[str]) -> int:
+    if argv[:2] == ["--variant", "slow-start-ignores-delay"]:
+        return _slow_start_ignoring_delay(argv[2:])
     return run_variant(argv, VARIANTS, lambda flags, cls: server.main(flags, server_cls=cls), "server flags")
 
 

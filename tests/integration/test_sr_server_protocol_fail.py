@@ -19,6 +19,7 @@ CASES = [
     ("SR-04", "broken-unknown-type-301", "errorCode 302"),
     ("SR-04", "broken-bad-body-ends-stream", "bi-stream still open"),
     ("SR-05", "broken-register-while-starting", "never registered"),
+    ("SR-05", "broken-slow-start-ignores-delay", "ServerCheck while starting"),
     ("SR-09", "broken-reset-all-on-unknown-reload", "no push"),
     ("SR-11", "broken-count-limit-ignored", "stay at countLimit 2"),
     ("SR-11", "broken-cluster-not-exempt", "cluster-source connections are exempt"),

@@ -37,6 +37,15 @@ def run_suite(case_id: str, report_dir: Path, *, peers: Iterable[str], peers_fil
     return {r["peer"]: r for r in results if r["case_id"] == case_id}
 
 
+def run_cases(case_ids: Iterable[str], report_dir: Path, *, peers: Iterable[str], peers_files: Iterable[Path] = (),
+              timeout_s: float = 280) -> dict[tuple[str, str], dict[str, Any]]:
+    """Run several cases in one pytest run; their results keyed by (case id, matrix column)."""
+    ids = list(case_ids)
+    run_suite(" or ".join(ids), report_dir, peers=peers, peers_files=peers_files, timeout_s=timeout_s)
+    results = json.loads((report_dir / "index.json").read_text())["results"]
+    return {(r["case_id"], r["peer"]): r for r in results if r["case_id"] in ids}
+
+
 def assert_all(results: dict[str, dict[str, Any]], verdict: str, *, expect_words: str = "", columns: int = 1) -> None:
     """Every column got ``verdict``; with ``expect_words``, for the intended reason (the words
     appear in the expectation the case reported)."""
