@@ -122,7 +122,7 @@ public final class NacosClientAgent {
     static final Pattern SWITCHING = Pattern.compile("Try to reconnect to a new server");
     // RpcClient.start / reconnect, just before currentConnection is set (2.2.4 and 2.5.1 alike).
     static final Pattern CONNECTED_ID = Pattern.compile(
-            "Success to connect (?:to server \\[[^\\]]*\\] on start up|a server \\[[^\\]]*\\]), connectionId = (\\S+)");
+            "Success to connect (?:to server \\[([^\\]]*)\\] on start up|a server \\[([^\\]]*)\\]), connectionId = (\\S+)");
     // RpcClient.reconnect, just before closeConnection(old).
     static final Pattern ABANDONED_ID = Pattern.compile("Abandon prev connection, server is \\S+, connectionId is (\\S+)");
     // WARNING records that report a failure (e.g. "Fail to connect to server on start up"); the
@@ -139,6 +139,7 @@ public final class NacosClientAgent {
         private final List<Map<String, Object>> events = new ArrayList<>();
         volatile String connectionId;       // set by the listener's events (see Listener)
         volatile String loggedConnectionId; // the library's "Success to connect ..., connectionId = X"
+        volatile String loggedServer; // ... and the server it names in the same line ("[ip:port]")
         volatile String loggedAbandonedId;  // the library's "Abandon prev connection, ..., connectionId is X"
         volatile boolean everConnected;
         volatile boolean shutdown;
@@ -283,7 +284,8 @@ public final class NacosClientAgent {
             Matcher connectedId = CONNECTED_ID.matcher(message);
             Matcher abandonedId = ABANDONED_ID.matcher(message);
             if (connectedId.find()) {
-                state.loggedConnectionId = connectedId.group(1);
+                state.loggedServer = connectedId.group(1) != null ? connectedId.group(1) : connectedId.group(2);
+                state.loggedConnectionId = connectedId.group(3);
             } else if (abandonedId.find()) {
                 state.loggedAbandonedId = abandonedId.group(1);
             } else if (SWITCHING.matcher(message).find()) {
@@ -440,15 +442,19 @@ public final class NacosClientAgent {
         Map<String, Object> out = new LinkedHashMap<>();
         String status = status();
         out.put("status", status);
-        out.put("server", "SHUTDOWN".equals(status) ? null : currentServer());
         // RUNNING and the new current server are set before the CONNECTED event (and, on a switch,
         // the old connection's DISCONNECTED) reach the listener: in that window the listener still
         // holds the previous id (or none). The id the library logged right before installing the
-        // connection ("Success to connect ..., connectionId = X") is the current one.
+        // connection ("Success to connect [server], connectionId = X") is the current one, and the
+        // server is the one that line names: between the line and `currentConnection = new` (a
+        // reset's reconnect keeps RUNNING throughout) getCurrentServer() still names the old one.
         String id = state.connectionId;
+        String server = currentServer();
         if ("RUNNING".equals(status) && state.loggedConnectionId != null) {
             id = state.loggedConnectionId;
+            server = state.loggedServer != null ? state.loggedServer : server;
         }
+        out.put("server", "SHUTDOWN".equals(status) ? null : server);
         out.put("connection_id", "SHUTDOWN".equals(status) ? null : id);
         out.put("events", state.since(since));
         out.put("events_total", state.total());
