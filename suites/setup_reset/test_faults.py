@@ -3,9 +3,10 @@ post-setup wait, a reset during ServerCheck, every server down (SPEC §5 SR-16..
 research/nacos-protocol.md §2.2, §4.4, §5.1; research/toxiproxy-and-anchors.md §A3).
 
 Each case proves its path first (a raw probe's ServerCheck or the client reaching RUNNING through
-its proxy), then applies the fault through the server's Toxiproxy proxy. Attempts are read from
-the client's own events (``error`` events that say a connect attempt failed); the client's CPU
-time is the hot-loop detector where attempts cannot be seen from the outside.
+its proxy), then applies the fault through the server's Toxiproxy proxy. SR-18 counts the
+client's reconnect attempts on the wire (``harness.observe.attempts``: the down proxies'
+addresses accept and close every connect, and record it); the agent's ``connect_failed`` events
+are detail, and the client's CPU time is the hot-loop detector.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import psutil
 
 from fixtures.case import case
+from harness.observe.attempts import AttemptCounter
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.reference.nacos import codec
 from harness.scenarios.nacos import wait_client_running
@@ -28,8 +30,6 @@ TOLERANCE_MS = 250  # SPEC §5 preamble
 RUNNING_TIMEOUT_MS = 15000  # the handshake's own hang guard (ServerCheck 3 s + setup wait + start-up)
 POLL_MS = 50
 
-# A failed connect attempt as the peers report it in an ``error`` event: the reference client
-# says "connect attempt failed", nacos-sdk-python logs "connect to server fail".
 # A switch caused by a 301, once per 301: the reference client's ``switching`` event says
 # "request answered 301"; nacos-sdk-python logs "connection is unregistered, switch server" (its
 # second error line per failure, "send request fail", is not counted).
@@ -325,6 +325,9 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
     with ExitStack() as stack:
         for server in order:
             stack.enter_context(server.proxy.down())
+        # The proxies' addresses now answer every connect with an accept-and-close, recorded: the
+        # client's attempts counted on the wire, whatever its library logs.
+        wire = stack.enter_context(AttemptCounter([(s.host, s.proxied_grpc_port) for s in servers]))
         down_wall = cf.history.start_wall_ms + cf.history.elapsed_ms()
         down_at = now_ms()
         cpu_start = _cpu_seconds(pid)
@@ -338,17 +341,17 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
         cpu_fraction = cpu_used / window_s
         cf.history.observe("down_window", {"window_ms": round(window_s * 1000), "cpu_s": round(cpu_used, 3),
                                            "cpu_fraction": round(cpu_fraction, 3), "statuses": sorted(set(statuses))})
-        # Bring the servers back right after a failed attempt, so "one backoff step" is what the
-        # client has left to sleep (an attempt still in flight would add its own timeout).
-        end_wall = cf.history.start_wall_ms + cf.history.elapsed_ms()
-        reported = _failed_attempts(client.control.state().get("events", []), down_wall)
-        if reported:
+        # Bring the servers back right after an attempt, so "one backoff step" is what the client
+        # has left to sleep (an attempt still in flight would add its own timeout).
+        seen_before = len(wire.times_ms())
+        if seen_before:
             try:
-                eventually(lambda: _failed_attempts(client.control.state().get("events", []), end_wall),
-                           timeout_ms=cap_ms + attempt_ms + TOLERANCE_MS, what="the next failed attempt",
-                           interval_ms=20)
+                eventually(lambda: len(wire.times_ms()), timeout_ms=cap_ms + attempt_ms + TOLERANCE_MS,
+                           what="the next attempt on the wire", interval_ms=10,
+                           accept=lambda n: n > seen_before)
             except WaitTimeout:
                 pass  # no further attempt: judged below from what was seen
+        wire_attempts = wire.snapshot()
     up_at = now_ms()
     up_wall = cf.history.start_wall_ms + cf.history.elapsed_ms()
 
@@ -359,14 +362,16 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
     except WaitTimeout as exc:
         back, back_ms = exc.last if isinstance(exc.last, dict) else {}, None
     events = (back or {}).get("events") or client.control.state().get("events", [])
-    attempts = _failed_attempts(events, down_wall, up_wall)
-    times = [e["t_ms"] for e in attempts]
+    reported = _failed_attempts(events, down_wall, up_wall)  # the agent's own view: detail only
+    attempts = [a for a in wire_attempts if a.t_ms >= down_at]
+    times = [a.t_ms for a in attempts]
     gaps = [round(b - a, 1) for a, b in zip(times, times[1:], strict=False)]
     short = [g for g in gaps if g < MIN_ATTEMPT_GAP_MS - CLOCK_SLACK_MS]
     cap_bound = cap_ms + attempt_ms + TOLERANCE_MS
     long = [g for g in gaps if g > cap_bound]
     observed = {"window_ms": round(window_s * 1000), "cpu_fraction_of_one_core": round(cpu_fraction, 3),
-                "failed_attempts": len(attempts), "gaps_ms": gaps[:40], "min_gap_ms": min(gaps, default=None),
+                "attempts_on_the_wire": len(attempts), "connect_failed_events": len(reported),
+                "targets": [a.target for a in attempts[:12]], "gaps_ms": gaps[:40], "min_gap_ms": min(gaps, default=None),
                 "max_gap_ms": max(gaps, default=None), "backoff_step_ms": step_ms, "backoff_cap_ms": cap_ms,
                 "reconnected_after_ms": None if back_ms is None else round(back_ms)}
     cf.history.observe("sr18", observed)
@@ -375,9 +380,10 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
         cf.check(cpu_fraction < HOT_CPU_FRACTION,
                  expected=f"no hot loop: < {HOT_CPU_FRACTION:.0%} of one core while every server is down",
                  actual=observed, verdict="FAILED", hint="reconnect attempts are not paced")
-        cf.unimplemented(f"{client.name} reported no connect_failed event in {observed['window_ms']} ms with every "
-                         f"server down (CPU {cpu_fraction:.1%} of a core held): the pacing of its attempts cannot be "
-                         f"judged")
+        cf.fail(expected=f"{client.name} tries to reconnect while every server is down",
+                actual=f"no connection attempt reached either server's address in {observed['window_ms']} ms "
+                       f"(CPU {cpu_fraction:.1%} of a core)", verdict="FAILED",
+                hint="a client that stops trying never comes back by itself")
     cf.check(cpu_fraction < HOT_CPU_FRACTION,
              expected=f"no hot loop: < {HOT_CPU_FRACTION:.0%} of one core while every server is down",
              actual=observed, verdict="FAILED", hint="reconnect attempts are not paced")

@@ -7,6 +7,9 @@ cannot fail is a defect). They live in the tests, never in the product peers' co
 Clients (``harness.reference.nacos.client`` flags):
 
 - ``no-backoff`` (SR-18): reconnects in a hot loop, no sleep between failed attempts;
+- ``silent-fast-retry`` (SR-18): retries every 10 ms and reports no ``connect_failed`` event
+  (only the attempts counted on the wire show it);
+- ``stops-reconnecting`` (SR-18): once its connection is lost, never tries again;
 - ``no-health-check`` (SR-19): never sends a HealthCheck (it still answers the server's
   ClientDetectionRequest, so it survives only thanks to the server's probes);
 - ``gives-up-after-reset`` (SR-17): once a ServerCheck fails at the transport level, it never
@@ -50,6 +53,35 @@ class NoBackoff(RefNacosClient):
 
     def backoff_ms(self, retry_turns: int) -> float:
         return 0.0
+
+
+class SilentFastRetry(RefNacosClient):
+    """SR-18: retries every 10 ms and reports no attempt at all (no ``connect_failed`` event): only
+    the wire can show that its attempts are not paced."""
+
+    def backoff_ms(self, retry_turns: int) -> float:
+        return 10.0
+
+    async def connect_to_server(self, server: ServerAddress) -> RpcConnection | None:
+        conn = RpcConnection(server, server.grpc_port(self.config.grpc_port_offset))
+        self._open.add(conn)
+        try:
+            conn.connection_id = await self.server_check(conn)
+            self.open_bistream(conn)
+            await self.send_setup(conn)
+            await self.wait_after_setup(conn)
+            return conn
+        except (grpc.aio.AioRpcError, OSError, RuntimeError, ValueError):
+            await self._discard(conn)
+            return None
+
+
+class StopsReconnecting(RefNacosClient):
+    """SR-18: once its connection is lost it never tries again (it only says it is switching)."""
+
+    async def reconnect(self, ctx: Any) -> None:
+        self.state.record("switching", server=self.state.server, detail={"reason": ctx.reason})
+        self.set_status("UNHEALTHY")
 
 
 class NoHealthCheck(RefNacosClient):
@@ -171,6 +203,8 @@ class KeepsDeadRegistration(NacosRefServer):
 
 CLIENT_VARIANTS: dict[str, type[RefNacosClient]] = {
     "no-backoff": NoBackoff,
+    "silent-fast-retry": SilentFastRetry,
+    "stops-reconnecting": StopsReconnecting,
     "no-health-check": NoHealthCheck,
     "gives-up-after-reset": GivesUpAfterReset,
     "request-before-setup": RequestBeforeSetup,

@@ -20,6 +20,8 @@ CASES = [
     ("SR-17", "nacos-client", "broken-gives-up-after-reset", "after the reset toxic is removed"),
     ("SR-17", "nacos-server", "broken-keeps-dead-registration", "no registration while every transport dies"),
     ("SR-18", "nacos-client", "broken-no-backoff", "no hot loop"),
+    ("SR-18", "nacos-client", "broken-silent-fast-retry", "≥ 100 ms"),
+    ("SR-18", "nacos-client", "broken-stops-reconnecting", "tries to reconnect while every server is down"),
     ("SR-19", "nacos-client", "broken-no-health-check", "never probed with ClientDetectionRequest"),
 ]
 

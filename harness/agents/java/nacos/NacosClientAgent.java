@@ -129,7 +129,11 @@ public final class NacosClientAgent {
     // redo service's "Grpc connection disconnect, mark to redo" is not one.
     static final Pattern FAILURE = Pattern.compile("fail|error|exception|timeout", Pattern.CASE_INSENSITIVE);
     // RpcClient: "Fail to connect to server on start up ..." / "... connect to server fail ..." per attempt
-    static final Pattern CONNECT_FAILED = Pattern.compile("connect (attempt|to server) fail", Pattern.CASE_INSENSITIVE);
+    // One line per failed attempt: GrpcClient.serverCheck's "Server check fail, please check server
+    // ..." (2.2.4 GrpcClient.java:223, 2.5.1 :239). RpcClient's "Fail to connect server, after
+    // trying N times" is a per-pass summary, not an attempt.
+    static final Pattern CONNECT_FAILED = Pattern.compile("Server check fail|connect (attempt|to server) fail",
+            Pattern.CASE_INSENSITIVE);
     static final ObjectMapper JSON = new ObjectMapper();
 
     // ---- state -------------------------------------------------------------------------------
