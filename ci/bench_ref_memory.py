@@ -8,8 +8,8 @@ nothing: the churn goes straight at their ports), opens and closes connections i
 1,000 (an empty TCP connection, and for Nacos also one that sends the HTTP/2 preface), and
 prints the RSS after every round and the growth per 1,000 connections after a warm-up round
 (the peer's pools filling once), last. RSS is read after the peer had a moment to see the last
-closes; the peers give freed heap back every 10 s (``harness/reference/memory.py``), so the figure
-is what stays, not what a burst borrowed.
+closes and one trim period (the peers give freed heap back every 10 s, ``harness/reference/memory.py``),
+so the figure is what stays, not what a burst borrowed.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.peers import PeerRegistry, render  # noqa: E402
 from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host  # noqa: E402
+from harness.reference.memory import TRIM_INTERVAL_S  # noqa: E402
 from harness.runtime import ProcessRuntime  # noqa: E402
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -47,10 +48,11 @@ def churn(host: str, port: int, count: int, payload: bytes) -> None:
 
 
 def settle(pid: int, host: str, port: int) -> None:
-    """Let the peer see the last closes (one round trip through a fresh connection)."""
+    """Let the peer see the last closes (one round trip through a fresh connection), then stay
+    idle for one trim period, so the RSS read next is what stays, not what the burst borrowed."""
     with socket.create_connection((host, port), timeout=5):
         pass
-    time.sleep(0.5)  # benchmark pacing, not synchronisation: the figure is read after it
+    time.sleep(TRIM_INTERVAL_S + 1.0)  # benchmark pacing, not synchronisation: the figure is read after it
 
 
 def run(name: str, pid: int, host: str, port: int, cycles: int, payload: bytes) -> float:

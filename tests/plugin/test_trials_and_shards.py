@@ -106,3 +106,27 @@ def test_durations_file_shape(tmp_path: Path) -> None:
     index.write_text(json.dumps({"results": [{"nodeid": "a", "duration_ms": 5}]}))
     assert _durations(index) == {"a": 5.0}
     assert _durations(tmp_path / "missing.json") == {}
+
+
+SLOW_TRIALS = '''
+import time
+
+from fixtures.case import case
+from harness.wait import eventually
+
+
+@case("SR-74", "MUST", timeout_s=2)
+def test_takes_a_second(cf):
+    """Takes about a second each run: three runs outlast the case's own 2 s guard."""
+    start = time.monotonic()
+    eventually(lambda: time.monotonic() - start >= 1.0, timeout_ms=1500, what="a second passed")
+'''
+
+
+@pytest.mark.timeout(120)
+def test_the_hang_guard_covers_every_trial(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_slow=SLOW_TRIALS)
+    report = pytester.path / "report"
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--report-dir", str(report), "--trials", "3")
+    index = {r["case_id"]: r for r in json.loads((report / "index.json").read_text())["results"]}
+    assert index["SR-74"]["trials"] == ["OK"] * 3, result.stdout.str()[-2000:]
