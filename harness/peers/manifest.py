@@ -18,6 +18,8 @@ harness-level knobs map onto its flags, environment or JVM system properties.
                   or knob = { plan = true } (an http-client agent that reads it from its plan file)
     [timers]      the peer's own default timers in ms (health_interval_ms = 5000, ...): cases write
                   their expectation bands on these, or on the knob value when a case sets one
+    [lacks]       capability_or_knob = "why the implementation has no such thing": said in the
+                  UNIMPLEMENTED verdict of every case that needs it
 
 A file holds one peer (the tables above at top level) or several (``[[peers]]`` entries, each
 with the same sub-tables). ``{identifier}`` in any template is a placeholder, filled by
@@ -76,11 +78,16 @@ class UnsupportedKnob(Unimplemented):
     """A case asked for knobs the peer's manifest does not declare."""
 
     def __init__(
-        self, peer: str, missing: Sequence[str], *, declared: Iterable[str] = (), source: Path | None = None
+        self, peer: str, missing: Sequence[str], *, declared: Iterable[str] = (), source: Path | None = None,
+        lacks: Mapping[str, str] | None = None,
     ):
         self.peer = peer
         self.missing = list(missing)
         self.declared = sorted(declared)
+        why = _why_lacking(self.missing, lacks)
+        if why:
+            super().__init__(f"peer {peer} has no knob {why}")
+            return
         where = f" ({source})" if source else ""
         super().__init__(
             f"peer {peer}{where} does not support knob(s) {', '.join(self.missing)}; "
@@ -92,12 +99,22 @@ class UnsupportedKnob(Unimplemented):
 class UnsupportedCapability(Unimplemented):
     """A case needs capabilities the peer's manifest does not list."""
 
-    def __init__(self, peer: str, missing: Sequence[str], *, declared: Iterable[str] = ()):
+    def __init__(self, peer: str, missing: Sequence[str], *, declared: Iterable[str] = (),
+                 lacks: Mapping[str, str] | None = None):
         self.peer = peer
         self.missing = list(missing)
+        why = _why_lacking(self.missing, lacks)
         super().__init__(
-            f"peer {peer} lacks capability(ies) {', '.join(self.missing)}; it has: {', '.join(sorted(declared)) or 'none'}"
+            f"peer {peer} lacks capability {why}" if why
+            else f"peer {peer} lacks capability(ies) {', '.join(self.missing)}; it has: {', '.join(sorted(declared)) or 'none'}"
         )
+
+
+def _why_lacking(missing: Sequence[str], lacks: Mapping[str, str] | None) -> str:
+    """``name: reason; other`` from the manifest's ``[lacks]``, or "" when it gives no reason."""
+    if not lacks or not any(name in lacks for name in missing):
+        return ""
+    return "; ".join(f"{name}: {lacks[name]}" if name in lacks else name for name in missing)
 
 
 class UnsupportedRuntime(Unimplemented):
@@ -205,6 +222,7 @@ class PeerManifest:
     witness: WitnessSection = WitnessSection()
     admin: AdminSection = AdminSection()
     timers: Mapping[str, int] = field(default_factory=dict)
+    lacks: Mapping[str, str] = field(default_factory=dict)  # capability/knob -> why the implementation has none
     key_prefix: str = ""  # "peers#2." for the 2nd [[peers]] entry; used in error messages
 
     @property
@@ -247,13 +265,13 @@ class PeerManifest:
         """Raise ``UnsupportedKnob`` unless every knob is declared."""
         missing = [k for k in knobs if k not in self.knobs]
         if missing:
-            raise UnsupportedKnob(self.label, missing, declared=self.knobs, source=self.source)
+            raise UnsupportedKnob(self.label, missing, declared=self.knobs, source=self.source, lacks=self.lacks)
 
     def require_capabilities(self, capabilities: Iterable[str]) -> None:
         """Raise ``UnsupportedCapability`` unless every capability is listed."""
         missing = [c for c in capabilities if c not in self.capabilities]
         if missing:
-            raise UnsupportedCapability(self.label, missing, declared=self.capabilities)
+            raise UnsupportedCapability(self.label, missing, declared=self.capabilities, lacks=self.lacks)
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -405,6 +423,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
     admin = _parse_admin(top.table("admin"))
     knobs = _parse_knobs(top.table("knobs"))
     timers = _parse_timers(top.table("timers"))
+    lacks = top.string_map("lacks")
     top.finish()
 
     manifest = PeerManifest(
@@ -422,6 +441,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         witness=witness,
         admin=admin,
         timers=timers,
+        lacks=lacks,
         key_prefix=prefix,
     )
     _check_special_elements(manifest)

@@ -565,3 +565,32 @@ def test_get_unknown_peer_or_role_lists_what_is_known(tmp_path: Path) -> None:
         registry.get("nacos-client", "nope")
     with pytest.raises(HarnessError, match="unknown role 'nacos'; roles are nacos-server, nacos-client"):
         registry.by_role("nacos")
+
+
+def test_lacks_gives_the_reason_in_the_unimplemented_verdict(tmp_path: Path) -> None:
+    path = tmp_path / "real.toml"
+    path.write_text(textwrap.dedent('''
+        [peer]
+        name = "real"
+        role = "nacos-server"
+        capabilities = ["loader"]
+        [process]
+        command = ["server"]
+        [lacks]
+        limits = "its default control manager never limits"
+        count_limit = "no limits at all"
+    '''))
+    (peer,) = load_manifests(path)
+    with pytest.raises(Unimplemented, match="lacks capability limits: its default control manager never limits; cluster"):
+        peer.require_capabilities(["limits", "cluster"])
+    with pytest.raises(Unimplemented, match="has no knob count_limit: no limits at all"):
+        peer.require_knobs(["count_limit"])
+    with pytest.raises(Unimplemented, match=r"lacks capability\(ies\) cluster; it has: loader"):
+        peer.require_capabilities(["cluster"])
+
+
+def test_lacks_entries_are_strings(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[peer]\nname = "bad"\nrole = "nacos-server"\n[process]\ncommand = ["x"]\n[lacks]\nlimits = 1\n')
+    with pytest.raises(HarnessError, match="lacks.limits"):
+        load_manifests(path)
