@@ -69,11 +69,16 @@ class HealthBound:
 
 @dataclass(frozen=True)
 class EjectBound:
-    """A server's dead-connection bound: ``idle_threshold + eject_interval + probe_timeout + tolerance``."""
+    """A server's dead-connection bound: ``idle_threshold + eject_interval + probe_timeout
+    (+ probe_check_granularity) + tolerance``. The granularity is for a server that notices an
+    unanswered probe only on its next pass rather than when the probe's timeout fires (from its
+    source, in its manifest's ``[timers]``; 0 for Nacos 2.3+, whose probe callback times out on
+    its own)."""
 
     idle_threshold_ms: int
     eject_interval_ms: int
     probe_timeout_ms: int
+    probe_check_granularity_ms: int = 0
 
     @classmethod
     def of(cls, peer: PeerManifest, knobs: dict[str, Any]) -> EjectBound:
@@ -81,15 +86,19 @@ class EjectBound:
         bound the requirement sets, whether or not the server has such a mechanism."""
         return cls(peer.timer("idle_threshold_ms", knobs, default=SPEC_IDLE_THRESHOLD_MS),
                    peer.timer("eject_interval_ms", knobs, default=SPEC_EJECT_INTERVAL_MS),
-                   peer.timer("probe_timeout_ms", knobs, default=SPEC_PROBE_TIMEOUT_MS))
+                   peer.timer("probe_timeout_ms", knobs, default=SPEC_PROBE_TIMEOUT_MS),
+                   peer.timer("probe_check_granularity_ms", knobs, default=0))
 
     @property
     def bound_ms(self) -> int:
-        return self.idle_threshold_ms + self.eject_interval_ms + self.probe_timeout_ms + TOLERANCE_MS
+        return (self.idle_threshold_ms + self.eject_interval_ms + self.probe_timeout_ms
+                + self.probe_check_granularity_ms + TOLERANCE_MS)
 
     def __str__(self) -> str:
+        granularity = (f" + probe check granularity {self.probe_check_granularity_ms}"
+                       if self.probe_check_granularity_ms else "")
         return (f"idle {self.idle_threshold_ms} + eject interval {self.eject_interval_ms} + probe "
-                f"{self.probe_timeout_ms} + {TOLERANCE_MS} = {self.bound_ms} ms")
+                f"{self.probe_timeout_ms}{granularity} + {TOLERANCE_MS} = {self.bound_ms} ms")
 
 
 # ---- steps ----------------------------------------------------------------------------------

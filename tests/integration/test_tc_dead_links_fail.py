@@ -1,4 +1,4 @@
-"""TC-04, TC-05, TC-06 and TC-09 must FAIL against deliberately broken peers, each for the
+"""TC-04, TC-05, TC-06, TC-09 and TC-15 must FAIL against deliberately broken peers, each for the
 intended reason, before their OK against the reference peers is trusted
 (tests/broken_peers/tc_dead_peers.py, tests/broken_peers/tc-dead-peers.toml).
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.placement.netns import available
 from tests.support.run_suite import BROKEN_DIR, run_suite
 
 BROKEN = BROKEN_DIR / "tc-dead-peers.toml"
@@ -34,6 +35,11 @@ RUNS = [
         "nacos-client=broken-leaks-close-wait nacos-server=ref": ("no client-side CLOSE_WAIT", "still in CLOSE_WAIT"),
         "nacos-client=broken-stays-on-dead-server nacos-server=ref": ("reconnects to", "not RUNNING on another server"),
     }),
+    ("TC-15", ["broken-never-ejects", "ref"], ["ref"], {
+        "nacos-client=ref nacos-server=broken-never-ejects":
+            ("half-open connection", "still registered"),
+        "nacos-client=ref nacos-server=ref": None,  # the same case, OK on the reference server
+    }),
     ("TC-09", ["broken-ejects-but-keeps-registration"], ["ref"], {
         "nacos-client=ref nacos-server=broken-ejects-but-keeps-registration": ("drops", "still holds"),
     }),
@@ -49,12 +55,18 @@ RUNS = [
 @pytest.mark.parametrize(("case_id", "servers", "clients", "reasons"), RUNS,
                          ids=[f"{r[0]}-{'+'.join(r[1] + r[2])}" for r in RUNS])
 def test_case_fails_against_broken_peer(case_id: str, servers: list[str], clients: list[str],
-                                        reasons: dict[str, tuple[str, str]], tmp_path: Path) -> None:
+                                        reasons: dict[str, tuple[str, str] | None], tmp_path: Path) -> None:
+    if case_id == "TC-15" and available() is not None:
+        pytest.skip(f"TC-15 needs network namespaces: {available()}")
     peers = [f"nacos-server={s}" for s in servers] + [f"nacos-client={c}" for c in clients]
     results = run_suite(case_id, tmp_path / "report", peers_files=[BROKEN], peers=peers)
     assert sorted(results) == sorted(reasons), f"columns {sorted(results)}, expected {sorted(reasons)}"
-    for column, (missed, actual_words) in reasons.items():
+    for column, why in reasons.items():
         result = results[column]
+        if why is None:
+            assert result["verdict"] == "OK", f"{column}: expected OK, got {result['verdict']}: {result['detail'][:1500]}"
+            continue
+        missed, actual_words = why
         assert result["verdict"] == "FAILED", f"{column}: expected FAILED, got {result['verdict']}: {result['detail'][:1500]}"
         assert missed in str(result["expected"]), f"{column}: FAILED for another reason: expected={result['expected']!r}"
         assert actual_words in str(result["actual"]), f"{column}: FAILED for another reason: actual={result['actual']!r}"
