@@ -173,7 +173,7 @@ class JudgeAnswerBySuccess(NacosRefServer):
         super().on_client_response(t, msg)
 
 
-SLOW_START_S = 3.0  # longer than SR-05's first startup delay (2 s)
+SLOW_START_S = 5.0  # longer than SR-05's first startup delay (4 s)
 
 
 def _slow_start_ignoring_delay(flags: list[str]) -> int:
