@@ -27,10 +27,11 @@ from harness.faults import (
     Restart,
 )
 from harness.observe.history import History
-from harness.observe.sockets import owners, snapshot, wait_state_count
+from harness.observe.sockets import owners, snapshot
 from harness.ports import free_port
 from harness.runtime import LaunchSpec, PortReady, ProcessNode, ProcessRuntime
 from harness.toxiproxy import Proxy, ToxiproxyClient, ToxiproxyServer
+from harness.wait import eventually
 from tests.support.tcp import (
     CLOSE_WITHIN_MS,
     EchoServer,
@@ -201,11 +202,18 @@ def test_kill_leaves_client_close_wait_and_restart_on_heal(echo_node, history: H
         assert not node.alive()
         assert node.exit_code == -9
         # The kernel closed the dead server's socket: our end waits in CLOSE_WAIT until we close
-        # it (the client-side leak TC-06 looks for), and it is ours.
-        wait_state_count(port, "CLOSE_WAIT", lambda n: n == 1, side="client", timeout_ms=CLOSE_WITHIN_MS)
-        mine = [e for e in snapshot([port]) if e.state == "CLOSE_WAIT" and e.remote_port == port]
-        assert owners(mine, pids=[os.getpid()]) == {mine[0].inode: os.getpid()}
-    wait_state_count(port, "CLOSE_WAIT", lambda n: n == 0, side="client", timeout_ms=CLOSE_WITHIN_MS)
+        # it (the client-side leak TC-06 looks for), and it is ours. Only our own 4-tuple counts:
+        # another test's socket may share the port number on another address.
+        ours = sock.getsockname()
+
+        def mine() -> list:
+            return [e for e in snapshot([port]) if e.state == "CLOSE_WAIT" and e.remote_port == port
+                    and (e.local_ip, e.local_port) == ours]
+
+        found = eventually(mine, accept=lambda m: len(m) == 1, timeout_ms=CLOSE_WITHIN_MS,
+                           what="our socket in CLOSE_WAIT").value
+        assert owners(found, pids=[os.getpid()]) == {found[0].inode: os.getpid()}
+    eventually(mine, accept=lambda m: not m, timeout_ms=CLOSE_WITHIN_MS, what="our CLOSE_WAIT gone once closed")
     kill.heal()
     kill.heal()  # idempotent: one restart
     assert node.alive()

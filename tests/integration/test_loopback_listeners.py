@@ -50,6 +50,24 @@ def test_built_in_nacos_peers_listen_on_loopback_only(topo: Topology) -> None:
     assert topo.exposed_listeners() == []
 
 
+@pytest.mark.timeout(240)
+def test_the_real_nacos_server_binds_the_wildcard_only_inside_its_namespace(topo: Topology) -> None:
+    from harness.agents.build_nacos_server import nacos_server_dir
+    from harness.placement.netns import available
+
+    if available() is not None:
+        pytest.skip(f"the real Nacos server runs in a network namespace: {available()}")
+    if not nacos_server_dir("2.2.4").is_dir():
+        pytest.skip("nacos-2.2.4 is not built (connformance setup --only nacos-servers)")
+    (server,) = topo.nacos_servers(1, peer=REGISTRY.get("nacos-server", "nacos-2.2.4"))
+    seen = listeners_of(topo.processes())
+    wildcard = [item for item in seen if item.ip in ("0.0.0.0", "::")]
+    # It does bind the wildcard (its gRPC ports): the namespace is what contains it.
+    assert any(item.port == server.grpc_port for item in wildcard), "\n".join(map(str, seen))
+    assert exposed(seen) == [], "\n".join(map(str, exposed(seen)))
+    assert topo.exposed_listeners() == []
+
+
 WILDCARD_PEER = (
     "import socket, time\n"
     "t = socket.socket(); t.bind(('0.0.0.0', 0)); t.listen()\n"
