@@ -210,5 +210,24 @@ def watch_move(cf, client: NacosClientHandle, clock: Clock, *, away_from: str, t
     return move
 
 
+def watch_current(server: NacosServerHandle, clock: Clock, *, until, timeout_ms: float,
+                  what: str) -> tuple[float | None, dict[str, Any]]:
+    """Poll the server's ``current`` until ``until(snapshot)`` holds (at most ``timeout_ms``):
+    how long after the clock's fault it held (None: never), and the last snapshot read."""
+    last: dict[str, Any] = {}
+
+    def read() -> dict[str, Any]:
+        snapshot = server.admin.current()
+        last.clear()
+        last.update(snapshot)
+        return snapshot
+
+    try:
+        eventually(read, timeout_ms=timeout_ms, what=what, accept=until, swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
+        return clock.since(), last
+    except WaitTimeout:
+        return None, last
+
+
 def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)

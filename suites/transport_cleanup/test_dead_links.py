@@ -25,14 +25,10 @@ peers run scaled-down timers; real libraries keep their defaults.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fixtures.case import case
 from harness.faults import Blackhole, Pause
 from harness.scenarios.dead_links import (
-    CONTROL_ERRORS,
     FAIL_FACTOR,
-    POLL_MS,
     QUIET_SERVER,
     SCALED_CLIENT_HEALTH,
     SCALED_SERVER_EJECT,
@@ -45,10 +41,11 @@ from harness.scenarios.dead_links import (
     running,
     server_of,
     supported,
+    watch_current,
     watch_move,
 )
 from harness.scenarios.nacos import wait_registered
-from harness.wait import WaitTimeout, eventually
+from harness.wait import WaitTimeout
 
 # ---- TC-04 ----------------------------------------------------------------------------------
 
@@ -70,26 +67,14 @@ def test_server_ejects_blackholed_connection(cf, topology, nacos_server_peer, na
                 actual={"current": sorted(before), "client": brief(client.control.state())}, verdict="FAILED",
                 hint="the connection was dropped before the fault (a client not answering probes? see SR-19)")
 
-    gone_ms: float | None = None
-    held = {}
     # The client is frozen first, so its own reaction cannot close the transport through the
     # blackhole (a FIN crosses it, see the module docstring); then the link goes dark.
     with Pause(client.node, history=cf.history, label="client"), \
             Blackhole(server.proxy, history=cf.history, label=server.node.name):
         clock = Clock(cf)
-
-        def still_held() -> dict[str, Any]:
-            snapshot = server.admin.current()
-            held["last"] = sorted(snapshot)
-            held["entry"] = snapshot.get(dead_id, {})
-            return snapshot
-
-        try:
-            eventually(still_held, timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{dead_id} ejected",
-                       accept=lambda snapshot: dead_id not in snapshot, swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
-            gone_ms = clock.since()
-        except WaitTimeout:
-            gone_ms = None
+        gone_ms, last = watch_current(server, clock, until=lambda snapshot: dead_id not in snapshot,
+                                      timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{dead_id} ejected")
+        held = {"last": sorted(last), "entry": last.get(dead_id, {})}
         held_for_ms = clock.since()
 
     event_ms = None

@@ -20,16 +20,13 @@ dials for the client's reconnects, which Toxiproxy leaves hanging without a conn
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any
 
 from fixtures.case import case
 from harness.errors import SetupError
 from harness.netfaults import Silence
 from harness.observe.sockets import snapshot
 from harness.scenarios.dead_links import (
-    CONTROL_ERRORS,
     FAIL_FACTOR,
-    POLL_MS,
     SCALED_SERVER_EJECT,
     Clock,
     EjectBound,
@@ -38,8 +35,8 @@ from harness.scenarios.dead_links import (
     rounded,
     running,
     supported,
+    watch_current,
 )
-from harness.wait import WaitTimeout, eventually
 
 
 def _upstream_ports(server) -> list[int]:
@@ -62,7 +59,6 @@ def test_server_removes_a_half_open_connection(cf, topology, nacos_server_peer, 
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs=server_knobs, namespaced=True)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
     dead_id = registered_id(cf, server, running(cf, client))
-    held: dict[str, Any] = {}
     transports = _upstream_ports(server)
     if not transports:
         raise SetupError(f"TC-15: no ESTABLISHED transport from the proxy to {server.bind_host}:{server.grpc_port} "
@@ -74,27 +70,17 @@ def test_server_removes_a_half_open_connection(cf, topology, nacos_server_peer, 
             stack.enter_context(Silence(server, port=server.grpc_port, peer=(server.namespace.host_ip, port),
                                         history=cf.history, label=server.node.name))
         clock = Clock(cf)
-
-        def still_held() -> dict[str, Any]:
-            snapshot = server.admin.current()
-            held["last"] = sorted(snapshot)
-            return snapshot
-
-        try:
-            eventually(still_held, timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{dead_id} removed",
-                       accept=lambda snapshot: dead_id not in snapshot, swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
-            gone_ms: float | None = clock.since()
-        except WaitTimeout:
-            gone_ms = None
+        gone_ms, last = watch_current(server, clock, until=lambda snapshot: dead_id not in snapshot,
+                                      timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{dead_id} removed")
         held_for_ms = clock.since()
         client_state = brief(client.control.state())
     observed = {"connection_id": dead_id, "bound": str(eject), "removed after (ms)": rounded(gone_ms),
-                "current at the end": held.get("last"), "client at the end": client_state}
+                "current at the end": sorted(last), "client at the end": client_state}
     cf.history.observe("tc15", observed)
     if gone_ms is None:
         cf.fail(expected=f"the half-open connection {dead_id} removed within {eject}",
                 actual=f"still registered {held_for_ms:.0f} ms after its link went silent ({FAIL_FACTOR}× the bound); "
-                       f"current {held.get('last')}",
+                       f"current {sorted(last)}",
                 verdict="FAILED", at_ms=cf.history.relative_ms(clock.mono_ms),
                 hint="no idle probe and no keepalive short enough: a pulled cable leaves the client registered")
     if gone_ms > eject.bound_ms:

@@ -59,21 +59,17 @@ class SilentFastRetry(RefNacosClient):
     """SR-18: retries every 10 ms and reports no attempt at all (no ``connect_failed`` event): only
     the wire can show that its attempts are not paced."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        record = self.state.record
+
+        def silent(kind: str, *a: Any, **kw: Any) -> Any:
+            return None if kind == "connect_failed" else record(kind, *a, **kw)
+
+        self.state.record = silent  # type: ignore[method-assign]
+
     def backoff_ms(self, retry_turns: int) -> float:
         return 10.0
-
-    async def connect_to_server(self, server: ServerAddress) -> RpcConnection | None:
-        conn = RpcConnection(server, server.grpc_port(self.config.grpc_port_offset))
-        self._open.add(conn)
-        try:
-            conn.connection_id = await self.server_check(conn)
-            self.open_bistream(conn)
-            await self.send_setup(conn)
-            await self.wait_after_setup(conn)
-            return conn
-        except (grpc.aio.AioRpcError, OSError, RuntimeError, ValueError):
-            await self._discard(conn)
-            return None
 
 
 class StopsReconnecting(RefNacosClient):
