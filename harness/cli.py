@@ -196,7 +196,7 @@ def _add_up(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    from harness.session import UpOptions, run_up
+    from harness.up import UpOptions, run_up
 
     options = UpOptions(
         servers=args.servers, clients=args.clients or ["ref:3"], server_peer=args.server_peer,

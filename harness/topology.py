@@ -28,7 +28,7 @@ from harness.observe.listeners import exposed, listeners_of
 from harness.observe.server_events import LogWitness, ServerEvents
 from harness.observe.sockets import owners, snapshot
 from harness.peers import PeerManifest, render
-from harness.peers.manifest import render_template
+from harness.peers.launch import render_template
 from harness.placement.netns import Namespace, new_namespace
 from harness.placement.netns import available as netns_available
 from harness.ports import NACOS_GRPC_OFFSET, free_port, http_server_host, server_host

@@ -90,3 +90,19 @@ def holds_for(
         if now_ms() - start >= duration_ms:
             return True, None, now_ms() - start
         time.sleep(interval_ms / 1000.0)
+
+
+def settled(probe: Callable[[], T], *, stable_ms: float, timeout_ms: float, what: str,
+            accept: Callable[[T], bool] = lambda _: True, interval_ms: float = 50.0) -> T:
+    """Wait until ``probe()`` returns one accepted value, unchanged for ``stable_ms``; raises
+    WaitTimeout after ``timeout_ms``. For counts that move for a while and then stay put."""
+    seen: dict[str, object] = {"value": object(), "since": now_ms()}
+
+    def watch() -> tuple[T, float]:
+        value, t = probe(), now_ms()
+        if value != seen["value"]:
+            seen.update(value=value, since=t)
+        return value, t - float(seen["since"])  # type: ignore[arg-type]
+
+    return eventually(watch, accept=lambda vt: accept(vt[0]) and vt[1] >= stable_ms, timeout_ms=timeout_ms,
+                      what=what, interval_ms=interval_ms).value[0]

@@ -347,7 +347,7 @@ register_step(Step(
 
 
 # --- netfilter ----------------------------------------------------------------------------------
-# iptables inside the peers' network namespaces carries the packet-level faults (harness.netfaults).
+# iptables inside the peers' network namespaces carries the packet-level faults (harness.faults.packet).
 # Only root can make namespaces, so only root needs it; elsewhere the step is done (the L3 cases are
 # UNIMPLEMENTED there, saying why).
 

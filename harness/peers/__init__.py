@@ -1,7 +1,9 @@
-"""Peers: manifests (TOML) that describe an implementation in a role, and the registry of them."""
+"""Peers: manifests (TOML) that describe an implementation in a role (the model in ``manifest``,
+read by ``parse``, rendered into a launch by ``launch``), and the registry of them."""
 
 from __future__ import annotations
 
+from harness.peers.launch import render
 from harness.peers.manifest import (
     KNOB_FORMATS,
     ROLES,
@@ -10,9 +12,8 @@ from harness.peers.manifest import (
     UnsupportedCapability,
     UnsupportedKnob,
     UnsupportedRuntime,
-    load_manifests,
-    render,
 )
+from harness.peers.parse import load_manifests
 from harness.peers.registry import BUILTIN_DIR, PeerRegistry
 
 __all__ = [

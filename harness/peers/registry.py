@@ -10,7 +10,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.peers.manifest import ROLES, PeerManifest, load_manifests
+from harness.peers.manifest import ROLES, PeerManifest
+from harness.peers.parse import load_manifests
 
 __all__ = ["BUILTIN_DIR", "PeerRegistry"]
 

@@ -1,6 +1,6 @@
 """A raw Nacos wire probe: one gRPC channel = one TCP transport, driven step by step so a case
 can do what no well-behaved client does (a request before setup, a malformed body, two
-transports side by side). Built on ``harness.reference.nacos.wire``/``codec`` only."""
+transports side by side). Built on ``harness.protocol.nacos`` only."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 
 from harness.ports import check_loopback
-from harness.reference.nacos import codec, wire
+from harness.protocol.nacos import codec, wire
 
 _CLOSE = object()
 
@@ -86,7 +86,7 @@ class RawNacosConnection:
             self.open_stream()
         self._outbox.put(codec.connection_setup_request(
             client_version=client_version,
-            labels=labels if labels is not None else {"source": "sdk", "module": "naming"},
+            labels=labels if labels is not None else codec.SDK_LABELS,
             tenant=tenant,
             client_ip=self.client_ip,
         ))

@@ -5,7 +5,7 @@ Three guarantees, and how they hold:
 - **Nothing outlives the harness.** Each node runs in its own session/process group
   (``start_new_session``) with ``PR_SET_PDEATHSIG=SIGKILL``, and the runtime's ``close()`` runs
   from ``atexit``. PDEATHSIG fires when the *thread* that forked the child ends, not the process,
-  so every fork happens on one long-lived daemon thread (``_Spawner``): a node started from a
+  so every fork happens on one long-lived daemon thread (``Spawner``): a node started from a
   short-lived worker thread would otherwise be killed when that thread finished. PDEATHSIG
   reaches only the direct child; grandchildren are covered by ``close()`` (group signals).
 - **No descendant escapes.** Each launch also runs in its own cgroup (``containment``): a
@@ -23,10 +23,7 @@ Three guarantees, and how they hold:
 
 from __future__ import annotations
 
-import concurrent.futures
-import ctypes
 import os
-import queue
 import re
 import shlex
 import shutil
@@ -36,16 +33,14 @@ import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 from harness.errors import HarnessError, SetupError
-from harness.placement.netns import note_process, setns_in_child
+from harness.placement.netns import note_process
 from harness.runtime.base import LaunchSpec, Readiness
 from harness.runtime.containment import (
     NODE_ENV,
     OWNER_ENV,
     Cgroup,
-    join_cgroup_in_child,
     node_cgroup,
     owner_marker,
     process_cmdline,
@@ -54,101 +49,18 @@ from harness.runtime.containment import (
 from harness.runtime.logfile import LogFileReader
 from harness.runtime.node_book import NodeBook
 from harness.runtime.readiness import launch_until_ready, wait_ready
-from harness.runtime.seccomp import DatagramFilter, datagram_filter
+from harness.runtime.seccomp import datagram_filter
+from harness.runtime.spawn import SPAWNER, die_with_parent, live_group_members
 from harness.slots import current_slot
 from harness.wait import WaitTimeout, eventually, now_ms
 
 __all__ = ["ProcessRuntime", "ProcessNode"]
 
-T = TypeVar("T")
 
 STOP_TIMEOUT_MS = 5000
 KILL_TIMEOUT_MS = 5000  # SIGKILL is not ignorable; only an uninterruptible (D-state) process takes long
 SIGNAL_SETTLE_MS = 2000  # SIGSTOP/SIGCONT delivery is asynchronous; wait until every member shows it
-_SPAWN_TIMEOUT_S = 30.0
 _GROUP_POLL_MS = 10.0
-
-
-# --- PR_SET_PDEATHSIG ---------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
-# Resolved in the parent: the forked child should run as little Python as possible.
-_prctl = _libc.prctl
-_prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-_prctl.restype = ctypes.c_int
-_SIGKILL = int(signal.SIGKILL)
-
-
-def _die_with_parent(parent_pid: int, cgroup_procs: bytes | None = None,
-                     datagrams: DatagramFilter | None = None, netns: bytes | None = None) -> Callable[[], None]:
-    def preexec() -> None:
-        if cgroup_procs is not None:  # before anything else: whatever it forks stays contained
-            join_cgroup_in_child(cgroup_procs)
-        _prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the harness died between fork and prctl
-            os._exit(1)
-        if netns is not None:
-            fd = os.open(netns, os.O_RDONLY)
-            setns_in_child(fd)  # raises: the peer never runs in the host's namespace by mistake
-            os.close(fd)
-        if datagrams is not None:
-            datagrams.install_in_child()  # raises: the peer never runs unfiltered
-
-    return preexec
-
-
-class _Spawner:
-    """Runs every fork on one daemon thread that lives as long as the interpreter (see module doc)."""
-
-    def __init__(self) -> None:
-        self._requests: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def run(self, fn: Callable[[], T]) -> T:
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="connformance-spawner", daemon=True)
-                self._thread.start()
-        done: concurrent.futures.Future = concurrent.futures.Future()
-        self._requests.put((fn, done))
-        return done.result(timeout=_SPAWN_TIMEOUT_S)
-
-    def _loop(self) -> None:
-        while True:
-            fn, done = self._requests.get()
-            if not done.set_running_or_notify_cancel():
-                continue
-            try:
-                done.set_result(fn())
-            except BaseException as exc:  # handed to the caller's thread
-                done.set_exception(exc)
-
-
-_SPAWNER = _Spawner()
-
-
-# --- process groups through /proc ---------------------------------------------------------
-
-
-def _live_group_members(pgid: int) -> dict[int, str]:
-    """pid -> state letter for every non-zombie process whose process group is ``pgid``."""
-    members: dict[int, str] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:  # exited while we looked
-            continue
-        # "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses
-        fields = stat[stat.rindex(b")") + 2 :].split()
-        state, pgrp = fields[0].decode(), int(fields[2])
-        if pgrp == pgid and state not in ("Z", "X"):
-            members[int(entry.name)] = state
-    return members
 
 
 def _marked_with(marker: str) -> list[int]:
@@ -230,7 +142,7 @@ class ProcessNode(LogFileReader):
         """pid -> /proc state letter for each live process in the node's group."""
         if self._popen is None or self._reaped:
             return {}
-        return _live_group_members(self._popen.pid)
+        return live_group_members(self._popen.pid)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -316,12 +228,12 @@ class ProcessNode(LogFileReader):
                     env=env,
                     cwd=spec.cwd,
                     start_new_session=True,  # own session and process group: signals reach descendants
-                    preexec_fn=_die_with_parent(os.getpid(), procs, datagrams,
+                    preexec_fn=die_with_parent(os.getpid(), procs, datagrams,
                                                 os.fsencode(spec.netns) if spec.netns else None),
                 )
 
             try:
-                self._popen = _SPAWNER.run(popen)
+                self._popen = SPAWNER.run(popen)
                 if spec.netns:
                     note_process(spec.netns, self._popen.pid)
             except (OSError, subprocess.SubprocessError) as exc:

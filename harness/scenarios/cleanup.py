@@ -15,20 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.control.http import ControlError
 from harness.observe.sockets import TcpEntry, snapshot
-from harness.scenarios.nacos import wait_client_running, wait_registered
+from harness.scenarios.bounds import CONTROL_ERRORS, FINE_POLL_MS, REGISTER_TIMEOUT_MS, TOLERANCE_MS
+from harness.scenarios.nacos import wait_registered
+from harness.scenarios.steps import brief, running
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, now_ms
 
-TOLERANCE_MS = 250  # SPEC §5 preamble
 UNREGISTER_BOUND_MS = 1000  # SPEC TC-01: the server unregisters within 1 s
 UNREGISTER_WATCH_MS = 5000  # a registration still held after this is never cleaned up: FAILED
-RUNNING_TIMEOUT_MS = 15000  # real libraries: ServerCheck 3 s timeout + setup wait, from a cold start
-REGISTER_TIMEOUT_MS = 3000
-POLL_MS = 25
-
-_SWALLOW = (OSError, ValueError, ControlError)
 
 
 # ---- baseline ---------------------------------------------------------------------------------
@@ -54,18 +49,6 @@ class Registered:
     def as_dict(self) -> dict[str, Any]:
         return {"server": self.server.main_address, "connection_id": self.connection_id, "client_ip": self.client_ip,
                 "ip_count": self.ip_count, "events_seq": self.events_seq}
-
-
-def running(cf, client: NacosClientHandle, *, what: str = "baseline",
-            timeout_ms: float = RUNNING_TIMEOUT_MS) -> dict[str, Any]:
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=timeout_ms)
-    except WaitTimeout as exc:
-        last = exc.last if isinstance(exc.last, dict) else {}
-        cf.fail(expected=f"{client.name} RUNNING within {timeout_ms:.0f} ms ({what})",
-                actual=f"last state {brief(last) or exc.last!r}", hint="the handshake did not complete; see the peer logs",
-                verdict="FAILED")
-        raise  # unreachable: fail() raises
 
 
 def prove_registered(cf, client: NacosClientHandle, server: NacosServerHandle) -> Registered:
@@ -106,12 +89,6 @@ def registration(cf, server: NacosServerHandle, cid: str, ids: dict[str, Any],
     reg = Registered(server, client, cid, client_ip, ip_count, seq, has_events, has_counts)
     cf.history.observe("baseline", reg.as_dict())
     return reg
-
-
-def brief(state: Any) -> Any:
-    if not isinstance(state, dict):
-        return state
-    return {k: state.get(k) for k in ("status", "server", "connection_id")}
 
 
 # ---- the cleanup watch --------------------------------------------------------------------------
@@ -172,7 +149,7 @@ def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
 
     try:
         eventually(poll, timeout_ms=max(0.0, fault_at_ms + watch_ms - now_ms()), what=f"{reg.connection_id} cleaned up",
-                   accept=done, swallow=_SWALLOW, interval_ms=POLL_MS)
+                   accept=done, swallow=CONTROL_ERRORS, interval_ms=FINE_POLL_MS)
     except WaitTimeout:
         seen.watched_ms = now_ms() - fault_at_ms
     cf.history.observe("cleanup", seen.as_dict())

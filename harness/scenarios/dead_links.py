@@ -1,11 +1,8 @@
 """Dead links, judged on the peers' own timers (TC-04, TC-05, TC-06, TC-09 and the packet-level
-cases): a client's health-check bound, a server's eject bound, and the steps that watch a client
-leave a dead server (``watch_move``) and take the instant a fault took effect on both clocks
-(``Clock``).
-
-Bounds are the peer's configured timers plus the SPEC §5 tolerance: ``interval + attempts ×
-timeout`` for a client (attempts = ``health_retry + 1``), ``idle_threshold + eject_interval +
-probe_timeout`` for a server (the spec's 2.3+ numbers where a server declares none).
+cases): the steps that watch a client leave a dead server (``watch_move``) or a server drop a
+dead connection (``watch_current``), from the instant a fault took effect on both clocks
+(``Clock``). The bounds they are judged against (``HealthBound``, ``EjectBound``) live in
+``harness.scenarios.bounds``.
 """
 
 from __future__ import annotations
@@ -13,124 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.control.http import ControlError
 from harness.peers import PeerManifest
-from harness.scenarios.nacos import wait_client_running, wait_registered
+from harness.scenarios.bounds import (
+    CONTROL_ERRORS,
+    FAIL_FACTOR,
+    POLL_MS,
+    REGISTER_TIMEOUT_MS,
+    SCALED_CLIENT_HEALTH,
+    HealthBound,
+    supported,
+)
+from harness.scenarios.nacos import wait_registered
+from harness.scenarios.steps import brief, registered_id, running, server_of
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, now_ms
-
-TOLERANCE_MS = 250  # SPEC §5 preamble
-RUNNING_TIMEOUT_MS = 15000  # the handshake's own hang guard (real libraries: ServerCheck 3 s + setup)
-POLL_MS = 50
-FAIL_FACTOR = 2  # "never": not within FAIL_FACTOR × the bound
-
-# Scaled-down timers for peers that take them (brief: server eject 500 / idle 1500 / probe 500;
-# client health 1000 / timeout 500 / 1 retry).
-SCALED_SERVER_EJECT = {"eject_interval_ms": 500, "idle_threshold_ms": 1500, "probe_timeout_ms": 500}
-SCALED_CLIENT_HEALTH = {"health_interval_ms": 1000, "health_timeout_ms": 500, "health_retry": 1}
-# Where a client's reaction is judged, the server must not eject the connection first (an
-# ejection closes the transport, which crosses the blackhole and hands the client a stream end).
-QUIET_SERVER = {"idle_threshold_ms": 120_000}
-
-CONTROL_ERRORS = (OSError, ValueError, ControlError)
-SPEC_IDLE_THRESHOLD_MS, SPEC_EJECT_INTERVAL_MS, SPEC_PROBE_TIMEOUT_MS = 20_000, 3000, 5000  # SPEC §4.2
-
-
-# ---- timers ---------------------------------------------------------------------------------
-
-def supported(peer: PeerManifest, wanted: dict[str, Any]) -> dict[str, Any]:
-    """The knobs of ``wanted`` the peer has; the rest keep the peer's defaults."""
-    return {k: v for k, v in wanted.items() if peer.supports(k)}
-
-
-@dataclass(frozen=True)
-class HealthBound:
-    """A client's dead-link detection bound: ``interval + attempts × timeout (+ jitter) + tolerance``."""
-
-    interval_ms: int
-    timeout_ms: int
-    attempts: int
-    jitter_ms: int = 0
-
-    @classmethod
-    def of(cls, peer: PeerManifest, knobs: dict[str, Any]) -> HealthBound:
-        return cls(peer.timer("health_interval_ms", knobs), peer.timer("health_timeout_ms", knobs),
-                   peer.timer("health_retry", knobs, default=0) + 1, peer.timer("health_jitter_ms", knobs, default=0))
-
-    @property
-    def bound_ms(self) -> int:
-        return self.interval_ms + self.jitter_ms + self.attempts * self.timeout_ms + TOLERANCE_MS
-
-    def __str__(self) -> str:
-        jitter = f" + jitter {self.jitter_ms}" if self.jitter_ms else ""
-        return (f"interval {self.interval_ms}{jitter} + {self.attempts} × timeout {self.timeout_ms} "
-                f"+ {TOLERANCE_MS} = {self.bound_ms} ms")
-
-
-@dataclass(frozen=True)
-class EjectBound:
-    """A server's dead-connection bound: ``idle_threshold + eject_interval + probe_timeout
-    (+ probe_check_granularity) + tolerance``. The granularity is for a server that notices an
-    unanswered probe only on its next pass rather than when the probe's timeout fires (from its
-    source, in its manifest's ``[timers]``; 0 for Nacos 2.3+, whose probe callback times out on
-    its own)."""
-
-    idle_threshold_ms: int
-    eject_interval_ms: int
-    probe_timeout_ms: int
-    probe_check_granularity_ms: int = 0
-
-    @classmethod
-    def of(cls, peer: PeerManifest, knobs: dict[str, Any]) -> EjectBound:
-        """The peer's timers; where it declares none, the spec's 2.3+ numbers (SPEC §4.2): the
-        bound the requirement sets, whether or not the server has such a mechanism."""
-        return cls(peer.timer("idle_threshold_ms", knobs, default=SPEC_IDLE_THRESHOLD_MS),
-                   peer.timer("eject_interval_ms", knobs, default=SPEC_EJECT_INTERVAL_MS),
-                   peer.timer("probe_timeout_ms", knobs, default=SPEC_PROBE_TIMEOUT_MS),
-                   peer.timer("probe_check_granularity_ms", knobs, default=0))
-
-    @property
-    def bound_ms(self) -> int:
-        return (self.idle_threshold_ms + self.eject_interval_ms + self.probe_timeout_ms
-                + self.probe_check_granularity_ms + TOLERANCE_MS)
-
-    def __str__(self) -> str:
-        granularity = (f" + probe check granularity {self.probe_check_granularity_ms}"
-                       if self.probe_check_granularity_ms else "")
-        return (f"idle {self.idle_threshold_ms} + eject interval {self.eject_interval_ms} + probe "
-                f"{self.probe_timeout_ms}{granularity} + {TOLERANCE_MS} = {self.bound_ms} ms")
-
-
-# ---- steps ----------------------------------------------------------------------------------
-
-def running(cf, client: NacosClientHandle, what: str = "baseline") -> dict[str, Any]:
-    """The client RUNNING through its proxy, or the case fails as a setup problem."""
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=RUNNING_TIMEOUT_MS)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name} RUNNING within {RUNNING_TIMEOUT_MS} ms ({what})",
-                actual=f"last state {brief(exc.last)}", verdict="FAILED", hint="see the peer logs")
-        raise  # unreachable: fail() raises
-
-
-def registered_id(cf, server: NacosServerHandle, state: dict[str, Any]) -> str:
-    """The client's connection id as the server registered it (the agent's, or the only one)."""
-    cid = state.get("connection_id")
-    snapshot = wait_registered(cf.history, server, timeout_ms=3000, connection_id=cid, count=None if cid else 1)
-    return cid or next(iter(snapshot))
-
-
-def server_of(servers: list[NacosServerHandle], address: str | None) -> NacosServerHandle:
-    for server in servers:
-        if server.main_address == address:
-            return server
-    raise AssertionError(f"the client reports server {address!r}, not one of {[s.main_address for s in servers]}")
-
-
-def brief(state: Any) -> Any:
-    if not isinstance(state, dict):
-        return state
-    return {k: state.get(k) for k in ("status", "server", "connection_id")}
 
 
 class Clock:
@@ -231,3 +124,63 @@ def watch_current(server: NacosServerHandle, clock: Clock, *, until, timeout_ms:
 
 def rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
+
+
+def expect_moved(cf, client: NacosClientHandle, move: Move, alive: NacosServerHandle, *, bound: Any,
+                 fault: str, at_ms: float, hint: str = "") -> str | None:
+    """FAILED unless the client ended RUNNING on another server (``alive``) within the watch, with
+    its new connection registered there; returns that connection's id (None: the agent names none)."""
+    if move.moved_ms is None:
+        noticed = (f"it noticed after {move.detected_ms:.0f} ms ({move.detected_by}) but" if move.detected_ms is not None
+                   else "it never noticed and")
+        cf.fail(expected=f"{client.name} detects the {fault} within {bound} and runs on {alive.main_address}",
+                actual=f"{noticed} was not RUNNING on another server {FAIL_FACTOR * bound.bound_ms} ms after the "
+                       f"{fault}; last state {brief(move.state)}",
+                verdict="FAILED", at_ms=at_ms, hint=hint)
+    new_id = move.state.get("connection_id")
+    try:
+        wait_registered(cf.history, alive, timeout_ms=REGISTER_TIMEOUT_MS, connection_id=new_id,
+                        count=None if new_id else 1)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"the client's new connection registered on {alive.main_address}",
+                actual=f"current there: {sorted(exc.last or {})}", verdict="FAILED", at_ms=at_ms)
+    return new_id
+
+
+@dataclass
+class OnOneOfTwo:
+    """A client with scaled health timers (where it takes them), RUNNING on one of two servers."""
+
+    client: NacosClientHandle
+    health: HealthBound
+    on: NacosServerHandle  # the server it runs on: the one the fault hits
+    other: NacosServerHandle  # where it must go
+    connection_id: str  # its registration on ``on``
+
+
+def client_on_one_of_two(cf, topology, server_peer: PeerManifest, client_peer: PeerManifest, *,
+                         server_knobs: dict[str, Any] | None = None) -> OnOneOfTwo:
+    """Baseline of the dead-server cases: two servers, one client listing both, RUNNING and
+    registered on one of them."""
+    client_knobs = supported(client_peer, SCALED_CLIENT_HEALTH)
+    servers = topology.nacos_servers(2, peer=server_peer, knobs=server_knobs or {})
+    client = topology.nacos_client(peer=client_peer, servers=servers, knobs=client_knobs)
+    state = running(cf, client)
+    on = server_of(servers, state.get("server"))
+    other = next(s for s in servers if s is not on)
+    return OnOneOfTwo(client, HealthBound.of(client_peer, client_knobs), on, other, registered_id(cf, on, state))
+
+
+def judge_removal(cf, removed_ms: float | None, bound: Any, clock: Clock, *, what: str, after: str, never: str,
+                  hint: str) -> float:
+    """Grade a dead registration's removal, ``removed_ms`` after ``clock``'s fault: FAILED when it was
+    never removed (``never`` says what was still held), NON-STRICT when removed past ``bound``;
+    returns ``removed_ms`` for the OK message."""
+    at_ms = cf.history.relative_ms(clock.mono_ms)
+    if removed_ms is None:
+        cf.fail(expected=f"{what} within {bound}", actual=never, verdict="FAILED", at_ms=at_ms, hint=hint)
+        raise AssertionError("unreachable: fail() raises")
+    if removed_ms > bound.bound_ms:
+        cf.late(expected=f"{what} within {bound}", actual=f"held {removed_ms:.0f} ms after {after}",
+                at_ms=at_ms + removed_ms)
+    return removed_ms

@@ -2,7 +2,7 @@
 
 with ToxiproxyServer() as server, server.client() as tp:
     proxy = tp.create_proxy("db", upstream="127.0.0.1:5432")
-    with proxy.toxic(Latency(latency_ms=200)):
+    with proxy.toxic(LatencyToxic(latency_ms=200)):
         ...  # clients dial 127.0.0.1:<proxy.listen_port>
 """
 
@@ -20,15 +20,15 @@ from harness.toxiproxy.server import ToxiproxyServer
 from harness.toxiproxy.toxics import (
     STREAMS,
     TOXICS,
-    Bandwidth,
-    Latency,
-    LimitData,
-    Noop,
-    ResetPeer,
-    Slicer,
-    SlowClose,
+    BandwidthToxic,
+    LatencyToxic,
+    LimitDataToxic,
+    NoopToxic,
+    ResetPeerToxic,
+    SlicerToxic,
+    SlowCloseToxic,
     Stream,
-    Timeout,
+    TimeoutToxic,
     Toxic,
     toxic_from_api,
 )
@@ -37,19 +37,19 @@ __all__ = [
     "STREAMS",
     "TOXICS",
     "BadRequest",
-    "Bandwidth",
+    "BandwidthToxic",
     "Conflict",
     "EventCallback",
-    "Latency",
-    "LimitData",
-    "Noop",
+    "LatencyToxic",
+    "LimitDataToxic",
+    "NoopToxic",
     "NotFound",
     "Proxy",
-    "ResetPeer",
-    "Slicer",
-    "SlowClose",
+    "ResetPeerToxic",
+    "SlicerToxic",
+    "SlowCloseToxic",
     "Stream",
-    "Timeout",
+    "TimeoutToxic",
     "Toxic",
     "ToxiproxyClient",
     "ToxiproxyError",

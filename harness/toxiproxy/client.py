@@ -19,11 +19,19 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import requests
-from toxiproxy import exceptions as _tp_exc
 
 from harness import __version__
-from harness.errors import HarnessError, SetupError
+from harness.errors import HarnessError
 from harness.ports import check_loopback
+from harness.toxiproxy.errors import (
+    ERROR_BY_STATUS,
+    BadRequest,
+    Conflict,
+    NotFound,
+    ToxiproxyError,
+    ToxiproxyUnavailable,
+    hint_for,
+)
 from harness.toxiproxy.toxics import Toxic, toxic_from_api
 from harness.wait import now_ms
 
@@ -44,82 +52,6 @@ EventCallback = Callable[[dict[str, Any]], None]
 # the server gives each link up to 5 s to flush and answers 503 after its 25 s handler timeout,
 # so these calls get a longer read timeout than the caller's default.
 _SLOW_CALL_TIMEOUT_S = 30.0
-
-
-class ToxiproxyError(HarnessError):
-    """A Toxiproxy API call failed. Names the call, proxy/toxic, HTTP status and Toxiproxy's text."""
-
-    def __init__(
-        self,
-        summary: str,
-        *,
-        url: str,
-        method: str,
-        path: str,
-        status: int | None = None,
-        error_text: str | None = None,
-        proxy: str | None = None,
-        toxic: str | None = None,
-        hint: str = "",
-    ) -> None:
-        self.url = url
-        self.method = method
-        self.path = path
-        self.status = status
-        self.error_text = error_text
-        self.proxy = proxy
-        self.toxic = toxic
-        self.hint = hint
-        where = ", ".join(f"{k} {v!r}" for k, v in (("proxy", proxy), ("toxic", toxic)) if v)
-        msg = f"Toxiproxy {method} {url}{path}" + (f" ({where})" if where else "") + f": {summary}"
-        if hint:
-            msg += f"; {hint}"
-        super().__init__(msg)
-
-
-class ToxiproxyUnavailable(ToxiproxyError, SetupError):
-    """Toxiproxy did not answer (connection refused, timeout, handler timeout 503)."""
-
-
-class NotFound(ToxiproxyError, _tp_exc.NotFound):
-    """404: proxy or toxic not found."""
-
-
-class Conflict(ToxiproxyError, _tp_exc.ProxyExists):
-    """409: proxy or toxic already exists."""
-
-
-class BadRequest(ToxiproxyError, _tp_exc.InvalidToxic):
-    """400: bad body, missing field, invalid stream or toxic type."""
-
-
-_BY_STATUS: dict[int, type[ToxiproxyError]] = {
-    404: NotFound,
-    409: Conflict,
-    400: BadRequest,
-    503: ToxiproxyUnavailable,
-}
-
-
-def _hint(status: int, text: str, proxy: str | None, toxic: str | None) -> str:
-    if status == 404 and "proxy" in text:
-        return f"create proxy {proxy!r} first (delete_all() and DELETE remove proxies; /reset keeps them)"
-    if status == 404 and "toxic" in text:
-        return "list the installed toxics with proxy.toxics(); /reset removes every toxic"
-    if status == 409 and "toxic" in text:
-        return (
-            f"remove toxic {toxic!r} first or give the new toxic its own name= "
-            "(unnamed toxics are called <type>_<stream>, unique across both streams)"
-        )
-    if status == 409:
-        return f"proxy {proxy!r} exists: delete it first or pick another name"
-    if status == 500 and "address already in use" in text:
-        return "the listen address is busy: listen on port 0 (the default) and read proxy.listen_port"
-    if status == 503:
-        return "Toxiproxy's 25 s handler timeout fired; a toxic removal may be stuck flushing a link"
-    if status == 403:
-        return "Toxiproxy refuses User-Agents starting with 'Mozilla/'"
-    return ""
 
 
 def _split_hostport(addr: str, what: str, *, namespaced: bool = False) -> tuple[str, int]:
@@ -216,12 +148,12 @@ class ToxiproxyClient:
             text = str(parsed["error"])
         else:
             text = resp.text.strip()[:500] or "(empty body)"
-        cls = _BY_STATUS.get(resp.status_code, ToxiproxyError)
+        cls = ERROR_BY_STATUS.get(resp.status_code, ToxiproxyError)
         raise cls(
             f"expected HTTP {'/'.join(map(str, expect))}, got HTTP {resp.status_code}: {text!r}",
             status=resp.status_code,
             error_text=text,
-            hint=_hint(resp.status_code, text, proxy, toxic),
+            hint=hint_for(resp.status_code, text, proxy, toxic),
             **ctx,
         )
 
@@ -425,7 +357,7 @@ class Proxy:
     def add_toxic(self, toxic: Toxic) -> str:
         """Install ``toxic``; it applies to live connections too. Returns its server-side name."""
         if not isinstance(toxic, Toxic):
-            raise HarnessError(f"add_toxic expects a Toxic (e.g. Latency(latency_ms=200)), got {toxic!r}")
+            raise HarnessError(f"add_toxic expects a Toxic (e.g. LatencyToxic(latency_ms=200)), got {toxic!r}")
         t0 = now_ms()
         data = self._client._request(
             "POST", f"{self._path}/toxics", body=toxic.to_api(), proxy=self.name, toxic=toxic.toxic_name
@@ -502,7 +434,7 @@ class Proxy:
 
     @contextmanager
     def toxic(self, toxic: Toxic) -> Iterator[str]:
-        """``with proxy.toxic(Latency(latency_ms=200)) as name:`` — always removed on exit
+        """``with proxy.toxic(LatencyToxic(latency_ms=200)) as name:`` — always removed on exit
         (tolerating a toxic already removed by /reset or a deleted proxy)."""
         name = self.add_toxic(toxic)
         try:

@@ -20,15 +20,15 @@ from harness.errors import HarnessError
 __all__ = [
     "STREAMS",
     "TOXICS",
-    "Bandwidth",
-    "LimitData",
-    "Latency",
-    "Noop",
-    "ResetPeer",
-    "SlowClose",
-    "Slicer",
+    "BandwidthToxic",
+    "LimitDataToxic",
+    "LatencyToxic",
+    "NoopToxic",
+    "ResetPeerToxic",
+    "SlowCloseToxic",
+    "SlicerToxic",
     "Stream",
-    "Timeout",
+    "TimeoutToxic",
     "Toxic",
     "toxic_from_api",
 ]
@@ -108,7 +108,7 @@ class Toxic:
 
 
 @dataclass(frozen=True)
-class Latency(Toxic):
+class LatencyToxic(Toxic):
     """Delay every chunk by ``latency_ms`` ± ``jitter_ms`` (uniform), measured from when it was read."""
 
     TYPE: ClassVar[str] = "latency"
@@ -119,7 +119,7 @@ class Latency(Toxic):
 
 
 @dataclass(frozen=True)
-class Timeout(Toxic):
+class TimeoutToxic(Toxic):
     """Drop all data; close after ``timeout_ms`` with no data (0 = blackhole forever).
 
     Each dropped chunk restarts the timer, and removing the toxic closes the affected connections.
@@ -132,7 +132,7 @@ class Timeout(Toxic):
 
 
 @dataclass(frozen=True)
-class ResetPeer(Toxic):
+class ResetPeerToxic(Toxic):
     """Close ``timeout_ms`` after the first chunk in its direction; an RST only on connections
     opened while the toxic was installed (linger 0 is set at connect), a FIN on older ones."""
 
@@ -143,7 +143,7 @@ class ResetPeer(Toxic):
 
 
 @dataclass(frozen=True)
-class Bandwidth(Toxic):
+class BandwidthToxic(Toxic):
     """Limit each connection's direction to ``rate_kbps`` kilobytes/s, KB = 1000 bytes.
 
     ``rate_kbps=0`` holds data (not drops it) until the toxic is removed: the "connection cut" idiom.
@@ -156,7 +156,7 @@ class Bandwidth(Toxic):
 
 
 @dataclass(frozen=True)
-class SlowClose(Toxic):
+class SlowCloseToxic(Toxic):
     """On EOF in this direction, wait ``delay_ms`` before closing the other side."""
 
     TYPE: ClassVar[str] = "slow_close"
@@ -166,7 +166,7 @@ class SlowClose(Toxic):
 
 
 @dataclass(frozen=True)
-class Slicer(Toxic):
+class SlicerToxic(Toxic):
     """Split chunks into ~``average_size_bytes`` ± ``size_variation_bytes`` pieces, ``delay_us`` apart."""
 
     TYPE: ClassVar[str] = "slicer"
@@ -190,7 +190,7 @@ class Slicer(Toxic):
 
 
 @dataclass(frozen=True)
-class LimitData(Toxic):
+class LimitDataToxic(Toxic):
     """Forward at most ``bytes`` in this direction per connection, then close it."""
 
     TYPE: ClassVar[str] = "limit_data"
@@ -200,14 +200,15 @@ class LimitData(Toxic):
 
 
 @dataclass(frozen=True)
-class Noop(Toxic):
+class NoopToxic(Toxic):
     """Does nothing (Toxiproxy's own registered type); handy as a marker or in tests."""
 
     TYPE: ClassVar[str] = "noop"
 
 
 TOXICS: dict[str, type[Toxic]] = {
-    cls.TYPE: cls for cls in (Latency, Timeout, ResetPeer, Bandwidth, SlowClose, Slicer, LimitData, Noop)
+    cls.TYPE: cls for cls in (LatencyToxic, TimeoutToxic, ResetPeerToxic, BandwidthToxic, SlowCloseToxic, SlicerToxic,
+                              LimitDataToxic, NoopToxic)
 }
 
 

@@ -12,119 +12,30 @@ epoch ms on one host's clock, like the ledger's).
 Stack-specific cases (PL-09: urllib3/requests; PL-10: httpx/aiohttp) apply by the library the
 peer wraps: the built-in peers by name, any other manifest by declaring the capability
 ``pool:<built-in name>`` (e.g. ``pool:urllib3`` for an agent over urllib3's pool); other peers
-are UNIMPLEMENTED with the reason. The helpers here are shared with ``test_idle_caps``.
+are UNIMPLEMENTED with the reason. The shared steps (plans, ledger views, the stack a peer wraps)
+live in ``harness.scenarios.pools``.
 """
 
 from __future__ import annotations
 
-import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from typing import Any
-
 from fixtures.case import case
-from harness.errors import SetupError
-from harness.http_run import AgentRun
-from harness.peers import PeerManifest
+from harness.scenarios.bounds import AGENT_RUN_TIMEOUT_MS, TOLERANCE_MS
+from harness.scenarios.pools import (
+    SLEEP_MS,
+    answered,
+    brief_connections,
+    burst,
+    check_capped_burst,
+    idle,
+    max_overlap,
+    observe_ledger,
+    records_brief,
+    require_baseline,
+    require_stack,
+    rounds_ms,
+)
 
-TOLERANCE_MS = 250  # SPEC §5 preamble: the default timing tolerance on a loaded 2-core machine
-SLEEP_MS = 300  # each request holds its connection this long (the ledger's /sleep)
-SLEEP_PATH = f"/sleep?ms={SLEEP_MS}"
-RUN_TIMEOUT_MS = 30_000  # bound on one agent run (JVM start + the longest plan here is ~6 s)
 CLOCK_SLACK_MS = 20  # two processes' epoch clocks and the 0.1 ms rounding of the records
-
-BUILTIN_STACKS = ("go-net-http", "jdk-httpurlconnection", "jdk-httpclient", "urllib3", "requests", "httpx", "aiohttp")
-POOL_CAPABILITY = "pool:"
-
-
-# -- shared helpers (test_idle_caps imports these) ------------------------------------------------
-
-
-def stack_of(peer: PeerManifest) -> str | None:
-    """The library whose pool the peer is: a built-in's name, else its ``pool:<name>`` capability."""
-    if peer.name in BUILTIN_STACKS:
-        return peer.name
-    for capability in sorted(peer.capabilities):
-        if capability.startswith(POOL_CAPABILITY) and capability[len(POOL_CAPABILITY):] in BUILTIN_STACKS:
-            return capability[len(POOL_CAPABILITY):]
-    return None
-
-
-def require_stack(cf, peer: PeerManifest, stacks: Iterable[str], what: str) -> str:
-    """The peer's stack if the case applies to it, else UNIMPLEMENTED saying why."""
-    stacks = tuple(stacks)
-    stack = stack_of(peer)
-    if stack not in stacks:
-        cf.unimplemented(
-            f"{cf.spec.id} is about {what} ({' / '.join(stacks)}); {peer.label} is "
-            f"{'the ' + stack + ' stack' if stack else 'none of them'} (a manifest wrapping one of those pools "
-            f"declares capability '{POOL_CAPABILITY}<name>')")
-    assert stack is not None
-    return stack
-
-
-def burst(n: int, *, path: str = SLEEP_PATH, target: int = 0) -> dict[str, Any]:
-    return {"op": "burst", "n": n, "path": path, "method": "GET", "target": target}
-
-
-def idle(ms: int) -> dict[str, Any]:
-    return {"op": "sleep", "ms": ms}
-
-
-def answered(view: Mapping[str, Any]) -> int:
-    """Requests the ledger answered (a status was decided for them)."""
-    return sum(1 for c in view["connections"] for entry in c["request_log"] if entry.get("status") is not None)
-
-
-def closed_by(view: Mapping[str, Any]) -> Counter:
-    return Counter(c["closed_by"] for c in view["connections"] if c["closed_by"] is not None)
-
-
-def brief_connections(view: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The ledger's connections without their request logs (for histories and failures)."""
-    keys = ("id", "opened_ms", "closed_ms", "closed_by", "requests")
-    return [{k: c[k] for k in keys} for c in view["connections"]]
-
-
-def observe_ledger(cf, name: str, view: Mapping[str, Any]) -> None:
-    cf.history.observe(name, {"max_simultaneous": view["max_simultaneous"], "open": view["open"],
-                              "connections": brief_connections(view)})
-
-
-def max_overlap(intervals: Iterable[tuple[float, float | None]]) -> int:
-    """Most intervals (open, close or None = still open) overlapping at one time; a close at the
-    same millisecond as an open counts first (the ledgers are separate processes)."""
-    events = []
-    for opened, closed in intervals:
-        events.append((opened, 1))
-        if closed is not None:
-            events.append((closed, -1))
-    current = best = 0
-    for _, delta in sorted(events):
-        current += delta
-        best = max(best, current)
-    return best
-
-
-def records_brief(run: AgentRun, phase: int | None = None) -> list[dict[str, Any]]:
-    records = run.records if phase is None else run.phase(phase)
-    return [{"phase": r.phase, "i": r.i, "status": r.status, "error": r.error, "ms": round(r.duration_ms)}
-            for r in records]
-
-
-def require_baseline(run: AgentRun, what: str) -> None:
-    """Every request succeeded: without that the pool's behaviour means nothing (a setup error)."""
-    if run.failed:
-        first = run.failed[0]
-        raise SetupError(f"baseline: {len(run.failed)} of {len(run.records)} requests of {run.name} ({run.peer}) "
-                         f"failed ({what}); first: phase {first.phase} #{first.i}: {first.error or first.status}. "
-                         f"See {run.log_path}")
-
-
-def rounds_ms(n: int, limit: int) -> int:
-    """Least time n requests of SLEEP_MS take over ``limit`` connections: ⌈n/limit⌉ × SLEEP_MS."""
-    return math.ceil(n / limit) * SLEEP_MS
-
 
 # -- PL-01 -----------------------------------------------------------------------------------------
 PL01_LIMIT = 3
@@ -144,7 +55,7 @@ def test_max_conns_per_host_caps_concurrent_connections(cf, topology, peer_regis
     plan = {"knobs": {"max_conns_per_host": PL01_LIMIT}, "phases": [burst(PL01_N)]}
     http_client_peer.require_knobs(plan["knobs"])  # UNIMPLEMENTED before anything starts
     (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
-    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=RUN_TIMEOUT_MS)
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=AGENT_RUN_TIMEOUT_MS)
     view = srv.ledger.ledger()
     observe_ledger(cf, "ledger", view)
     span = run.span_ms(0)
@@ -152,12 +63,9 @@ def test_max_conns_per_host_caps_concurrent_connections(cf, topology, peer_regis
     numbers = {"max_simultaneous": view["max_simultaneous"], "connections": len(view["connections"]),
                "answered by the server": answered(view), "failed": len(run.failed), "span_ms": round(span)}
 
-    cf.check(view["max_simultaneous"] <= PL01_LIMIT,
-             expected=f"never more than {PL01_LIMIT} simultaneous connections to the server",
-             actual={**numbers, "connections (ledger)": brief_connections(view)})
-    cf.check(not run.failed and answered(view) == PL01_N,
-             expected=f"all {PL01_N} requests succeed (the server answers {PL01_N})",
-             actual={**numbers, "records": records_brief(run)})
+    check_capped_burst(cf, run, view, limit=PL01_LIMIT, n=PL01_N, numbers=numbers,
+                       cap=f"never more than {PL01_LIMIT} simultaneous connections to the server",
+                       all_answered=f"all {PL01_N} requests succeed (the server answers {PL01_N})")
     cf.check(span >= least - CLOCK_SLACK_MS,
              expected=f"≈ ⌈{PL01_N}/{PL01_LIMIT}⌉ × {SLEEP_MS} = {least} ms at least: no more than "
                       f"{PL01_LIMIT} requests in flight at once",
@@ -192,7 +100,7 @@ def test_limits_are_per_host(cf, topology, peer_registry, http_client_peer):
     http_client_peer.require_knobs(plan["knobs"])
     srv_a, srv_b = topology.http_servers(2, peer=peer_registry.get("http-server", "ledger"))
     run = topology.run_http_client(peer=http_client_peer, servers=[srv_a, srv_b], plan=plan,
-                                   timeout_ms=RUN_TIMEOUT_MS)
+                                   timeout_ms=AGENT_RUN_TIMEOUT_MS)
     view_a, view_b = srv_a.ledger.ledger(), srv_b.ledger.ledger()
     observe_ledger(cf, "ledger_host_a", view_a)
     observe_ledger(cf, "ledger_host_b", view_b)
@@ -250,21 +158,18 @@ def test_urllib3_pool_block(cf, topology, peer_registry, http_client_peer):
     srv_on, srv_off = topology.http_servers(2, peer=ledger_peer)
 
     run_on = topology.run_http_client(
-        peer=http_client_peer, servers=[srv_on], timeout_ms=RUN_TIMEOUT_MS,
+        peer=http_client_peer, servers=[srv_on], timeout_ms=AGENT_RUN_TIMEOUT_MS,
         plan={"knobs": {"max_idle_per_host": PL09_MAXSIZE, "block_when_full": True}, "phases": [burst(PL09_N)]})
     view_on = srv_on.ledger.ledger()
     observe_ledger(cf, "ledger_block_on", view_on)
     on = {"max_simultaneous": view_on["max_simultaneous"], "connections": len(view_on["connections"]),
           "answered": answered(view_on), "failed": len(run_on.failed), "span_ms": round(run_on.span_ms(0))}
-    cf.check(view_on["max_simultaneous"] <= PL09_MAXSIZE,
-             expected=f"pool_block=True: never more than {PL09_MAXSIZE} simultaneous connections",
-             actual={**on, "connections (ledger)": brief_connections(view_on)})
-    cf.check(not run_on.failed and answered(view_on) == PL09_N,
-             expected=f"pool_block=True: all {PL09_N} requests succeed (waiters get a pooled connection)",
-             actual={**on, "records": records_brief(run_on)})
+    check_capped_burst(cf, run_on, view_on, limit=PL09_MAXSIZE, n=PL09_N, numbers=on,
+                       cap=f"pool_block=True: never more than {PL09_MAXSIZE} simultaneous connections",
+                       all_answered=f"pool_block=True: all {PL09_N} requests succeed (waiters get a pooled connection)")
 
     run_off = topology.run_http_client(
-        peer=http_client_peer, servers=[srv_off], timeout_ms=RUN_TIMEOUT_MS,
+        peer=http_client_peer, servers=[srv_off], timeout_ms=AGENT_RUN_TIMEOUT_MS,
         plan={"knobs": {"max_idle_per_host": PL09_MAXSIZE, "block_when_full": False},
               "phases": [burst(PL09_N), idle(PL09_IDLE_MS)]})
     require_baseline(run_off, "pool_block=False burst")
@@ -321,18 +226,15 @@ def test_async_client_connection_limits(cf, topology, peer_registry, http_client
     knob, setting, scope = PL10_KNOBS[stack]
     http_client_peer.require_knobs([knob])
     (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
-    run = topology.run_http_client(peer=http_client_peer, servers=[srv], timeout_ms=RUN_TIMEOUT_MS,
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], timeout_ms=AGENT_RUN_TIMEOUT_MS,
                                    plan={"knobs": {knob: PL10_LIMIT}, "phases": [burst(PL10_N)]})
     view = srv.ledger.ledger()
     observe_ledger(cf, "ledger", view)
     numbers = {"setting": setting, "max_simultaneous": view["max_simultaneous"],
                "connections": len(view["connections"]), "answered": answered(view), "failed": len(run.failed),
                "span_ms": round(run.span_ms(0))}
-    cf.check(view["max_simultaneous"] <= PL10_LIMIT,
-             expected=f"{setting}: ≤ {PL10_LIMIT} simultaneous connections ({scope})",
-             actual={**numbers, "connections (ledger)": brief_connections(view)})
-    cf.check(not run.failed and answered(view) == PL10_N,
-             expected=f"{setting}: all {PL10_N} requests succeed (queued for a slot, not refused)",
-             actual={**numbers, "records": records_brief(run)})
+    check_capped_burst(cf, run, view, limit=PL10_LIMIT, n=PL10_N, numbers=numbers,
+                       cap=f"{setting}: ≤ {PL10_LIMIT} simultaneous connections ({scope})",
+                       all_answered=f"{setting}: all {PL10_N} requests succeed (queued for a slot, not refused)")
     cf.ok(f"{setting}: max {view['max_simultaneous']} simultaneous over {len(view['connections'])} connections; "
           f"{PL10_N}/{PL10_N} ok in {numbers['span_ms']} ms", expected=f"≤ {PL10_LIMIT} ({scope})", actual=numbers)

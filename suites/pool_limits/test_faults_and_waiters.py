@@ -20,29 +20,23 @@ holds the extra connections for whole requests (hundreds of ms here).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from fixtures.case import case
 from harness.errors import SetupError
-from harness.faults import Latency
+from harness.faults import Latency, ResetPeer
 from harness.http_run import AgentRun
 from harness.observe.sockets import snapshot
 from harness.peers import PeerManifest
-from harness.toxiproxy import ResetPeer
-from harness.wait import WaitTimeout, eventually, now_ms
+from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, POLL_MS, TOLERANCE_MS
+from harness.scenarios.steps import Background
+from harness.wait import WaitTimeout, eventually, settled
 
-T = TypeVar("T")
-
-TOLERANCE_MS = 250  # SPEC §5 preamble
 RELAY_LAG_MS = 50  # see the module docstring: how late the ledger may see a client's close
 SERVER_KEEPALIVE_MS = 30_000  # the ledger never closes first within these cases
-RUN_SLACK_MS = 20_000  # bound on an agent run beyond its plan (JVM start, a loaded machine)
-POLL_MS = 50
-POOL_CAPABILITY = "pool:"
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -102,61 +96,6 @@ def answered(view: Mapping[str, Any], path: str) -> int:
     return sum(1 for c in view["connections"] for r in c["request_log"] if r["path"] == path and r["status"] is not None)
 
 
-def settled(probe: Callable[[], T], *, stable_ms: float, timeout_ms: float, what: str,
-            accept: Callable[[T], bool] = lambda _: True) -> T:
-    """Wait until ``probe()`` returns one accepted value unchanged for ``stable_ms``; bounded."""
-    seen: dict[str, Any] = {"value": object(), "since": now_ms()}
-
-    def watch() -> tuple[T, float]:
-        value, t = probe(), now_ms()
-        if value != seen["value"]:
-            seen.update(value=value, since=t)
-        return value, t - seen["since"]
-
-    waited = eventually(watch, accept=lambda vt: accept(vt[0]) and vt[1] >= stable_ms, timeout_ms=timeout_ms,
-                        what=what, interval_ms=POLL_MS)
-    return waited.value[0]
-
-
-class BackgroundRun:
-    """One agent run on a worker thread, so the case can act while the agent sits in a ``sleep``
-    phase. ``result()`` joins it (bounded) and re-raises what the run raised."""
-
-    def __init__(self, topology, **run_kwargs: Any) -> None:
-        self._topology = topology
-        self._kwargs = run_kwargs
-        self._run: AgentRun | None = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._main, name="pl-agent-run", daemon=True)
-
-    def _main(self) -> None:
-        try:
-            self._run = self._topology.run_http_client(**self._kwargs)
-        except BaseException as exc:  # surfaced by result() in the test's thread
-            self._error = exc
-
-    def start(self) -> BackgroundRun:
-        self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join_quietly(self, timeout_ms: float) -> None:
-        """Wait (bounded) for the run to end, ignoring its outcome: cleanup after another error."""
-        self._thread.join(timeout_ms / 1000.0)
-
-    def result(self, timeout_ms: float) -> AgentRun:
-        self._thread.join(timeout_ms / 1000.0)
-        if self._thread.is_alive():
-            raise SetupError(f"the http-client agent run did not end within {timeout_ms:.0f} ms of being awaited")
-        if self._error is not None:
-            raise self._error
-        assert self._run is not None
-        return self._run
-
-
 # -- PL-11 -----------------------------------------------------------------------------------------
 PL11_WAVES = 4
 PL11_WAVE_N = 10
@@ -205,7 +144,7 @@ def test_canceled_waiters_do_not_leak_slots(cf, topology, peer_registry, http_cl
             "phases": [*waves, {"op": "burst", "n": PL11_NORMAL_N, "path": PL11_NORMAL_PATH,
                                 "timeout_ms": PL11_NORMAL_TIMEOUT_MS},
                        {"op": "sleep", "ms": 200}]}
-    bound_ms = PL11_WAVES * PL11_CANCEL_AFTER_MS + PL11_NORMAL_TIMEOUT_MS + RUN_SLACK_MS
+    bound_ms = PL11_WAVES * PL11_CANCEL_AFTER_MS + PL11_NORMAL_TIMEOUT_MS + AGENT_RUN_SLACK_MS
     run: AgentRun | None = None
     hang: str | None = None
     try:
@@ -282,7 +221,7 @@ def test_pool_grows_to_its_limit_under_latency(cf, topology, peer_registry, http
     plan = {"knobs": {knob: PL14_LIMIT}, "phases": [{"op": "burst", "n": PL14_N, "path": PL14_PATH}]}
     with Latency(server.proxy, latency_ms=PL14_LATENCY_MS, stream="downstream", history=cf.history):
         run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan,
-                                       timeout_ms=RUN_SLACK_MS + PL14_N * PL14_LATENCY_MS)
+                                       timeout_ms=AGENT_RUN_SLACK_MS + PL14_N * PL14_LATENCY_MS)
     view = server.ledger.ledger()
     cf.history.observe("ledger", [brief(c) for c in view["connections"]])
     held, held_at = held_at_once(view["connections"], now_ms_epoch=view["now_ms"])
@@ -316,7 +255,6 @@ PL15_BURST_PATH = "/sleep?ms=200"
 PL15_IDLE_MS = 3000  # the agent idles this long; the harness cuts and heals inside it
 PL15_SEQ_N = 5
 PL15_PATH = "/?pl15=after-reset"
-PL15_TOXIC = "pl15_linger0"
 PL15_CUT_WITHIN_MS = 1500  # disable → the ledger sees every pooled connection gone
 
 
@@ -338,14 +276,16 @@ def test_reset_idle_connections_are_not_handed_out(cf, topology, peer_registry, 
     (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
                                       knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
     proxy = server.proxy
-    proxy.add_toxic(ResetPeer(timeout_ms=0, stream="upstream", toxicity=0.0, name=PL15_TOXIC))
+    linger0 = ResetPeer(proxy, timeout_ms=0, stream="upstream", armed=True, history=cf.history)  # never fired
+    linger0.apply()
     plan = {"knobs": {},
             "phases": [{"op": "burst", "n": PL15_BURST_N, "path": PL15_BURST_PATH},
                        {"op": "sleep", "ms": PL15_IDLE_MS},
                        {"op": "sequential", "n": PL15_SEQ_N, "path": PL15_PATH},
                        {"op": "sleep", "ms": 200}]}
-    bound_ms = PL15_IDLE_MS + RUN_SLACK_MS
-    background = BackgroundRun(topology, peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms)
+    bound_ms = PL15_IDLE_MS + AGENT_RUN_SLACK_MS
+    background = Background("pl-agent-run", lambda: topology.run_http_client(
+        peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms))
     background.start()
     try:
         def pooled_now() -> tuple[int, int]:
@@ -372,7 +312,7 @@ def test_reset_idle_connections_are_not_handed_out(cf, topology, peer_registry, 
                        what="the ledger sees every pooled connection closed by the cut", interval_ms=POLL_MS)
         finally:
             proxy.enable()
-            proxy.remove_toxic(PL15_TOXIC, missing_ok=True)
+            linger0.heal()
         healed_wall_ms = now_wall_ms()
         # The proxy's own address (ip and port: the same port number on another loopback address
         # belongs to someone else): after an RST neither the proxy's side lingers (FIN_WAIT /

@@ -32,10 +32,8 @@ from harness.errors import HarnessError
 from harness.http_run import AgentRun
 from harness.observe.sockets import snapshot
 from harness.peers import PeerManifest
-from harness.wait import WaitTimeout, eventually, holds_for, now_ms
-from suites.pool_limits.test_concurrency import (
-    RUN_TIMEOUT_MS,
-    TOLERANCE_MS,
+from harness.scenarios.bounds import AGENT_RUN_TIMEOUT_MS, POLL_MS, TOLERANCE_MS
+from harness.scenarios.pools import (
     answered,
     brief_connections,
     burst,
@@ -47,12 +45,12 @@ from suites.pool_limits.test_concurrency import (
     require_stack,
     stack_of,
 )
+from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
 ANSWER_MS = 20_000  # the agent starts (a JVM under load: seconds) and the burst is answered
 SETTLE_MS = 2000  # after the last answer, the pool reaches its idle state within this (else FAILED)
 HOLD_MS = 500  # ... and stays in it this long (a client that closes everything later is caught)
 IDLE_PHASE_MS = SETTLE_MS + HOLD_MS + 1000  # the plan's idle phase: the observation fits inside it
-POLL_MS = 50  # /proc/net/tcp is O(all sockets): poll gently
 
 # The research note's default idle caps (stack -> (cap or None = no cap, scope, source)).
 RESEARCH_IDLE_CAP: dict[str, tuple[int | None, str, str]] = {
@@ -122,7 +120,7 @@ class _Running:
                                f"lengthen IDLE_PHASE_MS ({IDLE_PHASE_MS} ms)")
 
     def result(self) -> AgentRun:
-        return self._future.result(timeout=RUN_TIMEOUT_MS / 1000.0 + 5)
+        return self._future.result(timeout=AGENT_RUN_TIMEOUT_MS / 1000.0 + 5)
 
 
 def client_time_wait(srv) -> int:
@@ -234,7 +232,7 @@ def test_default_idle_cap_after_burst(cf, topology, peer_registry, http_client_p
         return s["opened"] >= n and s["open"] == s["opened"]
 
     time_wait_before = client_time_wait(srv)  # fresh ports, but a reused port number may still have some
-    with _Running(topology, peer=http_client_peer, servers=[srv], plan=_burst_plan(n), timeout_ms=RUN_TIMEOUT_MS) as running:
+    with _Running(topology, peer=http_client_peer, servers=[srv], plan=_burst_plan(n), timeout_ms=AGENT_RUN_TIMEOUT_MS) as running:
         watch = watch_idle(cf, srv, running, n=n, accept=all_kept if info.cap is None else as_capped,
                            time_wait_before=time_wait_before)
     run = running.result()
@@ -296,7 +294,7 @@ def test_raised_idle_cap_keeps_the_burst(cf, topology, peer_registry, http_clien
                          "max_idle_per_host nor max_idle_total to raise it")
     (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     plan = {"knobs": knobs, "phases": [burst(PL03_N), idle(PL03_GAP_MS), burst(PL03_N)]}
-    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=RUN_TIMEOUT_MS)
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=AGENT_RUN_TIMEOUT_MS)
     require_baseline(run, "two 20-wide bursts")
     view = srv.ledger.ledger()
     observe_ledger(cf, "ledger", view)
@@ -343,7 +341,7 @@ def test_keepalive_off_one_connection_per_request(cf, topology, peer_registry, h
             "phases": [{"op": "sequential", "n": PL05_N, "path": "/", "method": "GET"}, idle(PL05_IDLE_MS)]}
     http_client_peer.require_knobs(plan["knobs"])  # UNIMPLEMENTED before anything starts
     (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
-    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=RUN_TIMEOUT_MS)
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=AGENT_RUN_TIMEOUT_MS)
     require_baseline(run, "sequential requests with keep-alive off")
     view = srv.ledger.ledger()
     observe_ledger(cf, "ledger", view)
@@ -390,7 +388,7 @@ def test_jdk_http_max_connections_default(cf, topology, peer_registry, http_clie
                 and s["closed by the client"] == s["opened"] - JDK_MAX_CONNECTIONS)
 
     with _Running(topology, peer=http_client_peer, servers=[srv], plan=_burst_plan(PL07_N),
-                  timeout_ms=RUN_TIMEOUT_MS) as running:
+                  timeout_ms=AGENT_RUN_TIMEOUT_MS) as running:
         watch = watch_idle(cf, srv, running, n=PL07_N, accept=as_capped, time_wait_before=None)
     run = running.result()
     require_baseline(run, f"the {PL07_N}-wide burst")

@@ -27,22 +27,13 @@ from fixtures.case import case
 from harness.errors import SetupError
 from harness.http_run import AgentRun
 from harness.peers import PeerManifest
+from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, TOLERANCE_MS
+from harness.scenarios.pools import stack_of
 
-TOLERANCE_MS = 250  # SPEC §5 preamble: the default tolerance on a loaded 2-core machine
 SERVER_KEEPALIVE_MS = 30_000  # the ledger never closes first within these cases
 WINDOW_MARGIN_MS = 750  # the idle window outlasts the band's end by this before the next request
 BURST_N = 2  # within every stack's idle cap (Go 2, JDK 5, httpx 20; aiohttp none)
 BURST_PATH = "/sleep?ms=200"  # both requests in flight together: two connections
-RUN_SLACK_MS = 20_000  # bound on an agent run beyond its plan (JVM start, a loaded machine)
-POOL_CAPABILITY = "pool:"  # a user manifest wrapping a built-in stack's pool: "pool:<name>"
-
-
-def _stack_of(peer: PeerManifest) -> str:
-    """The pool library the peer is: a built-in's name, or its ``pool:<name>`` capability."""
-    for capability in sorted(peer.capabilities):
-        if capability.startswith(POOL_CAPABILITY):
-            return capability[len(POOL_CAPABILITY):]
-    return peer.name
 
 
 def _ledger_peer(peer_registry):
@@ -95,7 +86,7 @@ class IdleReaper:
 
 def idle_reaper(peer: PeerManifest, timeout_ms: int) -> IdleReaper:
     """The per-stack expectation (research/http-pools.md), else the manifest's ``[timers]``."""
-    stack = _stack_of(peer)
+    stack = stack_of(peer) or peer.name
     if stack == "go-net-http":
         return IdleReaper("a time.AfterFunc per idle connection: on time", 0, 0,
                           source="research §1.4, §6.1 G4 (IdleConnTimeout=1s -> closed 1.0 s after idle)")
@@ -145,7 +136,7 @@ def test_idle_timeout_closes_idle_connections(cf, topology, peer_registry, http_
                        {"op": "sleep", "ms": 300}]}
     cf.history.note(f"reaper model: {reaper.how} ({reaper.source}); idle window {window_ms} ms")
     run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan,
-                                   timeout_ms=window_ms + RUN_SLACK_MS)
+                                   timeout_ms=window_ms + AGENT_RUN_SLACK_MS)
     _require_baseline(run, 0, f"the {BURST_N}-wide burst")
     view = server.ledger.ledger()
     cf.history.observe("ledger", [_brief(c) for c in view["connections"]])
@@ -230,7 +221,7 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
     declare capability ``keepalive_header``; ``java.net.http`` and the other stacks ignore the
     header (UNIMPLEMENTED, with the research's reason).
     """
-    stack = _stack_of(http_client_peer)
+    stack = stack_of(http_client_peer) or http_client_peer.name
     if stack not in KEEPALIVE_HEADER_STACKS and not http_client_peer.has_capability(KEEPALIVE_HEADER_CAPABILITY):
         cf.unimplemented(NOT_PARSED.get(stack, f"{http_client_peer.label} does not declare capability "
                                                f"'{KEEPALIVE_HEADER_CAPABILITY}' (acting on Keep-Alive: timeout/max)"))
@@ -246,7 +237,7 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
                        {"op": "sequential", "n": PL08_MAX_N, "path": PL08_MAX_PATH, "target": 1},
                        {"op": "sleep", "ms": window_ms}]}
     run = topology.run_http_client(peer=http_client_peer, servers=[timeout_srv, max_srv], plan=plan,
-                                   timeout_ms=window_ms + RUN_SLACK_MS)
+                                   timeout_ms=window_ms + AGENT_RUN_SLACK_MS)
     _require_baseline(run, 0, f"the {BURST_N}-wide burst (timeout={PL08_TIMEOUT_S} server)")
     _require_baseline(run, 1, f"the {PL08_MAX_N} requests to the max=1 server")
     timeout_view, max_view = timeout_srv.ledger.ledger(), max_srv.ledger.ledger()

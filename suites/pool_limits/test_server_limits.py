@@ -30,10 +30,10 @@ from fixtures.case import case
 from harness.control.nacos_admin import NacosAdmin
 from harness.observe.sockets import SocketSampler, established_between, snapshot
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
+from harness.protocol.nacos import codec
+from harness.scenarios.bounds import TOLERANCE_MS
+from harness.scenarios.steps import Background
 from harness.wait import WaitTimeout, eventually, now_ms
-
-TOLERANCE_MS = 250  # SPEC §5 preamble
 
 # -- PL-12 ---------------------------------------------------------------------------------------
 FIXED_CLIENT = "go-net-http"
@@ -50,34 +50,6 @@ NO_QUEUEING_LIMIT = {
              "reclaimed idle keep-alive ones; src/event/ngx_event_accept.c, src/core/ngx_connection.c) — "
              "it refuses the second client instead of making it wait",
 }
-
-
-class _Background:
-    """Run ``fn`` on a thread; ``result()`` joins it within a bound and re-raises its error."""
-
-    def __init__(self, name: str, fn: Callable[[], Any]) -> None:
-        self._fn = fn
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # surfaced by result() in the test's thread
-            self._error = exc
-
-    def start(self) -> _Background:
-        self._thread.start()
-        return self
-
-    def result(self, timeout_ms: float) -> Any:
-        self._thread.join(timeout_ms / 1000.0)
-        if self._thread.is_alive():
-            raise TimeoutError(f"{self._thread.name} still running after {timeout_ms:.0f} ms")
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _server_connections(srv) -> int:
@@ -123,7 +95,7 @@ def test_server_max_connections_serves_one_connection_at_a_time(cf, topology, pe
         return lambda: topology.run_http_client(peer=client_peer, servers=[srv], plan=plan, timeout_ms=CLIENT_RUN_MS)
 
     with SocketSampler(cf.history, [srv.port], interval_ms=20, name="server_port") as sampler:
-        job_a = _Background("pl12-client-A", run(plan_a)).start()
+        job_a = Background("pl12-client-A", run(plan_a)).start()
         job_b = None
         try:
             try:
@@ -132,7 +104,7 @@ def test_server_max_connections_serves_one_connection_at_a_time(cf, topology, pe
             except WaitTimeout:
                 pass  # judged below from A's records (the baseline)
             cf.history.observe("client_b_started", {"after": "A's connection seen on the server"})
-            job_b = _Background("pl12-client-B", run(plan_b)).start()
+            job_b = Background("pl12-client-B", run(plan_b)).start()
         finally:
             run_a = job_a.result(CLIENT_RUN_MS + 2000)
             run_b = job_b.result(CLIENT_RUN_MS + 2000) if job_b is not None else None

@@ -27,10 +27,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from fixtures.case import case
 from harness.errors import SetupError
@@ -38,9 +37,8 @@ from harness.http_run import AgentRun
 from harness.observe.sockets import snapshot, time_wait_by_side
 from harness.peers import PeerManifest
 from harness.report.artifacts import line_plot_png, report_relative, write_artifact
-from harness.wait import WaitTimeout, eventually, now_ms
-
-T = TypeVar("T")
+from harness.scenarios.bounds import AGENT_RUN_SLACK_MS
+from harness.wait import WaitTimeout, now_ms, settled
 
 WIDTHS = (4, 16, 64)
 SMALL_CAP = 2
@@ -49,9 +47,7 @@ HOLD_MS = 500  # the server holds each request: all B in flight together
 HOLD_PATH = f"/sleep?ms={HOLD_MS}"
 IDLE_MS = 3500  # the agent stays alive this long after the burst; counted inside it (under load too)
 STABLE_MS = 600  # the counts must not change for this long (the JDK evicts over a few hundred ms)
-POLL_MS = 50
 PARALLEL_POINTS = 8  # points measured at once (each on its own ports): all of them (7 or 4)
-RUN_SLACK_MS = 30_000  # bound on one agent run beyond its plan (JVM start under parallel load)
 SERVER_KEEPALIVE_MS = 60_000
 TABLE_NAME = "timewait.json"
 PLOT_NAME = "timewait.png"
@@ -103,21 +99,6 @@ def expected_by_cap(point: Point, dflt: int | None) -> int:
     """What an idle cap alone predicts: B − cap closed by the client (never negative)."""
     cap = point.cap if point.cap is not None else dflt
     return 0 if cap is None else max(0, point.width - cap)
-
-
-def settled(probe: Callable[[], T], *, stable_ms: float, timeout_ms: float, what: str,
-            accept: Callable[[T], bool]) -> T:
-    """Wait until ``probe()`` returns one accepted value unchanged for ``stable_ms``; bounded."""
-    seen: dict[str, Any] = {"value": object(), "since": now_ms()}
-
-    def watch() -> tuple[T, float]:
-        value, t = probe(), now_ms()
-        if value != seen["value"]:
-            seen.update(value=value, since=t)
-        return value, t - seen["since"]
-
-    return eventually(watch, accept=lambda vt: accept(vt[0]) and vt[1] >= stable_ms, timeout_ms=timeout_ms,
-                      what=what, interval_ms=POLL_MS).value[0]
 
 
 def fresh_servers(cf, topology, ledger: PeerManifest, n: int) -> list:
@@ -190,7 +171,7 @@ def measure(topology, peer: PeerManifest, server, point: Point, knob: str | None
     def run() -> None:
         try:
             box["run"] = topology.run_http_client(peer=peer, servers=[server], plan=plan,
-                                                  timeout_ms=IDLE_MS + HOLD_MS + RUN_SLACK_MS)
+                                                  timeout_ms=IDLE_MS + HOLD_MS + AGENT_RUN_SLACK_MS)
         except BaseException as exc:  # surfaced below, in the measuring thread
             box["error"] = exc
 
@@ -210,7 +191,7 @@ def measure(topology, peer: PeerManifest, server, point: Point, knob: str | None
     measured: Counts | None = None
     problem = None
     try:
-        measured = settled(probe, stable_ms=STABLE_MS, timeout_ms=IDLE_MS + HOLD_MS + RUN_SLACK_MS,
+        measured = settled(probe, stable_ms=STABLE_MS, timeout_ms=IDLE_MS + HOLD_MS + AGENT_RUN_SLACK_MS,
                            what=f"{point.key}: the burst answered and the counts steady",
                            accept=lambda c: c.answered >= point.width)
     except WaitTimeout as exc:
@@ -218,7 +199,7 @@ def measure(topology, peer: PeerManifest, server, point: Point, knob: str | None
     except _AgentEnded:
         problem = "the agent ended before the counts settled"
     alive_at_count = worker.is_alive()
-    worker.join((IDLE_MS + HOLD_MS + RUN_SLACK_MS) / 1000.0)
+    worker.join((IDLE_MS + HOLD_MS + AGENT_RUN_SLACK_MS) / 1000.0)
     if "error" in box:
         raise box["error"]
     if worker.is_alive():

@@ -20,16 +20,19 @@ import grpc
 from fixtures.case import case
 from harness.control.http import ControlError
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
-from harness.scenarios.nacos import current, wait_client_running, wait_registered
+from harness.protocol.nacos import codec
+from harness.scenarios.bounds import (
+    ANSWER_MARGIN_MS,
+    CONTROL_ERRORS,
+    RESET_ANSWER_TIMEOUT_MS,
+    TOLERANCE_MS,
+)
+from harness.scenarios.nacos import current
+from harness.scenarios.steps import probe_registered, running
 from harness.wait import WaitTimeout, eventually, now_ms
 
 # Real libraries connect within a few seconds (ServerCheck 3 s timeout + setup wait).
-RUNNING_TIMEOUT_MS = 15000
-TOLERANCE_MS = 250
 # Nacos waits this long for the answer to a ConnectResetRequest (loadSingle, research §2.4).
-RESET_WAIT_MS = 3000
-ANSWER_MARGIN_MS = 500  # no pushes log: reloadClient back this long before the wait ends = answered
 # A type no server has a handler for (PayloadRegistry would not know it either).
 UNKNOWN_TYPE = "ConnformanceUnknownRequest"
 # Bodies of a known request type that no JSON reader can turn into that request.
@@ -38,15 +41,6 @@ MALFORMED_BODIES = {
     "a JSON array, not an object": b"[1,2,3]",
 }
 _DECIMAL = re.compile(r"[0-9]+")
-
-
-def _running(cf, client) -> dict[str, Any]:
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=RUNNING_TIMEOUT_MS)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name} RUNNING within {RUNNING_TIMEOUT_MS} ms (baseline)",
-                actual=f"last state {exc.last!r}", hint="the handshake did not complete; see the peer logs")
-        raise  # unreachable: cf.fail raises
 
 
 def _unary(cf, probe: RawNacosConnection, what: str, send: Callable[[], codec.Message], *,
@@ -104,7 +98,7 @@ def test_unknown_type_and_bad_body_keep_connection_usable(cf, topology, nacos_se
     """
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    state = _running(cf, client)
+    state = running(cf, client)
 
     with RawNacosConnection(server.host, server.proxied_grpc_port) as probe:
         check = _unary(cf, probe, "ServerCheck", probe.server_check,
@@ -122,11 +116,7 @@ def test_unknown_type_and_bad_body_keep_connection_usable(cf, topology, nacos_se
                           "(handler lookup precedes the registration check: 302, not 301)",
                  actual=f"{before.type} {before.body}")
 
-        probe.setup()
-        try:
-            wait_registered(cf.history, server, connection_id=probe_id, timeout_ms=3000)
-        except WaitTimeout as exc:
-            cf.fail(expected=f"baseline: the probe's setup registers {probe_id}", actual=f"current {exc.last!r}")
+        probe_registered(cf, server, probe, probe_id)
 
         unknown = _unary(cf, probe, f"{UNKNOWN_TYPE} after setup",
                          lambda: probe.send_type(UNKNOWN_TYPE, {"headers": {}, "module": "internal"}),
@@ -193,7 +183,7 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
     """
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    _running(cf, client)
+    running(cf, client)
     has_log = nacos_server_peer.has_capability("pushes")
     push_seq = max((p.get("seq", 0) for p in server.admin.pushes()), default=0) if has_log else 0
 
@@ -205,11 +195,7 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
         cf.check(check.type == codec.SERVER_CHECK_RESPONSE and _is_ok_response(check) and bool(probe_id),
                  expected='ServerCheckResponse with resultCode 200 and "success": true (a JSON boolean)',
                  actual=f"{check.type} {check.body}")
-        probe.setup()
-        try:
-            wait_registered(cf.history, server, connection_id=probe_id, timeout_ms=3000)
-        except WaitTimeout as exc:
-            cf.fail(expected=f"baseline: the probe's setup registers {probe_id}", actual=f"current {exc.last!r}")
+        probe_registered(cf, server, probe, probe_id)
         health = _unary(cf, probe, "HealthCheck", probe.health_check,
                         expected='HealthCheckResponse with resultCode 200 and "success": true')
         cf.check(health.type == codec.HEALTH_CHECK_RESPONSE and _is_ok_response(health),
@@ -222,13 +208,13 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
         reload_started_ms = now_ms()
         reload_future = pool.submit(reloader.reload_client, probe_id)
         try:
-            push = probe.next_push(timeout_s=(RESET_WAIT_MS + TOLERANCE_MS) / 1000.0)
+            push = probe.next_push(timeout_s=(RESET_ANSWER_TIMEOUT_MS + TOLERANCE_MS) / 1000.0)
         except queue.Empty:
             push = None
         cf.history.observe("probe_push", {"type": push.type, "body": push.body} if push else None)
         if push is None or push.type != codec.CONNECT_RESET_REQUEST:
             cf.fail(expected=f"reloadClient({probe_id}) pushes a ConnectResetRequest on the probe's bi-stream "
-                             f"within {RESET_WAIT_MS + TOLERANCE_MS} ms",
+                             f"within {RESET_ANSWER_TIMEOUT_MS + TOLERANCE_MS} ms",
                     actual=f"{push.type} {push.body}" if push else "nothing (or the stream ended)")
         body = push.body
         request_id = body.get("requestId")
@@ -245,7 +231,7 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
                           "PushAckIdGenerator's; Go reads it into a string field)",
                  actual=f"requestId {request_id!r} in {body}")
         try:
-            reload_body = reload_future.result(timeout=(RESET_WAIT_MS + 2 * TOLERANCE_MS) / 1000.0 + 5)
+            reload_body = reload_future.result(timeout=(RESET_ANSWER_TIMEOUT_MS + 2 * TOLERANCE_MS) / 1000.0 + 5)
         except ControlError as exc:
             cf.fail(expected="reloadClient answers", actual=str(exc))
         finally:
@@ -267,7 +253,7 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
         try:
             entry = eventually(record, timeout_ms=1000, what=f"push {request_id} settled in the pushes log",
                                accept=lambda e: e is not None and e.get("outcome") != "pending",
-                               swallow=(OSError, ValueError, ControlError)).value
+                               swallow=CONTROL_ERRORS).value
         except WaitTimeout as exc:
             cf.fail(expected=answered, actual=f"pushes log entry {exc.last!r}")
         cf.history.observe("pushes_log", entry)
@@ -285,7 +271,7 @@ def test_push_shape_and_answer_judging(cf, topology, nacos_server_peer, nacos_cl
     if not has_log:
         # No pushes log: loadSingle blocks on the push until the answer is matched or its wait
         # ends, so a matched answer shows as reloadClient returning well inside the wait.
-        wait_ms = nacos_server_peer.timer("reset_answer_timeout_ms", default=RESET_WAIT_MS)
+        wait_ms = nacos_server_peer.timer("reset_answer_timeout_ms", default=RESET_ANSWER_TIMEOUT_MS)
         cf.check(reload_took_ms < wait_ms - ANSWER_MARGIN_MS,
                  expected=f'the server takes the Go-style answer (resultCode 200, "success": false): reloadClient '
                           f"returns as soon as it is answered, well inside its {wait_ms:.0f} ms wait",

@@ -19,16 +19,14 @@ from typing import Any
 import psutil
 
 from fixtures.case import case
+from harness.faults import Latency, ResetPeer
 from harness.observe.attempts import AttemptCounter
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
+from harness.protocol.nacos import codec
+from harness.scenarios.bounds import POLL_MS, RUNNING_TIMEOUT_MS, TOLERANCE_MS
 from harness.scenarios.nacos import wait_client_running
-from harness.toxiproxy import Latency, ResetPeer
+from harness.scenarios.steps import brief, running
 from harness.wait import WaitTimeout, eventually, now_ms
-
-TOLERANCE_MS = 250  # SPEC §5 preamble
-RUNNING_TIMEOUT_MS = 15000  # the handshake's own hang guard (ServerCheck 3 s + setup wait + start-up)
-POLL_MS = 50
 
 # A switch caused by a 301, once per 301: the reference client's ``switching`` event says
 # "request answered 301"; nacos-sdk-python logs "connection is unregistered, switch server" (its
@@ -37,21 +35,6 @@ _SWITCH_ON_301 = re.compile(r"answered 301|unregistered, switch", re.IGNORECASE)
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-def _running(cf, client, *, timeout_ms: float = RUNNING_TIMEOUT_MS, what: str = "baseline") -> dict[str, Any]:
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=timeout_ms)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name} RUNNING within {timeout_ms:.0f} ms ({what})",
-                actual=f"last state {_brief(exc.last)}", hint="see the peer logs", verdict="FAILED")
-        raise  # unreachable: fail() raises
-
-
-def _brief(state: Any) -> Any:
-    if not isinstance(state, dict):
-        return state
-    return {k: state.get(k) for k in ("status", "server", "connection_id")}
-
 
 def _text(event: dict[str, Any]) -> str:
     return json.dumps(event.get("detail"), default=str)
@@ -128,7 +111,7 @@ def test_setup_latency_does_not_race_the_first_request(cf, topology, nacos_serve
     recover_ms = (nacos_client_peer.timer("backoff_cap_ms", knobs) + nacos_client_peer.timer("server_check_timeout_ms", knobs)
                   + setup_wait_ms + 2 * latency_ms + TOLERANCE_MS)
 
-    with server.proxy.toxic(Latency(latency_ms=latency_ms, stream="upstream")):
+    with Latency(server.proxy, latency_ms=latency_ms, stream="upstream", history=cf.history):
         # Baseline: the path answers, and the latency is really on it.
         with RawNacosConnection(server.host, server.proxied_grpc_port) as probe:
             probe.connect()
@@ -142,7 +125,7 @@ def test_setup_latency_does_not_race_the_first_request(cf, topology, nacos_serve
                     hint="the proxy or the latency toxic is not in the path: a setup error, not a finding")
 
         client = topology.nacos_client(peer=nacos_client_peer, servers=[server], knobs=knobs)
-        state = _running(cf, client, what=f"handshake under {latency_ms} ms upstream latency")
+        state = running(cf, client, what=f"handshake under {latency_ms} ms upstream latency")
         client_id = state.get("connection_id")
 
         cf.history.invoke(client.name, "request", {"first": True})
@@ -156,7 +139,7 @@ def test_setup_latency_does_not_race_the_first_request(cf, topology, nacos_serve
             recovered_ms = now_ms() - answered_at
         except WaitTimeout as exc:
             cf.fail(expected=f"{client.name} ends RUNNING after its first request (within {2 * recover_ms} ms)",
-                    actual=f"first request {answer}; last state {_brief(exc.last)}", verdict="FAILED",
+                    actual=f"first request {answer}; last state {brief(exc.last)}", verdict="FAILED",
                     hint="the client gave up after the setup/registration race")
             raise
 
@@ -172,7 +155,7 @@ def test_setup_latency_does_not_race_the_first_request(cf, topology, nacos_serve
     observed = {"latency_ms": latency_ms, "setup_wait_ms": setup_wait_ms,
                 "server registered it after the client said RUNNING by (ms)": lag,
                 "first request": {k: answer.get(k) for k in ("ok", "error_code", "ms", "error") if k in answer},
-                "301 failures": n301, "301 views": views, "final": _brief(final)}
+                "301 failures": n301, "301 views": views, "final": brief(final)}
     cf.history.observe("sr16", observed)
     cf.check(n301 <= 1, expected="the first request fails with 301 at most once",
              actual=observed, hint="the client sends requests on a connection the server has not registered yet")
@@ -208,7 +191,7 @@ def test_reset_during_server_check_is_retried(cf, topology, nacos_server_peer, n
     running_during_fault: list[dict[str, Any]] = []
     # RST needs the toxic in place before the connection exists (research §A3): install it
     # before the client starts, so every transport it opens dies at its first bytes.
-    with server.proxy.toxic(ResetPeer(timeout_ms=0, stream="upstream")):
+    with ResetPeer(server.proxy, timeout_ms=0, stream="upstream", history=cf.history):
         client = topology.nacos_client(peer=nacos_client_peer, servers=[server], knobs=knobs)
         start_wall = cf.history.start_wall_ms + cf.history.elapsed_ms()
 
@@ -218,7 +201,7 @@ def test_reset_during_server_check_is_retried(cf, topology, nacos_server_peer, n
                 seen_during_fault.setdefault(cid, entry.get("metaInfo", {}))
             state = client.control.state()
             if state.get("status") == "RUNNING":
-                running_during_fault.append(_brief(state))
+                running_during_fault.append(brief(state))
             return state
 
         def attempt_failed(state: dict[str, Any]) -> bool:
@@ -233,7 +216,7 @@ def test_reset_during_server_check_is_retried(cf, topology, nacos_server_peer, n
             last = exc.last if isinstance(exc.last, dict) else {}
             if last.get("status") == "RUNNING" or not last:
                 cf.fail(expected=f"a failed connect attempt within {bound_ms} ms while every transport is reset",
-                        actual=f"no failed attempt reported; last state {_brief(last)}", verdict="FAILED")
+                        actual=f"no failed attempt reported; last state {brief(last)}", verdict="FAILED")
             evidence = {"status": last.get("status"), "note": "no attempt event; not RUNNING after the bound"}
         cf.history.observe("failed_attempt", evidence)
         observe_fault()
@@ -246,7 +229,7 @@ def test_reset_during_server_check_is_retried(cf, topology, nacos_server_peer, n
              hint="the server registered transports that never completed a handshake")
 
     bound_ms = backoff_cap_ms + attempt_ms + setup_wait_ms + TOLERANCE_MS
-    state = _running(cf, client, timeout_ms=3 * bound_ms, what="after the reset toxic is removed")
+    state = running(cf, client, timeout_ms=3 * bound_ms, what="after the reset toxic is removed")
     took_ms = now_ms() - healed_at
     live = state.get("connection_id")
 
@@ -312,7 +295,7 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
     attempt_ms = nacos_client_peer.timer("server_check_timeout_ms", knobs)
     setup_wait_ms = nacos_client_peer.timer("setup_wait_ms", knobs)
     client = topology.nacos_client(peer=nacos_client_peer, servers=servers, knobs=knobs)
-    baseline = _running(cf, client)
+    baseline = running(cf, client)
     pid = client.node.pid
     if pid is None:
         cf.fail(expected="a client process to measure", actual="no pid", verdict="FAILED")
@@ -392,13 +375,13 @@ def test_all_servers_down_reconnects_are_paced(cf, topology, nacos_server_peer, 
              actual=observed, verdict="FAILED", hint="most attempts follow each other without a backoff")
     if back_ms is None:
         cf.fail(expected=f"{client.name} RUNNING again after the servers return (guard {guard_ms} ms)",
-                actual={**observed, "last state": _brief(back)}, verdict="FAILED")
+                actual={**observed, "last state": brief(back)}, verdict="FAILED")
     by_address = {s.main_address: s for s in servers}
 
     def registered_now() -> dict[str, Any]:
         state = client.control.state()  # re-read: a client may switch once more after reconnecting
         on = by_address.get(state.get("server"))
-        return {**_brief(state), "registered": bool(on and state.get("connection_id") in on.admin.current())}
+        return {**brief(state), "registered": bool(on and state.get("connection_id") in on.admin.current())}
 
     try:
         eventually(registered_now, timeout_ms=1000 + TOLERANCE_MS, what="the client registered where it reconnected",

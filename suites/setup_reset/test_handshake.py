@@ -10,20 +10,11 @@ from __future__ import annotations
 
 from fixtures.case import case
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
-from harness.scenarios.nacos import wait_client_running, wait_registered
-from harness.wait import WaitTimeout
+from harness.protocol.nacos import codec
+from harness.scenarios.nacos import wait_registered
+from harness.scenarios.steps import running
 
 # Real libraries connect within a few seconds (ServerCheck 3 s timeout + setup wait).
-RUNNING_TIMEOUT_MS = 15000
-
-
-def _running(cf, client):
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=RUNNING_TIMEOUT_MS)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name} RUNNING within {RUNNING_TIMEOUT_MS} ms (baseline)",
-                actual=f"last state {exc.last!r}", hint="the handshake did not complete; see the peer logs")
 
 
 def _is_ok_response(msg: codec.Message) -> bool:
@@ -35,7 +26,7 @@ def test_server_check_mints_one_id_per_transport(cf, topology, nacos_server_peer
     """ServerCheck on a new transport → resultCode 200, success true, non-empty connectionId; two transports → two different ids."""
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    state = _running(cf, client)
+    state = running(cf, client)
 
     answers = []
     with RawNacosConnection(server.host, server.proxied_grpc_port) as first, \
@@ -67,7 +58,7 @@ def test_request_before_setup_is_unregistered(cf, topology, nacos_server_peer, n
     """A unary request before setup → ErrorResponse errorCode 301; after setup the same request succeeds."""
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    _running(cf, client)
+    running(cf, client)
 
     with RawNacosConnection(server.host, server.proxied_grpc_port) as probe:
         check = probe.server_check()
@@ -103,7 +94,7 @@ def test_setup_registers_reported_metadata(cf, topology, nacos_server_peer, naco
         if nacos_client_peer.supports(knob):
             knobs[knob] = value
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server], knobs=knobs)
-    state = _running(cf, client)
+    state = running(cf, client)
     meta = state.get("meta") or {}
 
     client_id = state.get("connection_id")

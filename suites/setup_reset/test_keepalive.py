@@ -14,12 +14,10 @@ from __future__ import annotations
 import pytest
 
 from fixtures.case import case
+from harness.scenarios.bounds import POLL_MS, RUNNING_TIMEOUT_MS, TOLERANCE_MS
 from harness.scenarios.nacos import wait_client_running, wait_registered
 from harness.wait import WaitTimeout, eventually, now_ms
 
-TOLERANCE_MS = 250  # SPEC §5 preamble
-RUNNING_TIMEOUT_MS = 15000
-POLL_MS = 50  # much finer than any interval: two refreshes never fall into one sample
 GAPS_TO_OBSERVE = 3
 REF_HEALTH_INTERVAL_MS = 1000  # scaled-down timers for peers that take them
 REF_HEALTH_TIMEOUT_MS = 500

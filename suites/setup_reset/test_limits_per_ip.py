@@ -14,16 +14,14 @@ from typing import Any
 
 from fixtures.case import case
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
+from harness.protocol.nacos import codec
+from harness.scenarios.bounds import POLL_MS, RESET_ANSWER_TIMEOUT_MS, TOLERANCE_MS
 from harness.scenarios.nacos import wait_registered
 from harness.wait import WaitTimeout, eventually, now_ms
 
-TOLERANCE_MS = 250  # SPEC §5 preamble
 LIMIT = 2  # n
 REF_CLIENT_IP = "10.0.10.10"  # what a peer with a client_ip knob is told to report
 OTHER_IP = "10.0.10.11"
-RESET_ANSWER_WAIT_MS = 3000  # Nacos waits this long for the rejected client's ConnectResetResponse
-POLL_MS = 50
 SCOUT_EXIT_MS = 5000
 REF_CLIENT_KNOBS = {"health_interval_ms": 1000, "health_timeout_ms": 500, "backoff_cap_ms": 500,
                     "server_check_timeout_ms": 1000}
@@ -90,7 +88,7 @@ def test_per_client_ip_limit_resets_the_extra_connection(cf, topology, nacos_ser
     # check that fails through all its attempts, a backoff, then a connect attempt.
     settle_ms = (timer("health_interval_ms") + (timer("health_retry") + 1) * timer("health_timeout_ms")
                  + timer("backoff_cap_ms") + timer("server_check_timeout_ms") + timer("setup_wait_ms")
-                 + RESET_ANSWER_WAIT_MS + TOLERANCE_MS)
+                 + RESET_ANSWER_TIMEOUT_MS + TOLERANCE_MS)
 
     with ExitStack() as stack:
         probes = [stack.enter_context(RawNacosConnection(limited.host, limited.proxied_grpc_port, client_ip=ip))
@@ -152,7 +150,7 @@ def test_per_client_ip_limit_resets_the_extra_connection(cf, topology, nacos_ser
                     watch.sample()
                     return reset_id not in {t["id"] for t in limited.admin.transports()}
 
-                close_ms = RESET_ANSWER_WAIT_MS + 1000 + TOLERANCE_MS
+                close_ms = RESET_ANSWER_TIMEOUT_MS + 1000 + TOLERANCE_MS
                 try:
                     waited = eventually(closed, timeout_ms=close_ms, what=f"transport {reset_id} closed",
                                         interval_ms=POLL_MS)
@@ -180,12 +178,12 @@ def test_per_client_ip_limit_resets_the_extra_connection(cf, topology, nacos_ser
                     "registered on B": (cid in ids) if cid else len(ids) == 1}
 
         try:
-            landed = eventually(on_spare, timeout_ms=settle_ms + RESET_ANSWER_WAIT_MS, what=f"{client.name} RUNNING on B",
+            landed = eventually(on_spare, timeout_ms=settle_ms + RESET_ANSWER_TIMEOUT_MS, what=f"{client.name} RUNNING on B",
                                 accept=lambda s: s["status"] == "RUNNING" and s["server"] == spare.main_address
                                 and s["registered on B"], interval_ms=POLL_MS)
         except WaitTimeout as exc:
             cf.fail(expected=f"{client.name} RUNNING and registered on its other server {spare.main_address} "
-                             f"within {settle_ms + RESET_ANSWER_WAIT_MS} ms of its return",
+                             f"within {settle_ms + RESET_ANSWER_TIMEOUT_MS} ms of its return",
                     actual=exc.last)
             raise
         cf.history.observe("landed", {**landed.value, "after_ms": round(landed.elapsed_ms)})

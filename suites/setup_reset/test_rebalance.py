@@ -20,17 +20,19 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fixtures.case import case
-from harness.control.http import ControlError
+from harness.scenarios.bounds import (
+    CONTROL_ERRORS,
+    CROWD_RUNNING_TIMEOUT_MS,
+    REGISTER_TIMEOUT_MS,
+    RESET_ANSWER_TIMEOUT_MS,
+    SWITCH_SLACK_MS,
+    TOLERANCE_MS,
+)
 from harness.scenarios.nacos import wait_registered
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
 EJECT_INTERVAL_MS = 1000  # scaled-down server knob (default 3000)
-RUNNING_TIMEOUT_MS = 20000  # many agents starting at once on 2 cores; one may spend 3 s on a dead server first
-REGISTER_TIMEOUT_MS = 3000
-TOLERANCE_MS = 250
-RESET_ANSWER_TIMEOUT_MS = 3000  # loadSingle waits this long for a ConnectResetResponse
-SWITCH_SLACK_MS = 2000
 STABLE_MS = 300  # a registration count "settled" holds this long
 EVEN_OUT_ANSWER_MS = 1000  # SR-13 preparation: resets unanswered by then count as never answered
 
@@ -44,7 +46,6 @@ LOADER_FACTOR = 0.1  # smartReloadCluster's default (RemoteUtils.LOADER_FACTOR)
 MAX_ROUNDS = 10
 STALL_ROUNDS = 2  # this many rounds in a row without a change: the cluster will not move further
 
-_SWALLOW = (OSError, ValueError, ControlError)
 
 
 # ---- helpers ----------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def _client_errors(clients: list[NacosClientHandle], since_wall_ms: float, limit
     for client in clients:
         try:
             events = client.control.state().get("events") or []
-        except _SWALLOW:
+        except CONTROL_ERRORS:
             continue
         for event in events:
             if event.get("kind") != "error" or event.get("t_ms", 0) < since_wall_ms:
@@ -122,9 +123,9 @@ def _all_running(cf, clients: list[NacosClientHandle], *, on: str | None = None)
 
     def wait(client: NacosClientHandle) -> dict[str, Any] | WaitTimeout:
         try:
-            return eventually(client.control.state, timeout_ms=RUNNING_TIMEOUT_MS, what=f"{client.name} RUNNING",
+            return eventually(client.control.state, timeout_ms=CROWD_RUNNING_TIMEOUT_MS, what=f"{client.name} RUNNING",
                               accept=lambda s: s.get("status") == "RUNNING" and (on is None or s.get("server") == on),
-                              swallow=_SWALLOW, interval_ms=50).value
+                              swallow=CONTROL_ERRORS, interval_ms=50).value
         except WaitTimeout as exc:
             return exc
 
@@ -135,7 +136,7 @@ def _all_running(cf, clients: list[NacosClientHandle], *, on: str | None = None)
     if late:
         cf.history.fail("harness", "wait_all_running", {"not_running": len(late)})
         cf.fail(expected=f"all {len(clients)} clients RUNNING{' on ' + on if on else ''} within "
-                         f"{RUNNING_TIMEOUT_MS} ms (baseline)",
+                         f"{CROWD_RUNNING_TIMEOUT_MS} ms (baseline)",
                 actual=f"{len(late)} not: {[(i, (last or {}).get('status'), (last or {}).get('server')) for i, last in late[:5]]}")
     cf.history.ok("harness", "wait_all_running", {"clients": len(clients)})
     return states  # type: ignore[return-value]
@@ -159,10 +160,10 @@ def _wait_total(cf, servers: list[NacosServerHandle], total: int, *, timeout_ms:
     accept = lambda regs: sum(len(v) for v in regs.values()) == total  # noqa: E731
     probe = lambda: _registrations(servers)  # noqa: E731
     try:
-        eventually(probe, timeout_ms=timeout_ms, what=what, accept=accept, swallow=_SWALLOW, interval_ms=50)
+        eventually(probe, timeout_ms=timeout_ms, what=what, accept=accept, swallow=CONTROL_ERRORS, interval_ms=50)
         held, _, _ = holds_for(probe, duration_ms=STABLE_MS, what=what, accept=accept, interval_ms=50)
         if not held:
-            eventually(probe, timeout_ms=timeout_ms, what=what, accept=accept, swallow=_SWALLOW, interval_ms=50)
+            eventually(probe, timeout_ms=timeout_ms, what=what, accept=accept, swallow=CONTROL_ERRORS, interval_ms=50)
     except WaitTimeout as exc:
         cf.fail(expected=f"{what}: {total} SDK registrations across the cluster",
                 actual=_counts(exc.last) if isinstance(exc.last, dict) else exc.last)
@@ -216,7 +217,7 @@ def test_reload_current_sheds_to_count(cf, topology, nacos_server_peer, nacos_cl
 
     try:
         waited = eventually(probe, timeout_ms=hard_ms, what=f"{a.main_address} down to {SR12_KEEP}", accept=accept,
-                            swallow=_SWALLOW, interval_ms=20)
+                            swallow=CONTROL_ERRORS, interval_ms=20)
         result, took = waited.value, waited.elapsed_ms
     except WaitTimeout as exc:
         result, took = (exc.last if isinstance(exc.last, dict) else probe()), now_ms() - started
@@ -298,7 +299,7 @@ def _even_out(cf, servers: list[NacosServerHandle], clients: list[NacosClientHan
                                                      for p in _resets_since(s, since[s.main_address])],
                                 timeout_ms=EVEN_OUT_ANSWER_MS, what="even-out resets answered",
                                 accept=lambda ps, want=excess: len(ps) >= len(want) and all(p.get("answered") for p in ps),
-                                swallow=_SWALLOW, interval_ms=20)
+                                swallow=CONTROL_ERRORS, interval_ms=20)
             pushes = waited.value
         except WaitTimeout as exc:
             pushes = exc.last if isinstance(exc.last, list) else []
@@ -313,7 +314,7 @@ def _even_out(cf, servers: list[NacosServerHandle], clients: list[NacosClientHan
         try:
             eventually(lambda: _registrations(servers), timeout_ms=switch_ms, what="reset clients moved",
                        accept=lambda r, gone=answered: not gone & {c for ids in r.values() for c in ids}
-                       and sum(len(v) for v in r.values()) == N_CLIENTS, swallow=_SWALLOW, interval_ms=50)
+                       and sum(len(v) for v in r.values()) == N_CLIENTS, swallow=CONTROL_ERRORS, interval_ms=50)
         except WaitTimeout as exc:
             last = exc.last if isinstance(exc.last, dict) else {}
             return f"left at {_counts(last)}: reset clients did not move within {switch_ms:.0f} ms"
@@ -345,7 +346,7 @@ def _wait_round(servers: list[NacosServerHandle], since: dict[str, int], interva
     limit = 2 * interval + RESET_ANSWER_TIMEOUT_MS + switch_ms + SWITCH_SLACK_MS
     try:
         value = eventually(probe, timeout_ms=limit, what="the reload round to play out", accept=accept,
-                           swallow=_SWALLOW, interval_ms=50).value
+                           swallow=CONTROL_ERRORS, interval_ms=50).value
         settled = True
     except WaitTimeout as exc:
         value = exc.last if isinstance(exc.last, dict) else probe()
@@ -389,7 +390,7 @@ def test_smart_reload_rebalances_after_restart(cf, topology, nacos_server_peer, 
         cf.history.fault("restart", server=victim.main_address)
         victim.node.restart()
         cf.history.healed("restart", server=victim.main_address)
-        regs = _wait_total(cf, servers, N_CLIENTS, timeout_ms=RUNNING_TIMEOUT_MS,
+        regs = _wait_total(cf, servers, N_CLIENTS, timeout_ms=CROWD_RUNNING_TIMEOUT_MS,
                            what=f"every client registered again after {victim.main_address} restarted")
         trace = [_counts(regs)]
         rounds: list[dict[str, Any]] = []

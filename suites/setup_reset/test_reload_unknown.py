@@ -17,25 +17,15 @@ from typing import Any
 from fixtures.case import case
 from harness.control.http import ControlError
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.scenarios.nacos import client_state, wait_client_running, wait_registered
+from harness.scenarios.nacos import client_state, wait_registered
+from harness.scenarios.steps import running
 from harness.wait import WaitTimeout, holds_for
 
-RUNNING_TIMEOUT_MS = 15000
-TOLERANCE_MS = 250
 # How long "nothing changes" is watched after the reloads. reloadClient is synchronous (it
 # returns after the reset's answer or its 3 s wait), so a reset it sent has arrived by then; a
 # client that obeys one leaves within its setup wait (100 ms) + a connect: 1 s covers it.
 QUIET_WINDOW_MS = 1000
 _CLIENT_EVENTS_OF_A_RESET = ("reset_received", "switching", "disconnected")
-
-
-def _running(cf, client) -> dict[str, Any]:
-    try:
-        return wait_client_running(cf.history, client, timeout_ms=RUNNING_TIMEOUT_MS)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name} RUNNING within {RUNNING_TIMEOUT_MS} ms (baseline)",
-                actual=f"last state {exc.last!r}", hint="the handshake did not complete; see the peer logs")
-        raise  # unreachable: cf.fail raises
 
 
 def _last_seq(entries: list[dict[str, Any]]) -> int:
@@ -55,7 +45,7 @@ def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, n
     nacos_server_peer.require_capabilities(["loader"])  # reloadClient
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    state = _running(cf, client)
+    state = running(cf, client)
     client_id = state.get("connection_id")
     has_logs = nacos_server_peer.has_capability("events")
 

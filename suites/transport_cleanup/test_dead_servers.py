@@ -23,25 +23,25 @@ from __future__ import annotations
 from typing import Any
 
 from fixtures.case import case
+from harness.errors import SetupError
 from harness.faults import Kill, Pause
 from harness.observe.sockets import SocketSampler, TcpEntry, owners, snapshot
-from harness.scenarios.dead_links import (
+from harness.scenarios.bounds import (
     CONTROL_ERRORS,
     FAIL_FACTOR,
     POLL_MS,
-    SCALED_CLIENT_HEALTH,
     SCALED_SERVER_EJECT,
-    Clock,
     EjectBound,
-    HealthBound,
-    brief,
-    registered_id,
-    running,
-    server_of,
     supported,
+)
+from harness.scenarios.dead_links import (
+    Clock,
+    client_on_one_of_two,
+    expect_moved,
+    judge_removal,
+    watch_current,
     watch_move,
 )
-from harness.scenarios.nacos import wait_registered
 from harness.topology import CLOSE_WAIT_GRACE_MS
 from harness.wait import WaitTimeout, eventually, now_ms
 
@@ -56,36 +56,20 @@ def _client_close_wait(proxy_port: int) -> list[TcpEntry]:
 @case("TC-06", "MUST", timeout_s=120, subject="client", interop=True)
 def test_clients_leave_killed_server(cf, topology, nacos_server_peer, nacos_client_peer):
     """Server process SIGKILL → clients detect and reconnect elsewhere within their health-check bound; no client-side CLOSE_WAIT left."""
-    client_knobs = supported(nacos_client_peer, SCALED_CLIENT_HEALTH)
-    health = HealthBound.of(nacos_client_peer, client_knobs)
-    servers = topology.nacos_servers(2, peer=nacos_server_peer)
-    client = topology.nacos_client(peer=nacos_client_peer, servers=servers, knobs=client_knobs)
-    state = running(cf, client)
-    dead = server_of(servers, state.get("server"))
-    alive = next(s for s in servers if s is not dead)
-    dead_id = registered_id(cf, dead, state)
+    base = client_on_one_of_two(cf, topology, nacos_server_peer, nacos_client_peer)
+    client, health, dead, alive, dead_id = base.client, base.health, base.on, base.other, base.connection_id
     port = dead.proxied_grpc_port
     baseline = _client_close_wait(port)
     if baseline:
-        cf.fail(expected=f"baseline: no client-side CLOSE_WAIT towards {dead.host}:{port}", actual=baseline,
-                verdict="FAILED", hint="setup error, not a finding")
+        raise SetupError(f"TC-06 baseline: expected no client-side CLOSE_WAIT towards {dead.host}:{port} before the "
+                         f"kill, found {baseline}: another run's sockets on this port? Rerun the case alone")
 
     with SocketSampler(cf.history, [port], interval_ms=100, name="dead_server_proxy_port"):
         with Kill(dead.node, history=cf.history, label=dead.node.name):
             clock = Clock(cf)
             move = watch_move(cf, client, clock, away_from=dead.main_address, timeout_ms=FAIL_FACTOR * health.bound_ms)
         at = cf.history.relative_ms(clock.mono_ms)
-        if move.moved_ms is None:
-            cf.fail(expected=f"{client.name} reconnects to {alive.main_address} within {health}",
-                    actual=f"not RUNNING on another server {FAIL_FACTOR * health.bound_ms} ms after the kill; "
-                           f"first sign {move.detected_by!r} after {move.detected_ms} ms; last state {brief(move.state)}",
-                    verdict="FAILED", at_ms=at)
-        new_id = move.state.get("connection_id")
-        try:
-            wait_registered(cf.history, alive, timeout_ms=3000, connection_id=new_id, count=None if new_id else 1)
-        except WaitTimeout as exc:
-            cf.fail(expected=f"the client's new connection registered on {alive.main_address}",
-                    actual=f"current there: {sorted(exc.last or {})}", verdict="FAILED", at_ms=at)
+        new_id = expect_moved(cf, client, move, alive, bound=health, fault="kill", at_ms=at)
 
         # What the client holds towards the dead server's proxy port: nothing in CLOSE_WAIT once
         # it has moved (a grace for its own close to land).
@@ -120,71 +104,39 @@ def test_clients_leave_killed_server(cf, topology, nacos_server_peer, nacos_clie
 @case("TC-09", "MUST", timeout_s=120, subject="both")
 def test_paused_server_cleans_up_after_resume(cf, topology, nacos_server_peer, nacos_client_peer):
     """Server paused (SIGSTOP) → clients move away; after SIGCONT the server cleans up every stale registration within the eject bound."""
-    client_knobs = supported(nacos_client_peer, SCALED_CLIENT_HEALTH)
-    health = HealthBound.of(nacos_client_peer, client_knobs)
     server_knobs = supported(nacos_server_peer, SCALED_SERVER_EJECT)
     eject = EjectBound.of(nacos_server_peer, server_knobs)
-    servers = topology.nacos_servers(2, peer=nacos_server_peer, knobs=server_knobs)
-    client = topology.nacos_client(peer=nacos_client_peer, servers=servers, knobs=client_knobs)
-    state = running(cf, client)
-    paused = server_of(servers, state.get("server"))
-    alive = next(s for s in servers if s is not paused)
-    stale_id = registered_id(cf, paused, state)
+    base = client_on_one_of_two(cf, topology, nacos_server_peer, nacos_client_peer, server_knobs=server_knobs)
+    client, health, paused, alive, stale_id = base.client, base.health, base.on, base.other, base.connection_id
 
     with Pause(paused.node, history=cf.history, label=paused.node.name):
         clock = Clock(cf)
         move = watch_move(cf, client, clock, away_from=paused.main_address, timeout_ms=FAIL_FACTOR * health.bound_ms)
     resumed = Clock(cf)
     at = cf.history.relative_ms(clock.mono_ms)
-    if move.moved_ms is None:
-        noticed = (f"it noticed after {move.detected_ms:.0f} ms ({move.detected_by}) but" if move.detected_ms is not None
-                   else "it never noticed and")
-        cf.fail(expected=f"{client.name} leaves the paused server within {health} and runs on {alive.main_address}",
-                actual=f"{noticed} was not RUNNING on another server {FAIL_FACTOR * health.bound_ms} ms after SIGSTOP; "
-                       f"last state {brief(move.state)}",
-                verdict="FAILED", at_ms=at, hint="no HealthCheck, or a HealthCheck timeout taken as healthy")
-    live_id = move.state.get("connection_id")
-    try:
-        wait_registered(cf.history, alive, timeout_ms=3000, connection_id=live_id, count=None if live_id else 1)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"the client's new connection registered on {alive.main_address}",
-                actual=f"current there: {sorted(exc.last or {})}", verdict="FAILED", at_ms=at)
+    live_id = expect_moved(cf, client, move, alive, bound=health, fault="SIGSTOP", at_ms=at,
+                           hint="no HealthCheck, or a HealthCheck timeout taken as healthy")
 
     # After SIGCONT: every registration on the resumed server is stale (its only client is
     # elsewhere now), unless the client came back to it meanwhile with a live id.
     def stale(snapshot: dict[str, Any]) -> list[str]:
         return sorted(cid for cid in snapshot if cid != live_id)
 
-    last: dict[str, list[str]] = {"ids": [stale_id]}
-
-    def probe() -> dict[str, Any]:
-        snapshot = paused.admin.current()
-        last["ids"] = sorted(snapshot)
-        return snapshot
-
-    try:
-        eventually(probe, timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{paused.main_address} drops stale ids",
-                   accept=lambda snapshot: not stale(snapshot), swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
-        cleaned_ms: float | None = resumed.since()
-    except WaitTimeout:
-        cleaned_ms = None
+    cleaned_ms, last = watch_current(paused, resumed, until=lambda snapshot: not stale(snapshot),
+                                     timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{paused.main_address} drops stale ids")
+    held = sorted(last) if last or cleaned_ms is not None else [stale_id]
     observed = {"health bound": str(health), "eject bound": str(eject), "stale connection": stale_id,
-                "live connection": live_id, "resumed server's current at the end": last["ids"],
+                "live connection": live_id, "resumed server's current at the end": held,
                 "cleaned after SIGCONT (ms)": None if cleaned_ms is None else round(cleaned_ms, 1), **move.observed()}
     cf.history.observe("tc09", observed)
-    if cleaned_ms is None:
-        cf.fail(expected=f"{paused.main_address} drops {stale_id} within {eject} of SIGCONT",
-                actual=f"still holds {[c for c in last['ids'] if c != live_id]} {resumed.since():.0f} ms after SIGCONT "
-                       f"({now_ms() - clock.mono_ms:.0f} ms after the client left it)",
-                verdict="FAILED", at_ms=cf.history.relative_ms(resumed.mono_ms),
-                hint="the transport ended (or the probe went unanswered) but the registration was kept")
+    judge_removal(cf, cleaned_ms, eject, resumed, what=f"{paused.main_address} drops {stale_id}", after="SIGCONT",
+                  never=f"still holds {[c for c in held if c != live_id]} {resumed.since():.0f} ms after SIGCONT "
+                        f"({now_ms() - clock.mono_ms:.0f} ms after the client left it)",
+                  hint="the transport ended (or the probe went unanswered) but the registration was kept")
     if move.detected_ms is None or move.detected_ms > health.bound_ms:
         cf.late(expected=f"the paused server detected within {health}",
                 actual=f"first sign after {move.detected_ms} ms ({move.detected_by}); running on "
                        f"{alive.main_address} after {move.moved_ms:.0f} ms", at_ms=at)
-    if cleaned_ms > eject.bound_ms:
-        cf.late(expected=f"stale registrations dropped within {eject} of SIGCONT",
-                actual=f"{stale_id} held {cleaned_ms:.0f} ms after SIGCONT", at_ms=cf.history.relative_ms(resumed.mono_ms))
     cf.ok(f"left after {move.detected_ms:.0f} ms (bound {health.bound_ms}), RUNNING on {alive.main_address} after "
           f"{move.moved_ms:.0f} ms; stale id dropped {cleaned_ms:.0f} ms after SIGCONT (bound {eject.bound_ms})",
           expected=f"move within {health}; cleanup within {eject}", actual=observed)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import http.client
 import select
 import socket
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +34,10 @@ from harness.observe.sockets import (
     time_wait_by_side,
 )
 from harness.reference.http.config import TOMCAT_CLOSE_ON_STATUS
+from harness.scenarios.bounds import TOLERANCE_MS
+from harness.scenarios.steps import Background
 from harness.wait import WaitTimeout, eventually, now_ms
 
-TOLERANCE_MS = 250  # SPEC §5 preamble
 IO_TIMEOUT_S = 5.0  # one request/response on loopback: a bound, not an expectation
 FIXED_CLIENT = "go-net-http"
 
@@ -143,34 +143,6 @@ def _tcp(srv) -> tuple[str, int]:
     """Where a raw client dials: the server's proxy."""
     host, _, port = srv.proxy.listen.rpartition(":")
     return host, int(port)
-
-
-class _Background:
-    """Run ``fn`` on a thread; ``result()`` joins it within a bound and re-raises its error."""
-
-    def __init__(self, name: str, fn: Callable[[], Any]) -> None:
-        self._fn = fn
-        self._value: Any = None
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # surfaced by result() in the test's thread
-            self._error = exc
-
-    def start(self) -> _Background:
-        self._thread.start()
-        return self
-
-    def result(self, timeout_ms: float) -> Any:
-        self._thread.join(timeout_ms / 1000.0)
-        if self._thread.is_alive():
-            raise TimeoutError(f"{self._thread.name} still running after {timeout_ms:.0f} ms")
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _server_side(srv) -> dict[str, int]:
@@ -306,7 +278,7 @@ def test_server_keepalive_timeout_fin_and_client_reconnects(cf, topology, peer_r
         cf.check(first.status == 200 and conn.closed_ms is None,
                  expected="baseline: GET / through the proxy answers 200 on a kept connection",
                  actual={"status": first.status, "connection": first.connection})
-        job = _Background("tc12-client", lambda: topology.run_http_client(
+        job = Background("tc12-client", lambda: topology.run_http_client(
             peer=client_peer, servers=[srv], plan=plan, timeout_ms=CLIENT_RUN_MS)).start()
         try:
             _wait_closed([conn], until_ms=first.done_ms + band_high_ms + IDLE_LATE_EXTRA_MS,

@@ -34,250 +34,50 @@ Both need the server's ``pushes`` log (capability ``pushes``); TC-07 also the ``
 from __future__ import annotations
 
 import queue
-import threading
-import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
-from typing import Any
 
 from fixtures.case import case
-from harness.control.http import ControlError
 from harness.errors import SetupError
 from harness.faults import ProxyDown
-from harness.observe.sockets import snapshot
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
-
-# Helpers shared with TC-01..TC-03 (one owner; no test function is imported).
-from harness.scenarios.cleanup import (
+from harness.protocol.nacos import codec
+from harness.scenarios.bounds import (
+    CONTROL_ERRORS,
+    POLL_MS,
     RUNNING_TIMEOUT_MS,
     TOLERANCE_MS,
+)
+from harness.scenarios.cleanup import (
     finish,
     judge_cleanup,
     prove_registered,
     recheck_one_disconnect,
     registration,
-    running,
-    transport_peer,
     watch_unregister,
 )
 from harness.scenarios.nacos import wait_registered
-from harness.topology import NacosServerHandle
+from harness.scenarios.rejection import (
+    CLOSE_BOUND_MS,
+    CLOSE_WATCH_MS,
+    COUNT_LIMIT,
+    STARTING_FOR_MS,
+    Probe,
+    RejectionWatch,
+    ReloadCall,
+    last_seq,
+    reset_wait_ms,
+    starting_probe_check,
+    wall_ms,
+)
+from harness.scenarios.steps import running
 from harness.wait import WaitTimeout, eventually, now_ms
 
-RESET_WAIT_MS = 3000  # Nacos waits this long for a ConnectResetResponse (research §2.3, §2.4)
-CLOSE_BOUND_MS = 1000  # SPEC TC-07: closed 1 s after the reject completed
-CLOSE_WATCH_MS = 4000  # a rejected transport still open this long after its bound: FAILED
 RELOAD_GUARD_S = 10.0  # TC-10: reloadClient's HTTP timeout (NacosAdmin.reload_client); beyond it: a hang
 PENDING_WAIT_MS = 2000  # TC-10: the reset shows up as pending in the pushes log within this
-POLL_MS = 50
 PROBE_IP = "127.0.0.210"  # TC-10's probe: an IP no client reports
-SDK_LABELS = {"source": "sdk", "module": "naming"}
-COUNT_LIMIT = 1
-STARTING_FOR_MS = 60_000  # the starting server stays starting for the whole case
-OPEN_STATES = ("ESTABLISHED", "CLOSE_WAIT")  # the server has not closed its side
-
-_SWALLOW = (OSError, ValueError, ControlError)
-
-
-def _wall_ms() -> float:
-    return time.time() * 1000.0
-
-
-def _last_seq(entries: list[dict[str, Any]]) -> int:
-    return max((int(e.get("seq", 0)) for e in entries), default=0)
 
 
 # ---- TC-07 ------------------------------------------------------------------------------------
-
-@dataclass
-class Rejection:
-    """One rejected transport: who, why, when the reject completed, when its socket went."""
-
-    name: str
-    why: str
-    server: NacosServerHandle
-    connection_id: str | None = None
-    push: dict[str, Any] | None = None  # its ConnectResetRequest in the server's pushes log
-    completed_wall_ms: float | None = None  # answered, or pushed + 3 s on a timeout
-    gone_wall_ms: float | None = None  # first poll with no open server-side socket
-    last_open_wall_ms: float | None = None  # last poll that saw it open (the close came after)
-    stream_end_wall_ms: float | None = None  # (probes) the probe saw its stream end
-    open_states: list[str] = field(default_factory=list)
-
-    @property
-    def closed_after_ms(self) -> float | None:
-        """At most this long after the reject completed (the first poll that saw it gone)."""
-        if self.gone_wall_ms is None or self.completed_wall_ms is None:
-            return None
-        return max(0.0, self.gone_wall_ms - self.completed_wall_ms)
-
-    @property
-    def open_after_ms(self) -> float | None:
-        """Seen still open this long after the reject completed (None: never seen open after it).
-        Lateness is judged on this positive evidence, never on a late first poll."""
-        if self.last_open_wall_ms is None or self.completed_wall_ms is None:
-            return None
-        after = self.last_open_wall_ms - self.completed_wall_ms
-        return after if after > 0 else None
-
-    def resolved(self, now_wall_ms: float) -> bool:
-        """Judgeable: gone with its reject complete (or gone with no push at all), or overdue."""
-        if self.gone_wall_ms is not None:
-            return self.completed_wall_ms is not None or self.push is None
-        return (self.completed_wall_ms is not None
-                and now_wall_ms > self.completed_wall_ms + CLOSE_BOUND_MS + TOLERANCE_MS + CLOSE_WATCH_MS)
-
-    def as_dict(self) -> dict[str, Any]:
-        push = self.push or {}
-        return {"name": self.name, "why": self.why, "connection_id": self.connection_id,
-                "outcome": push.get("outcome"), "answer_ms": push.get("answer_ms"),
-                "closed_after_completion_ms": None if self.closed_after_ms is None else round(self.closed_after_ms, 1),
-                "seen_open_after_completion_ms": None if self.open_after_ms is None else round(self.open_after_ms, 1),
-                "still_open": self.open_states}
-
-
-class _Probe:
-    """A raw wire probe whose setup is meant to be rejected: it answers the reset (or stays
-    silent) and never closes its own side, so only the server can end its transport."""
-
-    def __init__(self, cf, stack: ExitStack, server: NacosServerHandle, name: str, why: str, *, answers: bool) -> None:
-        self.cf, self.name, self.answers = cf, name, answers
-        self.rejection = Rejection(name, why, server)
-        self.conn = stack.enter_context(RawNacosConnection(server.host, server.proxied_grpc_port))
-        self.check: codec.Message | None = None
-
-    def server_check(self) -> codec.Message:
-        self.cf.history.invoke(self.name, "ServerCheck", {"target": self.conn.target})
-        self.check = self.conn.server_check()
-        self.cf.history.ok(self.name, "ServerCheck", {"type": self.check.type, "body": self.check.body})
-        if self.check.type == codec.SERVER_CHECK_RESPONSE:
-            self.rejection.connection_id = self.check.body.get("connectionId")
-        return self.check
-
-    def setup(self) -> None:
-        self.cf.history.invoke(self.name, "ConnectionSetup", {"labels": SDK_LABELS})
-        self.conn.setup(labels=SDK_LABELS)
-
-    def take_reset(self, timeout_ms: float) -> codec.Message | None:
-        """The reset pushed to it (answered at once when ``answers``); None when its stream
-        ended first or nothing came."""
-        try:
-            item = self.conn.next_push(timeout_s=max(0.0, timeout_ms) / 1000.0)
-        except queue.Empty:
-            return None
-        if item is None:
-            self.rejection.stream_end_wall_ms = _wall_ms()
-            self.cf.history.observe("probe_stream", {"probe": self.name, "state": "ended"})
-            return None
-        self.cf.history.observe("probe_push", {"probe": self.name, "type": item.type, "body": item.body})
-        if item.type == codec.CONNECT_RESET_REQUEST and self.answers:
-            self.conn.send_on_stream(codec.push_response(codec.CONNECT_RESET_RESPONSE, item.request_id))
-            self.cf.history.ok(self.name, "ConnectResetResponse", {"requestId": item.request_id})
-        return item
-
-
-def reset_wait_ms(server: NacosServerHandle) -> int:
-    """The server's push timeout for a ConnectResetRequest: its timer ``reset_timeout_ms`` when
-    the manifest declares one, else Nacos's 3000 ms."""
-    return server.peer.timer("reset_timeout_ms", server.knobs, default=RESET_WAIT_MS)
-
-
-def _completion_wall_ms(push: dict[str, Any], wait_ms: float) -> float | None:
-    outcome = push.get("outcome")
-    if outcome == "answered" and push.get("answer_ms") is not None:
-        return float(push["t_ms"]) + float(push["answer_ms"])
-    if outcome == "timeout":
-        return float(push["t_ms"]) + wait_ms
-    if outcome == "closed":  # the transport was already gone when the push failed
-        return float(push["t_ms"])
-    return None  # pending
-
-
-def _server_side_open(server: NacosServerHandle, connection_id: str, entries: list) -> list[str] | None:
-    """The server-side socket of that transport still open (ESTABLISHED / CLOSE_WAIT), as
-    strings; None when the id names no 4-tuple."""
-    peer = transport_peer(connection_id)
-    if peer is None:
-        return None
-    ip, port = peer
-    return [f"{e.local_ip}:{e.local_port}<-{ip}:{port} {e.state}" for e in entries
-            if e.local_port == server.grpc_port and e.remote_port == port and e.remote_ip == ip
-            and e.state in OPEN_STATES]
-
-
-class _RejectionWatch:
-    """Polls both servers' pushes logs and gRPC ports: completes each rejection's record and
-    notes when its socket went. The client-under-test's rejections on ``limited`` are the
-    reset pushes to ids that are neither a probe's nor the admitted client's."""
-
-    def __init__(self, cf, probes: list[_Probe], limited: NacosServerHandle, admitted_id: str,
-                 seqs: dict[str, int]) -> None:
-        self.cf, self.probes, self.limited, self.admitted_id, self.seqs = cf, probes, limited, admitted_id, seqs
-        self.servers = {p.rejection.server.main_address: p.rejection.server for p in probes}
-        self.servers[limited.main_address] = limited
-        self.client_rejections: dict[str, Rejection] = {}
-
-    def all(self) -> list[Rejection]:
-        return [p.rejection for p in self.probes] + list(self.client_rejections.values())
-
-    def poll(self) -> _RejectionWatch:
-        pushes = {addr: [p for p in s.admin.pushes(self.seqs[addr]) if p.get("type") == codec.CONNECT_RESET_REQUEST]
-                  for addr, s in self.servers.items()}
-        entries = snapshot([s.grpc_port for s in self.servers.values()])
-        now = _wall_ms()
-        for probe in self.probes:
-            r = probe.rejection
-            server_pushes = pushes[r.server.main_address]
-            if r.push is None or r.push.get("outcome") == "pending":
-                match = [p for p in server_pushes if r.connection_id and p.get("connectionId") == r.connection_id]
-                r.push = match[0] if match else r.push
-            if r.push is not None:
-                r.connection_id = r.connection_id or r.push.get("connectionId")
-                r.completed_wall_ms = _completion_wall_ms(r.push, reset_wait_ms(r.server))
-        probe_ids = {p.rejection.connection_id for p in self.probes}
-        for push in pushes[self.limited.main_address]:
-            cid = push.get("connectionId")
-            if cid in probe_ids or cid == self.admitted_id:
-                continue
-            r = self.client_rejections.setdefault(cid, Rejection(f"client-{len(self.client_rejections)}",
-                                                                 f"over count_limit {COUNT_LIMIT}", self.limited,
-                                                                 connection_id=cid))
-            r.push = push
-            r.completed_wall_ms = _completion_wall_ms(push, reset_wait_ms(self.limited))
-        for r in self.all():
-            if r.gone_wall_ms is not None:
-                continue
-            if r.connection_id is None:
-                if r.stream_end_wall_ms is not None:  # no id to look up, but the probe saw it end
-                    r.gone_wall_ms = r.stream_end_wall_ms
-                continue
-            still = _server_side_open(r.server, r.connection_id, entries)
-            if still is None:
-                continue
-            r.open_states = still
-            if still:
-                r.last_open_wall_ms = now
-            else:
-                r.gone_wall_ms = now
-                self.cf.history.observe("rejected_transport_closed", r.as_dict())
-        return self
-
-    def done(self, _: Any = None) -> bool:
-        now = _wall_ms()
-        probes_done = all(p.rejection.resolved(now) for p in self.probes)
-        return probes_done and any(r.resolved(now) for r in self.client_rejections.values())
-
-    def answering_done(self, _: Any = None) -> bool:
-        now = _wall_ms()
-        return all(p.rejection.resolved(now) for p in self.probes if p.answers)
-
-
-def _starting_probe_check(cf, probe: _Probe) -> None:
-    check = probe.server_check()
-    if not (check.type == codec.ERROR_RESPONSE and check.error_code == codec.INVALID_SERVER_STATUS):
-        raise SetupError(f"TC-07: the server given startup_delay_ms={STARTING_FOR_MS} answered ServerCheck with "
-                         f"{check.type} {check.body} instead of 300 (starting); nothing was judged")
 
 
 @case("TC-07", "MUST", timeout_s=120, subject="server")
@@ -298,19 +98,19 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
     (starting,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs={"startup_delay_ms": STARTING_FOR_MS})
     first = topology.nacos_client(peer=nacos_client_peer, servers=[limited])
     reg = prove_registered(cf, first, limited)
-    seqs = {s.main_address: _last_seq(s.admin.pushes()) for s in (limited, starting)}
+    seqs = {s.main_address: last_seq(s.admin.pushes()) for s in (limited, starting)}
     bound_ms = CLOSE_BOUND_MS + TOLERANCE_MS
 
     with ExitStack() as stack:
         probes = [
-            _Probe(cf, stack, limited, "over-limit-answers", f"over count_limit {COUNT_LIMIT}", answers=True),
-            _Probe(cf, stack, limited, "over-limit-silent", f"over count_limit {COUNT_LIMIT}", answers=False),
-            _Probe(cf, stack, starting, "starting-answers", "server starting", answers=True),
-            _Probe(cf, stack, starting, "starting-silent", "server starting", answers=False),
+            Probe(cf, stack, limited, "over-limit-answers", f"over count_limit {COUNT_LIMIT}", answers=True),
+            Probe(cf, stack, limited, "over-limit-silent", f"over count_limit {COUNT_LIMIT}", answers=False),
+            Probe(cf, stack, starting, "starting-answers", "server starting", answers=True),
+            Probe(cf, stack, starting, "starting-silent", "server starting", answers=False),
         ]
         for probe in probes:
             if probe.rejection.server is starting:
-                _starting_probe_check(cf, probe)
+                starting_probe_check(cf, probe)
             else:
                 check = probe.server_check()
                 if not probe.rejection.connection_id:
@@ -334,19 +134,19 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
                 if match:
                     probe.rejection.connection_id = match[0].get("connectionId")
 
-        watch = _RejectionWatch(cf, probes, limited, reg.connection_id, seqs)
+        watch = RejectionWatch(cf, probes, limited, reg.connection_id, seqs)
         # The answered rejections complete now: watch them before the second client's start
         # (which blocks until its agent is up) so their close is timed closely.
         try:
             eventually(watch.poll, timeout_ms=bound_ms + CLOSE_WATCH_MS, what="the answered rejections closed",
-                       accept=watch.answering_done, swallow=_SWALLOW, interval_ms=POLL_MS)
+                       accept=watch.answering_done, swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
         except WaitTimeout:
             pass
         second = topology.nacos_client(peer=nacos_client_peer, servers=[limited])
         guard_ms = RUNNING_TIMEOUT_MS + reset_wait_ms(limited) + bound_ms + CLOSE_WATCH_MS
         try:
             eventually(watch.poll, timeout_ms=guard_ms, what="every rejected transport closed (or overdue)",
-                       accept=watch.done, swallow=_SWALLOW, interval_ms=POLL_MS)
+                       accept=watch.done, swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
         except WaitTimeout:
             pass
         rejections = watch.all()
@@ -356,7 +156,7 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
     cf.check(set(registered) == {reg.connection_id},
              expected=f"count_limit {COUNT_LIMIT} holds on {limited.main_address}: only {reg.connection_id} registered",
              actual=sorted(registered), verdict="FAILED", hint="an over-limit setup was registered, not rejected")
-    now = _wall_ms()
+    now = wall_ms()
     for probe in probes:
         r = probe.rejection
         if r.push is None and r.stream_end_wall_ms is None:
@@ -400,32 +200,6 @@ def test_rejected_connection_is_really_closed(cf, topology, nacos_server_peer, n
 
 # ---- TC-10 ------------------------------------------------------------------------------------
 
-class _ReloadCall(threading.Thread):
-    """``reloadClient`` off the case's thread, on its own HTTP session; times its return."""
-
-    def __init__(self, server: NacosServerHandle, connection_id: str) -> None:
-        super().__init__(name=f"tc10-reload-{connection_id}", daemon=True)
-        self.admin = server.new_admin()
-        self.connection_id = connection_id
-        self.invoked_at = 0.0
-        self.returned_at: float | None = None
-        self.answer: str | None = None
-        self.error: str | None = None
-
-    def run(self) -> None:
-        self.invoked_at = now_ms()
-        try:
-            self.answer = self.admin.reload_client(self.connection_id)
-            self.returned_at = now_ms()
-        except Exception as exc:  # noqa: BLE001 - a timeout here is the finding
-            self.error = repr(exc)
-        finally:
-            self.admin.close()
-
-    @property
-    def took_ms(self) -> float | None:
-        return None if self.returned_at is None else self.returned_at - self.invoked_at
-
 
 @case("TC-10", "MUST", timeout_s=90, subject="server")
 def test_pending_reset_released_when_transport_dies(cf, topology, nacos_server_peer, nacos_client_peer):
@@ -447,15 +221,15 @@ def test_pending_reset_released_when_transport_dies(cf, topology, nacos_server_p
     # the proxy's disable takes down at the same moment.
     with RawNacosConnection(server.host, server.proxied_grpc_port, client_ip=PROBE_IP, timeout_s=5.0) as probe:
         probe_id = probe.server_check().body.get("connectionId")
-        probe.setup(labels=SDK_LABELS)
+        probe.setup(labels=codec.SDK_LABELS)
         try:
             ids = wait_registered(cf.history, server, connection_id=probe_id, timeout_ms=3000)
         except WaitTimeout as exc:
             raise SetupError(f"TC-10: the probe's setup did not register {probe_id} ({exc.last!r}); nothing was "
                              "judged") from None
         reg = registration(cf, server, probe_id, ids)
-        push_seq = _last_seq(server.admin.pushes()) if server.peer.has_capability("pushes") else 0
-        reload = _ReloadCall(server, probe_id)
+        push_seq = last_seq(server.admin.pushes()) if server.peer.has_capability("pushes") else 0
+        reload = ReloadCall(server, probe_id)
         cf.history.invoke("harness", "reloadClient", {"connectionId": probe_id})
         reload.start()
         try:

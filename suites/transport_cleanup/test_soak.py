@@ -6,7 +6,7 @@ peer under test, each with both servers in its list (the reference client takes 
 health/backoff timers; real libraries keep their defaults) and, where the peer reports a chosen
 client IP, one of two IPs, so the per-IP truth is not trivial.
 
-The schedule comes from ``random.Random(cf.seed)`` (``harness.session.soak_schedule``; Toxiproxy's
+The schedule comes from ``random.Random(cf.seed)`` (``harness.scenarios.soak.soak_schedule``; Toxiproxy's
 own ``-seed`` is a no-op, §A3.6) and is recorded whole in the history before anything runs; the
 run's ``--chaos-seed S`` replays it exactly. Faults: proxy_down, reset_peer and blackhole on the
 server proxies, kill on clients (never restarted: a killed client is no longer live), pause on
@@ -34,19 +34,18 @@ from collections import Counter
 import pytest
 
 from fixtures.case import case
-from harness.chaos import run_schedule
 from harness.errors import HarnessError
+from harness.faults import run_schedule
 from harness.observe.sockets import TcpEntry, snapshot
-from harness.session import (
+from harness.scenarios.bounds import SCALED_SERVER_EJECT, supported
+from harness.scenarios.soak import (
     SOAK_CLIENT_KNOBS,
-    SOAK_SERVER_KNOBS,
     check_event_balance,
     check_ip_counts,
     check_membership,
     convergence_bound_ms,
     killed_targets,
     observe_cluster,
-    scaled_knobs,
     schedule_resolver,
     soak_schedule,
     wait_converged,
@@ -80,9 +79,9 @@ def test_soak_random_faults_leave_exact_registrations(cf, topology, nacos_server
         raise HarnessError(f"soak_schedule is not deterministic for seed {cf.seed}")
     cf.history.meta(soak={**params, "seed": cf.seed}, chaos_seed=cf.seed, chaos_schedule=schedule.to_data())
 
-    server_knobs = scaled_knobs(nacos_server_peer, SOAK_SERVER_KNOBS)
+    server_knobs = supported(nacos_server_peer, SCALED_SERVER_EJECT)
     servers = topology.nacos_servers(SERVERS, peer=nacos_server_peer, knobs=server_knobs)
-    client_knobs = scaled_knobs(nacos_client_peer, SOAK_CLIENT_KNOBS)
+    client_knobs = supported(nacos_client_peer, SOAK_CLIENT_KNOBS)
     clients = []
     for i in range(size.clients):
         knobs = dict(client_knobs)

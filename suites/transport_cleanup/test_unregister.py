@@ -43,13 +43,11 @@ from typing import Any
 
 from fixtures.case import case
 from harness.control.agent import AgentControl
-from harness.control.http import ControlError
 from harness.errors import SetupError
-from harness.faults import Kill, ProxyDown
+from harness.faults import Kill, ProxyDown, ResetPeer
+from harness.scenarios.bounds import CONTROL_ERRORS, TOLERANCE_MS
 from harness.scenarios.cleanup import (
-    TOLERANCE_MS,
     Registered,
-    brief,
     finish,
     judge_cleanup,
     prove_registered,
@@ -59,16 +57,14 @@ from harness.scenarios.cleanup import (
     transport_sockets,
     watch_unregister,
 )
+from harness.scenarios.steps import brief
 from harness.topology import NacosClientHandle
-from harness.toxiproxy import ResetPeer as ResetPeerToxic
 from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
 SETTLE_MS = 500  # TC-02: "registered again once" must still hold this long after the rejoin
 RST_WAIT_MS = 3000  # TC-03: the armed toxic fires on the client's request within this
-POLL_MS = 25
 CLOSING_STATES = ("FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE_WAIT", "LAST_ACK", "CLOSING")
 
-_SWALLOW = (OSError, ValueError, ControlError)
 
 
 # ---- TC-01 ------------------------------------------------------------------------------------
@@ -152,7 +148,7 @@ def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_serv
     cf.history.invoke(client.name, "rejoin", {"guard_ms": guard_ms})
     try:
         waited = eventually(rejoin, timeout_ms=guard_ms, what=f"{client.name} RUNNING and registered again",
-                            accept=rejoined, swallow=_SWALLOW, interval_ms=50)
+                            accept=rejoined, swallow=CONTROL_ERRORS, interval_ms=50)
     except WaitTimeout as exc:
         state, ids = exc.last if isinstance(exc.last, tuple) else ({}, {})
         cf.fail(expected=f"after the proxy is re-enabled, {client.name} reconnects and is registered again "
@@ -226,8 +222,7 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
     The toxic stays armed (new connections die at their first bytes) until the judgement is done.
     """
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
-    toxic = ResetPeerToxic(timeout_ms=0, stream="upstream", toxicity=0.0, name="tc03_reset_peer")
-    with server.proxy.toxic(toxic) as toxic_name:
+    with ResetPeer(server.proxy, timeout_ms=0, stream="upstream", armed=True, history=cf.history) as reset:
         client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
         reg = prove_registered(cf, client, server)
         peer = transport_peer(reg.connection_id)
@@ -242,7 +237,7 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
                              f"{reg.connection_id}; the id does not name its transport, nothing was judged")
 
         armed_at = now_ms()
-        server.proxy.update_toxic(toxic_name, {}, toxicity=1.0)
+        reset.fire()
         trigger = _Request(client, timeout_ms=1000)
         cf.history.invoke(client.name, "request", {"why": "its first chunk fires the armed reset_peer"})
         trigger.start()

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from harness.reference.nacos import codec, server
+from harness.protocol.nacos import codec
+from harness.reference.nacos import server
 from harness.reference.nacos.server import NacosRefServer
 from tests.broken_peers.variants import run_variant
 

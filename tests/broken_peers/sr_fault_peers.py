@@ -36,7 +36,8 @@ from typing import Any
 
 import grpc
 
-from harness.reference.nacos import client, codec, server
+from harness.protocol.nacos import codec
+from harness.reference.nacos import client, server
 from harness.reference.nacos.client import RefNacosClient
 from harness.reference.nacos.client_connection import RpcConnection
 from harness.reference.nacos.client_logic import ServerAddress

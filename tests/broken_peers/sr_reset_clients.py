@@ -31,8 +31,8 @@ from typing import Any
 
 import grpc
 
+from harness.protocol.nacos import codec
 from harness.reference.nacos import client as ref_client
-from harness.reference.nacos import codec
 from harness.reference.nacos.client import ReconnectContext, RefNacosClient
 from harness.reference.nacos.client_connection import RpcConnection, describe_error
 from harness.reference.nacos.client_logic import ServerAddress

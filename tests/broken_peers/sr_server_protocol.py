@@ -14,7 +14,8 @@ import sys
 import time
 from typing import Any
 
-from harness.reference.nacos import codec, pushes, server
+from harness.protocol.nacos import codec
+from harness.reference.nacos import pushes, server
 from harness.reference.nacos.connections import Connection, ConnectionManager
 from harness.reference.nacos.limits import LimitVerdict, check_limit
 from harness.reference.nacos.server import NacosRefServer

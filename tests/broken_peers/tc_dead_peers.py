@@ -35,8 +35,8 @@ from typing import Any
 
 import grpc
 
+from harness.protocol.nacos import codec
 from harness.reference.nacos import client as ref_client
-from harness.reference.nacos import codec
 from harness.reference.nacos import server as ref_server
 from harness.reference.nacos.client import RefNacosClient
 from harness.reference.nacos.client_connection import RpcConnection, describe_error

@@ -12,7 +12,7 @@ import pytest
 
 from harness.errors import SetupError
 from harness.peers import PeerRegistry
-from harness.peers.manifest import render
+from harness.peers.launch import render
 from harness.ports import free_port, http_server_host
 from harness.runtime.docker import LABEL_OWNER, LABEL_RUN, DockerRuntime, owner_label
 

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from harness.paths import PROJECT_ROOT
-from harness.session import soak_schedule
+from harness.scenarios.soak import soak_schedule
 from harness.wait import eventually
 from tests.integration.test_interrupt_cleanup import processes_with_marker
 from tests.support.signals import default_sigint

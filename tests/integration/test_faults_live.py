@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.chaos import Schedule, run_schedule
 from harness.faults import (
     Blackhole,
     Kill,
@@ -25,6 +24,8 @@ from harness.faults import (
     ProxyDown,
     ResetPeer,
     Restart,
+    Schedule,
+    run_schedule,
 )
 from harness.observe.history import History
 from harness.observe.sockets import owners, snapshot

@@ -22,7 +22,7 @@ from harness.control.nacos_admin import NacosAdmin
 from harness.observe.history import History
 from harness.peers import PeerRegistry
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.reference.nacos import codec
+from harness.protocol.nacos import codec
 from harness.runtime import ProcessRuntime
 from harness.topology import Topology
 from harness.toxiproxy import ToxiproxyClient, ToxiproxyServer

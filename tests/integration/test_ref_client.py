@@ -31,7 +31,7 @@ import pytest
 import requests
 
 from harness.ports import NACOS_GRPC_OFFSET, ephemeral_port, free_port
-from harness.reference.nacos import codec, wire
+from harness.protocol.nacos import codec, wire
 from harness.wait import eventually, holds_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]

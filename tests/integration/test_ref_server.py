@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 from harness.ports import ephemeral_port, free_port
-from harness.reference.nacos import codec, wire
+from harness.protocol.nacos import codec, wire
 from harness.reference.nacos.server import EXIT_CANNOT_BIND
 from harness.wait import eventually, holds_for, now_ms
 

@@ -21,13 +21,13 @@ import pytest
 from harness.errors import HarnessError, SetupError
 from harness.toolchain import toxiproxy_binary
 from harness.toxiproxy import (
-    Bandwidth,
+    BandwidthToxic,
     Conflict,
-    Latency,
+    LatencyToxic,
     NotFound,
     Proxy,
-    ResetPeer,
-    Timeout,
+    ResetPeerToxic,
+    TimeoutToxic,
     ToxiproxyClient,
     ToxiproxyError,
     ToxiproxyServer,
@@ -134,8 +134,8 @@ def test_reset_keeps_proxies_reenables_them_and_removes_toxics(
     other.disable()
     with dial(proxy.listen_port) as live:
         echo_ms(live)
-        proxy.add_toxic(Latency(latency_ms=LATENCY_MS))
-        proxy.add_toxic(Bandwidth(rate_kbps=1000, stream="upstream"))
+        proxy.add_toxic(LatencyToxic(latency_ms=LATENCY_MS))
+        proxy.add_toxic(BandwidthToxic(rate_kbps=1000, stream="upstream"))
         assert len(proxy.toxics()) == 2
 
         tp.reset()
@@ -154,9 +154,9 @@ def test_reset_keeps_proxies_reenables_them_and_removes_toxics(
 def test_api_errors_name_proxy_toxic_status_and_text(
     tp: ToxiproxyClient, echo: EchoServer, proxy: Proxy
 ) -> None:
-    proxy.add_toxic(Latency(latency_ms=10))
+    proxy.add_toxic(LatencyToxic(latency_ms=10))
     with pytest.raises(Conflict) as conflict:
-        proxy.add_toxic(Latency(latency_ms=20, stream="upstream", name="latency_downstream"))
+        proxy.add_toxic(LatencyToxic(latency_ms=20, stream="upstream", name="latency_downstream"))
     err = conflict.value
     assert (err.status, err.error_text, err.proxy, err.toxic) == (
         409,
@@ -189,7 +189,7 @@ def test_api_errors_name_proxy_toxic_status_and_text(
 def test_latency_added_mid_connection_delays_the_next_echo(proxy: Proxy) -> None:
     with dial(proxy.listen_port) as sock:
         assert echo_ms(sock) < FAST_MS
-        with proxy.toxic(Latency(latency_ms=LATENCY_MS)):
+        with proxy.toxic(LatencyToxic(latency_ms=LATENCY_MS)):
             # Same connection, opened before the toxic: it is delayed too.
             assert echo_ms(sock) >= LATENCY_MS * 0.95
             proxy.update_toxic("latency_downstream", {"latency_ms": 2 * LATENCY_MS})  # PATCH, live
@@ -202,7 +202,7 @@ def test_reset_peer_rst_only_for_connections_opened_after_it(proxy: Proxy) -> No
     early = dial(proxy.listen_port)
     with early:
         echo_ms(early)
-        with proxy.toxic(ResetPeer(timeout_ms=0)):
+        with proxy.toxic(ResetPeerToxic(timeout_ms=0)):
             with dial(proxy.listen_port) as late:
                 # The toxic fires on the first downstream chunk: the echo of what we send.
                 late.sendall(b"x")
@@ -227,7 +227,7 @@ def test_disabled_proxy_refuses_new_and_closes_live_connections(proxy: Proxy) ->
 def test_removing_timeout_toxic_closes_the_connections_it_held(proxy: Proxy) -> None:
     with dial(proxy.listen_port) as sock:
         echo_ms(sock)
-        name = proxy.add_toxic(Timeout(timeout_ms=0))  # blackhole: drop, never close
+        name = proxy.add_toxic(TimeoutToxic(timeout_ms=0))  # blackhole: drop, never close
         sock.sendall(b"lost")
         assert_quiet(sock)
         proxy.remove_toxic(name)
@@ -239,7 +239,7 @@ def test_removing_timeout_toxic_closes_the_connections_it_held(proxy: Proxy) -> 
 def test_timeout_toxic_closes_an_idle_connection_after_timeout(proxy: Proxy) -> None:
     with dial(proxy.listen_port) as sock:
         echo_ms(sock)
-        with proxy.toxic(Timeout(timeout_ms=200)):
+        with proxy.toxic(TimeoutToxic(timeout_ms=200)):
             start = now_ms()
             assert wait_closed(sock, "timeout toxic closing an idle connection") == "eof"
             assert now_ms() - start >= 150  # the timer started when the toxic was installed
@@ -249,7 +249,7 @@ def test_bandwidth_zero_holds_data_until_removed(proxy: Proxy) -> None:
     """The "connection cut" idiom (testcontainers-java): rate 0 holds, not drops; removal flushes."""
     with dial(proxy.listen_port) as sock:
         echo_ms(sock)
-        name = proxy.add_toxic(Bandwidth(rate_kbps=0))
+        name = proxy.add_toxic(BandwidthToxic(rate_kbps=0))
         sock.sendall(b"held")
         assert_quiet(sock)
         proxy.remove_toxic(name)
@@ -261,7 +261,7 @@ def test_fault_events_reach_client_and_proxy_listeners(tp: ToxiproxyClient, prox
     seen_proxy: list[dict] = []
     tp.on_event(seen_client.append)
     proxy.on_event(seen_proxy.append)
-    with proxy.toxic(Latency(latency_ms=50, jitter_ms=5)) as name:
+    with proxy.toxic(LatencyToxic(latency_ms=50, jitter_ms=5)) as name:
         assert name == "latency_downstream"
         with proxy.down():
             pass
@@ -284,7 +284,7 @@ def test_fault_events_reach_client_and_proxy_listeners(tp: ToxiproxyClient, prox
 
 
 def test_toxic_context_removes_the_toxic_when_the_block_raises(proxy: Proxy) -> None:
-    with pytest.raises(RuntimeError, match="boom"), proxy.toxic(Timeout(timeout_ms=0)):
+    with pytest.raises(RuntimeError, match="boom"), proxy.toxic(TimeoutToxic(timeout_ms=0)):
         raise RuntimeError("boom")
     assert proxy.toxics() == {}
 

@@ -9,20 +9,26 @@ import random
 
 import pytest
 
-from harness import chaos
-from harness.chaos import Schedule, ScheduledFault, run_schedule
 from harness.errors import HarnessError
 from harness.faults import (
     FAULTS,
     Blackhole,
     Kill,
     Latency,
+    LinkDown,
+    PacketLoss,
     Pause,
     ProxyDown,
     ResetPeer,
     Restart,
+    Schedule,
+    ScheduledFault,
+    Silence,
+    SynDrop,
     fault_from_spec,
+    run_schedule,
 )
+from harness.faults import schedule as chaos
 from harness.observe.history import History
 
 GEN = {
@@ -99,6 +105,7 @@ def test_registry_names_every_fault_by_its_name() -> None:
     assert FAULTS == {
         "proxy_down": ProxyDown, "reset_peer": ResetPeer, "blackhole": Blackhole, "latency": Latency,
         "kill": Kill, "pause": Pause, "restart": Restart,
+        "syn_drop": SynDrop, "silence": Silence, "packet_loss": PacketLoss, "link_down": LinkDown,
     }
     assert {cls.ROLE for cls in (ProxyDown, ResetPeer, Blackhole, Latency)} == {"proxy"}
     assert {cls.ROLE for cls in (Kill, Pause, Restart)} == {"node"}

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from harness.reference.nacos import codec
+from harness.protocol.nacos import codec
 from harness.reference.nacos.connections import Connection, ConnectionManager, ConnectionMeta
 from harness.reference.nacos.limits import LimitRule, check_limit
 from harness.reference.nacos.pushes import ConnectionClosed, PushCenter, PushChannel, PushTimeout

@@ -1,4 +1,4 @@
-"""Unit tests for the TC-08 soak's pure parts (harness.session): the seeded schedule (pinned for
+"""Unit tests for the TC-08 soak's pure parts (harness.scenarios.soak, and the option parsing of harness.up): the seeded schedule (pinned for
 one seed, so a change to the drawing order — which would silently change what every recorded
 seed replays — fails here), its placement rules, the convergence bound, and the exact checks on
 hand-built cluster views. No processes, no Toxiproxy."""
@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from harness.chaos import FaultRun, Schedule, ScheduledFault
 from harness.errors import HarnessError
+from harness.faults import FaultRun, Schedule, ScheduledFault
 from harness.peers import PeerRegistry
-from harness.session import (
+from harness.scenarios.soak import (
     PROXY_FAULTS,
     ClientView,
     ClusterView,
     ServerView,
-    _parse_clients,
-    _parse_knobs,
     check_event_balance,
     check_ip_counts,
     check_membership,
@@ -25,6 +23,7 @@ from harness.session import (
     soak_schedule,
     wait_converged,
 )
+from harness.up import _parse_clients, _parse_knobs
 
 DEFAULT = {"servers": 2, "clients": 6, "count": 8, "window_ms": 10_000}
 

@@ -13,35 +13,35 @@ from harness.errors import HarnessError
 from harness.toxiproxy import (
     STREAMS,
     TOXICS,
-    Bandwidth,
-    Latency,
-    LimitData,
-    Noop,
-    ResetPeer,
-    Slicer,
-    SlowClose,
-    Timeout,
+    BandwidthToxic,
+    LatencyToxic,
+    LimitDataToxic,
+    NoopToxic,
+    ResetPeerToxic,
+    SlicerToxic,
+    SlowCloseToxic,
+    TimeoutToxic,
     Toxic,
     toxic_from_api,
 )
 
 # (toxic, Toxiproxy type, expected attributes) — attribute names as in Toxiproxy's json tags.
 CASES = [
-    (Latency(latency_ms=200, jitter_ms=15), "latency", {"latency": 200, "jitter": 15}),
-    (Latency(50), "latency", {"latency": 50, "jitter": 0}),
-    (Timeout(timeout_ms=0), "timeout", {"timeout": 0}),
-    (ResetPeer(), "reset_peer", {"timeout": 0}),
-    (ResetPeer(timeout_ms=100), "reset_peer", {"timeout": 100}),
-    (Bandwidth(rate_kbps=64), "bandwidth", {"rate": 64}),
-    (Bandwidth(rate_kbps=0), "bandwidth", {"rate": 0}),
-    (SlowClose(delay_ms=250), "slow_close", {"delay": 250}),
+    (LatencyToxic(latency_ms=200, jitter_ms=15), "latency", {"latency": 200, "jitter": 15}),
+    (LatencyToxic(50), "latency", {"latency": 50, "jitter": 0}),
+    (TimeoutToxic(timeout_ms=0), "timeout", {"timeout": 0}),
+    (ResetPeerToxic(), "reset_peer", {"timeout": 0}),
+    (ResetPeerToxic(timeout_ms=100), "reset_peer", {"timeout": 100}),
+    (BandwidthToxic(rate_kbps=64), "bandwidth", {"rate": 64}),
+    (BandwidthToxic(rate_kbps=0), "bandwidth", {"rate": 0}),
+    (SlowCloseToxic(delay_ms=250), "slow_close", {"delay": 250}),
     (
-        Slicer(average_size_bytes=64, size_variation_bytes=8, delay_us=500),
+        SlicerToxic(average_size_bytes=64, size_variation_bytes=8, delay_us=500),
         "slicer",
         {"average_size": 64, "size_variation": 8, "delay": 500},
     ),
-    (LimitData(bytes=1024), "limit_data", {"bytes": 1024}),
-    (Noop(), "noop", {}),
+    (LimitDataToxic(bytes=1024), "limit_data", {"bytes": 1024}),
+    (NoopToxic(), "noop", {}),
 ]
 
 
@@ -84,42 +84,42 @@ def test_registry_is_explicit_and_complete() -> None:
 
 
 def test_default_name_is_type_and_stream() -> None:
-    assert Latency(10).toxic_name == "latency_downstream"
-    assert Latency(10, stream="upstream").toxic_name == "latency_upstream"
-    assert ResetPeer(stream="upstream").toxic_name == "reset_peer_upstream"
-    named = Latency(10, name="slow-db")
+    assert LatencyToxic(10).toxic_name == "latency_downstream"
+    assert LatencyToxic(10, stream="upstream").toxic_name == "latency_upstream"
+    assert ResetPeerToxic(stream="upstream").toxic_name == "reset_peer_upstream"
+    named = LatencyToxic(10, name="slow-db")
     assert named.toxic_name == "slow-db"
     assert named.to_api()["name"] == "slow-db"
 
 
 def test_stream_and_toxicity_go_to_the_body() -> None:
-    body = Bandwidth(rate_kbps=5, stream="upstream", toxicity=0.25).to_api()
+    body = BandwidthToxic(rate_kbps=5, stream="upstream", toxicity=0.25).to_api()
     assert (body["stream"], body["toxicity"]) == ("upstream", 0.25)
     assert STREAMS == ("downstream", "upstream")
 
 
 def test_toxics_are_frozen_and_hashable() -> None:
-    toxic = Latency(100)
+    toxic = LatencyToxic(100)
     with pytest.raises(dataclasses.FrozenInstanceError):
         toxic.latency_ms = 5  # type: ignore[misc]
-    assert len({Latency(100), Latency(100), Latency(101)}) == 2
+    assert len({LatencyToxic(100), LatencyToxic(100), LatencyToxic(101)}) == 2
 
 
 @pytest.mark.parametrize(
     ("factory", "message"),
     [
-        (lambda: Latency(-1), "latency_ms must be an int >= 0"),
-        (lambda: Latency(1.5), "latency_ms must be an int"),  # Toxiproxy decodes ints: 1.5 would be a 400
-        (lambda: Latency(True), "latency_ms must be an int"),
-        (lambda: Bandwidth(rate_kbps=-1), "rate_kbps"),  # negative rate panics the server
-        (lambda: Latency(1, stream="sideways"), "stream must be one of"),
-        (lambda: Latency(1, toxicity=1.5), "toxicity must be in [0, 1]"),
-        (lambda: Latency(1, toxicity="1"), "toxicity must be a number"),
-        (lambda: Latency(1, name=""), "name must be non-empty"),
-        (lambda: Latency(1, name="a/b"), "no '/'"),
-        (lambda: Slicer(average_size_bytes=0), "average_size_bytes >= 1"),  # 0 recurses forever server-side
+        (lambda: LatencyToxic(-1), "latency_ms must be an int >= 0"),
+        (lambda: LatencyToxic(1.5), "latency_ms must be an int"),  # Toxiproxy decodes ints: 1.5 would be a 400
+        (lambda: LatencyToxic(True), "latency_ms must be an int"),
+        (lambda: BandwidthToxic(rate_kbps=-1), "rate_kbps"),  # negative rate panics the server
+        (lambda: LatencyToxic(1, stream="sideways"), "stream must be one of"),
+        (lambda: LatencyToxic(1, toxicity=1.5), "toxicity must be in [0, 1]"),
+        (lambda: LatencyToxic(1, toxicity="1"), "toxicity must be a number"),
+        (lambda: LatencyToxic(1, name=""), "name must be non-empty"),
+        (lambda: LatencyToxic(1, name="a/b"), "no '/'"),
+        (lambda: SlicerToxic(average_size_bytes=0), "average_size_bytes >= 1"),  # 0 recurses forever server-side
         (
-            lambda: Slicer(average_size_bytes=8, size_variation_bytes=8),
+            lambda: SlicerToxic(average_size_bytes=8, size_variation_bytes=8),
             "size_variation_bytes < average_size_bytes",
         ),
     ],
@@ -145,7 +145,7 @@ def test_from_api_reads_server_json() -> None:
         "toxicity": 1,
     }
     toxic = toxic_from_api(data)
-    assert toxic == Latency(latency_ms=300, name="latency_downstream")
+    assert toxic == LatencyToxic(latency_ms=300, name="latency_downstream")
     assert isinstance(toxic.toxicity, float)
 
 
@@ -155,8 +155,8 @@ def test_from_api_unknown_type() -> None:
 
 
 def test_with_fields_validates_and_rejects_unknown_fields() -> None:
-    assert Latency(100).with_fields(latency_ms=200) == Latency(200)
+    assert LatencyToxic(100).with_fields(latency_ms=200) == LatencyToxic(200)
     with pytest.raises(HarnessError, match="no field"):
-        Latency(100).with_fields(rate_kbps=1)
+        LatencyToxic(100).with_fields(rate_kbps=1)
     with pytest.raises(HarnessError, match="latency_ms must be an int >= 0"):
-        Latency(100).with_fields(latency_ms=-5)
+        LatencyToxic(100).with_fields(latency_ms=-5)

@@ -51,8 +51,8 @@ import grpc
 
 from harness import __version__
 from harness.agents.control_api import AgentState, make_app, start_control_server
+from harness.protocol.nacos import codec
 
-from . import codec
 from .client_connection import RpcConnection, describe_error
 from .client_logic import (
     ReconnectPacer,

@@ -13,9 +13,10 @@ from typing import Any
 
 import grpc
 
+from harness.protocol.nacos.codec import Message, decode
+from harness.protocol.nacos.wire import BISTREAM_METHOD, UNARY_METHOD, deserialize, serialize
+
 from .client_logic import ServerAddress
-from .codec import Message, decode
-from .wire import BISTREAM_METHOD, UNARY_METHOD, deserialize, serialize
 
 # Java DefaultGrpcClientConfig: channel keepalive 6 min / 20 s, inbound max 10 MiB.
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [

@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from harness import strict
+from harness.protocol.nacos import codec
 
-from . import codec
 from .client_connection import RpcConnection, describe_error
 from .client_logic import ServerAddress
 

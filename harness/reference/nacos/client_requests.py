@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from . import codec
+from harness.protocol.nacos import codec
+
 from .client_connection import ConnectionClosed, describe_error
 
 if TYPE_CHECKING:

@@ -22,7 +22,8 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from . import codec
+from harness.protocol.nacos import codec
+
 from .connections import Connection, epoch_ms
 from .pushes import ConnectionClosed, PushTimeout
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness import strict
+from harness.protocol.nacos.codec import Message
 
-from .codec import Message
 from .connections import Connection, epoch_ms
 
 __all__ = ["NamingStore", "NamingError"]

@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import codec
+from harness.protocol.nacos import codec
+
 from .connections import SeqLog, epoch_ms
 
 __all__ = ["ConnectionClosed", "PushCenter", "PushChannel", "PushTimeout"]

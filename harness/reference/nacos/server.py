@@ -34,8 +34,10 @@ from typing import Any
 
 import grpc
 
+from harness.protocol.nacos import codec, wire
+
 from ..memory import trim_forever
-from . import admin, codec, wire
+from . import admin
 from .config import ServerConfig, parse_args
 from .connections import Connection, ConnectionManager, ConnectionMeta
 from .ejector import EjectorMixin

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ... import strict
-from .wire import Metadata, Payload
+from harness import strict
+from harness.protocol.nacos.wire import Metadata, Payload
 
 # Error codes (api/exception/NacosException.java), carried by ErrorResponse.errorCode.
 INVALID_SERVER_STATUS = 300  # "Server is starting,please try later."
@@ -30,6 +30,11 @@ MESSAGES = {
 }
 
 INTERNAL_MODULE = "internal"
+
+# ConnectionSetup labels: an application's SDK connection (counted by the connection limits) and a
+# cluster member's (exempt from them).
+SDK_LABELS = {"source": "sdk", "module": "naming"}
+CLUSTER_LABELS = {"source": "cluster", "module": "naming"}
 
 # Types the reference server and client know. Anything else on the unary path is NO_HANDLER.
 SERVER_CHECK_REQUEST = "ServerCheckRequest"

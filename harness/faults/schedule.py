@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.faults import Fault, Role, check_fault_params, fault_class, fault_from_spec
+from harness.faults.base import Fault, Role
+from harness.faults.registry import check_fault_params, fault_class, fault_from_spec
 from harness.observe.history import History
 from harness.wait import eventually, now_ms
 

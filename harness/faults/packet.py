@@ -5,7 +5,7 @@ Every fault is iptables rules (or the veth's link state) inside the peer's names
 traffic between the peer and the host end of its veth, which is where its proxy's connections
 come from. Optionally narrowed to one connection (``peer=(ip, port)``: the 4-tuple the server's
 connection id names). The same ``Fault`` interface and history records as the proxy and node
-faults (``harness.faults``): ``fault``/``healed`` with the rules and times.
+faults (``harness.faults.proxy``, ``harness.faults.node``): ``fault``/``healed`` with the rules and times.
 
 | fault            | rules                                                               | what it makes |
 |------------------|---------------------------------------------------------------------|---------------|
@@ -26,7 +26,7 @@ import shutil
 from typing import Any, ClassVar
 
 from harness.errors import Unimplemented
-from harness.faults import Fault
+from harness.faults.base import Fault
 from harness.observe.history import History
 from harness.placement.netns import Namespace
 
@@ -176,13 +176,3 @@ class LinkDown(_NetFault):
 
 
 L3_FAULTS: dict[str, type[Fault]] = {f.name: f for f in (SynDrop, Silence, PacketLoss, LinkDown)}
-
-
-def register() -> None:
-    """Add the packet-level faults to the one vocabulary (``harness.faults.FAULTS``)."""
-    from harness.faults import FAULTS
-
-    FAULTS.update(L3_FAULTS)
-
-
-register()
