@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.observe.sockets import TcpEntry, snapshot
-from harness.scenarios.bounds import CONTROL_ERRORS, FINE_POLL_MS, REGISTER_TIMEOUT_MS, TOLERANCE_MS
-from harness.scenarios.nacos import wait_registered
-from harness.scenarios.steps import brief, running
+from harness.scenarios.bounds import CONTROL_ERRORS, FINE_POLL_MS, TOLERANCE_MS
+from harness.scenarios.steps import brief, registered_on, running
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, now_ms
 
@@ -58,15 +57,8 @@ def prove_registered(cf, client: NacosClientHandle, server: NacosServerHandle) -
     if state.get("server") not in (None, server.main_address):
         cf.fail(expected=f"{client.name} RUNNING on {server.main_address}, its only server (baseline)",
                 actual=brief(state), verdict="FAILED")
-    cid = state.get("connection_id")
-    try:
-        ids = wait_registered(cf.history, server, timeout_ms=REGISTER_TIMEOUT_MS, connection_id=cid,
-                              count=None if cid else 1)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name}'s connection {cid or '(one)'} registered on {server.main_address} (baseline)",
-                actual=f"current holds {sorted(exc.last or {})}", verdict="FAILED")
-        raise
-    return registration(cf, server, cid or next(iter(ids)), ids, client=client)
+    cid, ids = registered_on(cf, client, server, state)
+    return registration(cf, server, cid, ids, client=client)
 
 
 def registration(cf, server: NacosServerHandle, cid: str, ids: dict[str, Any],

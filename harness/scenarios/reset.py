@@ -23,13 +23,12 @@ from harness.protocol.nacos import codec
 from harness.scenarios.bounds import (
     ANSWER_MARGIN_MS,
     CONTROL_ERRORS,
-    REGISTER_TIMEOUT_MS,
     RESET_ANSWER_TIMEOUT_MS,
     SWITCH_SLACK_MS,
     TOLERANCE_MS,
 )
-from harness.scenarios.nacos import client_state, wait_registered
-from harness.scenarios.steps import running
+from harness.scenarios.nacos import client_state
+from harness.scenarios.steps import registered_on, running
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
@@ -49,14 +48,8 @@ def reset_baseline(cf, client: NacosClientHandle, servers: list[NacosServerHandl
     if server is None:
         cf.fail(expected=f"{client.name} reports which of {sorted(by_address)} it is on (baseline)",
                 actual=f"server {state.get('server')!r}")
-    cid = state.get("connection_id")
-    try:
-        snapshot = wait_registered(cf.history, server, timeout_ms=REGISTER_TIMEOUT_MS, connection_id=cid,
-                                   count=None if cid else 1)
-    except WaitTimeout as exc:
-        cf.fail(expected=f"{client.name}'s connection {cid or '(one)'} registered on {server.main_address} (baseline)",
-                actual=f"current holds {sorted(exc.last or {})}")
-    return server, cid or next(iter(snapshot))
+    cid, _ = registered_on(cf, client, server, state)
+    return server, cid
 
 
 def switch_bound_ms(client: NacosClientHandle) -> float:

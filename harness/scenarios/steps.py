@@ -37,6 +37,21 @@ def running(cf, client: NacosClientHandle, *, what: str = "baseline",
         raise  # unreachable: fail() raises
 
 
+def registered_on(cf, client: NacosClientHandle, server: NacosServerHandle,
+                  state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Baseline: the connection the RUNNING ``client`` reports (or its only one) registered on
+    ``server`` within the registration bound, else FAILED; its id and the ``current`` that holds it."""
+    cid = state.get("connection_id")
+    try:
+        snapshot = wait_registered(cf.history, server, timeout_ms=REGISTER_TIMEOUT_MS, connection_id=cid,
+                                   count=None if cid else 1)
+    except WaitTimeout as exc:
+        cf.fail(expected=f"{client.name}'s connection {cid or '(one)'} registered on {server.main_address} (baseline)",
+                actual=f"current holds {sorted(exc.last or {})}", verdict="FAILED")
+        raise  # unreachable: fail() raises
+    return cid or next(iter(snapshot)), snapshot
+
+
 def registered_id(cf, server: NacosServerHandle, state: dict[str, Any]) -> str:
     """The client's connection id as the server registered it (the agent's, or the only one)."""
     cid = state.get("connection_id")
