@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -26,9 +27,12 @@ pytestmark = pytest.mark.integration
 _ADDRESS = re.compile(r"(127\.\d+\.\d+\.\d+):(\d+)")
 
 
-def _up(args: list[str], marker: str, *, timeout_s: float) -> tuple[int, str]:
+def _up(args: list[str], marker: str, workdir: Path, *, timeout_s: float) -> tuple[int, str]:
+    """``connformance up`` with its history and logs under the test's own tmp dir (a session keeps
+    them for its user: left in /tmp they would outlive the test run)."""
     env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "up", *args], cwd=PROJECT_ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "up", "--workdir", str(workdir), *args],
+                          cwd=PROJECT_ROOT, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
     return proc.returncode, proc.stdout
 
@@ -56,10 +60,10 @@ def _assert_addresses_printed(out: str, servers: int, clients: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_up_stays_up_for_its_duration_and_cleans_up() -> None:
+def test_up_stays_up_for_its_duration_and_cleans_up(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     try:
-        code, out = _up(["--servers", "1", "--clients", "ref:1", "--duration-s", "3"], marker, timeout_s=90)
+        code, out = _up(["--servers", "1", "--clients", "ref:1", "--duration-s", "3"], marker, tmp_path, timeout_s=90)
         assert code == 0, out
         _assert_addresses_printed(out, servers=1, clients=1)
         assert re.search(r"^\[status \+\s*[\d.]+ s\] server-0 1 reg \|\| client-0 RUNNING@server-0$", out, re.M), out
@@ -71,12 +75,12 @@ def test_up_stays_up_for_its_duration_and_cleans_up() -> None:
 
 
 @pytest.mark.timeout(150)
-def test_up_runs_the_seeded_schedule_then_checks_and_ends() -> None:
+def test_up_runs_the_seeded_schedule_then_checks_and_ends(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     expected = soak_schedule(7, servers=1, clients=1, count=2, window_ms=2000)
     try:
         code, out = _up(["--servers", "1", "--clients", "ref:1", "--faults", "2", "--chaos-seed", "7",
-                         "--window-ms", "2000", "--duration-s", "60"], marker, timeout_s=120)
+                         "--window-ms", "2000", "--duration-s", "60"], marker, tmp_path, timeout_s=120)
         assert code == 0, out
         _assert_addresses_printed(out, servers=1, clients=1)
         assert "[up] seed 7 " in out
@@ -96,10 +100,11 @@ def test_up_runs_the_seeded_schedule_then_checks_and_ends() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_up_ends_cleanly_on_ctrl_c() -> None:
+def test_up_ends_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--servers", "2", "--clients", "ref:2",
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "up", "--workdir", str(tmp_path),
+                             "--servers", "2", "--clients", "ref:2",
                              "--duration-s", "90"], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=default_sigint)  # as a terminal starts it
