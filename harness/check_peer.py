@@ -23,7 +23,7 @@ from harness.http_plan import PlanError
 from harness.observe.history import History
 from harness.peers import PeerManifest, PeerRegistry
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.runtime import get_runtime
+from harness.runtimes import get_runtime
 from harness.topology import Topology
 from harness.toxiproxy import ToxiproxyClient, ToxiproxyServer
 from harness.wait import WaitTimeout, eventually

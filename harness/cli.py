@@ -329,7 +329,7 @@ def _cmd_docker(args: argparse.Namespace) -> int:
         print("[docker] stopped the project's dockerd" if stopped else "[docker] the project's dockerd was not running")
         return EXIT_OK
     from harness.docker import images
-    from harness.runtime.docker import LABEL_OWNER, reap_leftovers
+    from harness.docker.runtime import LABEL_OWNER, reap_leftovers
 
     found = engine.find_engine()
     client = engine.engine_client(found)

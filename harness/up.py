@@ -192,7 +192,7 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
     ``duration_s`` (default 300 s, or the window + 60 s with faults; at most ``MAX_DURATION_S``).
     Returns 0, ``EXIT_FINDINGS`` (leaks or no convergence), or 130 on Ctrl-C/SIGTERM."""
     from harness.peers import PeerRegistry
-    from harness.runtime import get_runtime
+    from harness.runtimes import get_runtime
     from harness.toxiproxy import ToxiproxyClient, ToxiproxyServer
 
     if not 1 <= opts.servers <= 20:

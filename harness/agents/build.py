@@ -16,15 +16,22 @@ manifests (``harness/peers/builtin/http-*.toml``) name these outputs through ``{
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.agents.buildkit import (
+    agents_cache,
+    apt_install,
+    compile_java,
+    is_fresh,
+    is_root,
+    run_build,
+    sources_hash,
+    stamp,
+)
 from harness.errors import SetupError
-from harness.paths import cache_dir
 from harness.toolchain import Progress, Step, check_go, register_step
 
 __all__ = [
@@ -59,108 +66,29 @@ NGINX_BIN_ENV = "CONNFORMANCE_NGINX_BIN"
 NGINX_PATHS = (Path("/usr/sbin/nginx"), Path("/usr/local/sbin/nginx"), Path("/usr/local/nginx/sbin/nginx"))
 
 _GO_BUILD_TIMEOUT_S = 600.0
-_JAVAC_TIMEOUT_S = 300.0
-_APT_TIMEOUT_S = 900.0
 _MVN_TIMEOUT_S = 900.0
 
 
 # --- where things go --------------------------------------------------------------------------
 
 
-def _agents_cache() -> Path:
-    return cache_dir() / "agents"
-
-
 def go_http_agent_binary() -> Path:
     """The built Go net/http agent (``connformance setup --only go-http-agent``)."""
-    return _agents_cache() / "go" / "httpagent"
+    return agents_cache() / "go" / "httpagent"
 
 
 def java_agent_classes() -> Path:
     """The compiled JDK client agents: ``java -cp <this> HttpUrlConnectionAgent ...``."""
-    return _agents_cache() / "java" / "classes"
+    return agents_cache() / "java" / "classes"
 
 
 def tomcat_classes() -> Path:
-    return _agents_cache() / "java" / "tomcat-classes"
+    return agents_cache() / "java" / "tomcat-classes"
 
 
 def tomcat_argfile() -> Path:
     """``java @<this> TomcatLauncher ...``: holds ``-cp <launcher classes>:<tomcat jars>``."""
-    return _agents_cache() / "java" / "tomcat.argfile"
-
-
-def _stamp(output: Path) -> Path:
-    return output.with_name(output.name + ".sha256")
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def _sources_hash(files: Sequence[Path], extra: Sequence[str] = ()) -> str:
-    h = hashlib.sha256()
-    for path in files:
-        h.update(path.name.encode() + b"\0")
-        h.update(path.read_bytes())
-        h.update(b"\0")
-    for item in extra:
-        h.update(item.encode() + b"\0")
-    return h.hexdigest()
-
-
-def _is_fresh(output: Path, digest: str) -> bool:
-    stamp = _stamp(output)
-    try:
-        return output.exists() and stamp.read_text().strip() == digest
-    except OSError:
-        return False
-
-
-def _run(argv: Sequence[str], *, what: str, timeout_s: float, env: dict[str, str] | None = None,
-         cwd: Path | None = None, fix: str = "") -> str:
-    """Run a build command; SetupError with the output's tail when it fails or hangs."""
-    try:
-        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout_s, env=env, cwd=cwd,
-                             stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        raise SetupError(f"{what}: `{' '.join(argv)}` did not finish within {timeout_s:.0f} s. {fix}".strip()) from exc
-    except OSError as exc:
-        raise SetupError(f"{what}: could not run `{argv[0]}`: {exc}. {fix}".strip()) from exc
-    if out.returncode != 0:
-        tail = "\n".join((out.stdout + out.stderr).strip().splitlines()[-25:])
-        raise SetupError(f"{what}: `{' '.join(argv)}` failed with exit {out.returncode}:\n{tail}\n{fix}".strip())
-    return out.stdout
-
-
-def _javac() -> str:
-    javac = shutil.which("javac")
-    if javac is None:
-        raise SetupError(
-            "`javac` not found on PATH; the JDK agents and the Tomcat launcher are compiled with the "
-            "machine's JDK (17 or newer). Install one (Debian: apt-get install openjdk-17-jdk-headless)."
-        )
-    return javac
-
-
-def _is_root() -> bool:
-    return hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _apt_install(packages: Sequence[str], progress: Progress, what: str) -> None:
-    """``apt-get install`` as root, non-interactive; one ``apt-get update`` and retry on failure."""
-    apt = shutil.which("apt-get")
-    if apt is None:
-        raise SetupError(f"{what}: no apt-get on this machine; install {' '.join(packages)} by hand")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    argv = [apt, "install", "-y", "-q", "--no-install-recommends", *packages]
-    progress(f"[setup] {what}: {' '.join(argv)}")
-    try:
-        _run(argv, what=what, timeout_s=_APT_TIMEOUT_S, env=env)
-    except SetupError:
-        progress(f"[setup] {what}: install failed; running apt-get update once and retrying")
-        _run([apt, "update", "-q"], what=what, timeout_s=_APT_TIMEOUT_S, env=env)
-        _run(argv, what=what, timeout_s=_APT_TIMEOUT_S, env=env,
-             fix="Check access to the Debian mirror, then rerun `connformance setup`.")
+    return agents_cache() / "java" / "tomcat.argfile"
 
 
 # --- go-http-agent ------------------------------------------------------------------------------
@@ -171,7 +99,7 @@ def _go_sources() -> list[Path]:
 
 
 def _go_agent_done() -> bool:
-    return _is_fresh(go_http_agent_binary(), _sources_hash(_go_sources()))
+    return is_fresh(go_http_agent_binary(), sources_hash(_go_sources()))
 
 
 def _build_go_agent(progress: Progress) -> None:
@@ -181,10 +109,10 @@ def _build_go_agent(progress: Progress) -> None:
     progress(f"[setup] go-http-agent: go{'.'.join(map(str, version))} build -o {output}")
     env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
     tmp = output.with_name(output.name + ".tmp")
-    _run([go, "build", "-o", str(tmp), "."], what="go-http-agent", timeout_s=_GO_BUILD_TIMEOUT_S,
-         env=env, cwd=GO_HTTP_AGENT_SRC)
+    run_build([go, "build", "-o", str(tmp), "."], what="go-http-agent", timeout_s=_GO_BUILD_TIMEOUT_S,
+              env=env, cwd=GO_HTTP_AGENT_SRC)
     tmp.replace(output)  # never leave a half-written binary under the real name
-    _stamp(output).write_text(_sources_hash(_go_sources()) + "\n")
+    stamp(output).write_text(sources_hash(_go_sources()) + "\n")
 
 
 register_step(Step(
@@ -203,29 +131,13 @@ def _java_agent_sources() -> list[Path]:
 
 
 def _java_agents_done() -> bool:
-    return _is_fresh(java_agent_classes(), _sources_hash(_java_agent_sources()))
-
-
-def _compile(sources: Sequence[Path], output: Path, classpath: Sequence[Path], what: str, progress: Progress) -> None:
-    """javac into a fresh directory, then swap it in (a failed build leaves the old one)."""
-    javac = _javac()
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    argv = [javac, "--release", "17", "-encoding", "UTF-8", "-d", str(tmp)]
-    if classpath:
-        argv += ["-cp", os.pathsep.join(str(p) for p in classpath)]
-    argv += [str(s) for s in sources]
-    progress(f"[setup] {what}: javac -d {output} {' '.join(s.name for s in sources)}")
-    _run(argv, what=what, timeout_s=_JAVAC_TIMEOUT_S)
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.replace(output)
+    return is_fresh(java_agent_classes(), sources_hash(_java_agent_sources()))
 
 
 def _build_java_agents(progress: Progress) -> None:
     output = java_agent_classes()
-    _compile(_java_agent_sources(), output, (), "java-http-agents", progress)
-    _stamp(output).write_text(_sources_hash(_java_agent_sources()) + "\n")
+    compile_java(_java_agent_sources(), output, (), "java-http-agents", progress)
+    stamp(output).write_text(sources_hash(_java_agent_sources()) + "\n")
 
 
 register_step(Step(
@@ -240,7 +152,7 @@ register_step(Step(
 
 
 def _maven_tomcat_dir() -> Path:
-    return _agents_cache() / "java" / f"tomcat-{TOMCAT_MAVEN_VERSION}"
+    return agents_cache() / "java" / f"tomcat-{TOMCAT_MAVEN_VERSION}"
 
 
 def _tomcat_jars() -> list[Path]:
@@ -253,12 +165,12 @@ def _tomcat_jars() -> list[Path]:
 
 def _tomcat_key(jars: Sequence[Path]) -> str:
     extra = [f"{j}:{j.stat().st_size}" for j in jars]
-    return _sources_hash([JAVA_SRC / TOMCAT_LAUNCHER_SOURCE], extra)
+    return sources_hash([JAVA_SRC / TOMCAT_LAUNCHER_SOURCE], extra)
 
 
 def _tomcat_done() -> bool:
     jars = _tomcat_jars()
-    return bool(jars) and tomcat_argfile().is_file() and _is_fresh(tomcat_classes(), _tomcat_key(jars))
+    return bool(jars) and tomcat_argfile().is_file() and is_fresh(tomcat_classes(), _tomcat_key(jars))
 
 
 def _fetch_tomcat_from_maven(progress: Progress) -> None:
@@ -273,16 +185,16 @@ def _fetch_tomcat_from_maven(progress: Progress) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for artifact in TOMCAT_MAVEN_ARTIFACTS:
         progress(f"[setup] tomcat-launcher: mvn dependency:copy {artifact} -> {target}")
-        _run([mvn, "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
-              f"-Dartifact={artifact}", f"-DoutputDirectory={target}"],
-             what="tomcat-launcher", timeout_s=_MVN_TIMEOUT_S,
-             fix="Check access to Maven Central (or install Debian's libtomcat10-embed-java as root).")
+        run_build([mvn, "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+                   f"-Dartifact={artifact}", f"-DoutputDirectory={target}"],
+                  what="tomcat-launcher", timeout_s=_MVN_TIMEOUT_S,
+                  fix="Check access to Maven Central (or install Debian's libtomcat10-embed-java as root).")
 
 
 def _build_tomcat_launcher(progress: Progress) -> None:
     if not _tomcat_jars():
-        if _is_root():
-            _apt_install([TOMCAT_DEBIAN_PACKAGE], progress, "tomcat-launcher")
+        if is_root():
+            apt_install([TOMCAT_DEBIAN_PACKAGE], progress, "tomcat-launcher")
         else:
             _fetch_tomcat_from_maven(progress)
     jars = _tomcat_jars()
@@ -291,10 +203,10 @@ def _build_tomcat_launcher(progress: Progress) -> None:
                          f"({TOMCAT_DEBIAN_JAR} or {_maven_tomcat_dir()})")
     progress(f"[setup] tomcat-launcher: Tomcat embed from {', '.join(map(str, jars))}")
     output = tomcat_classes()
-    _compile([JAVA_SRC / TOMCAT_LAUNCHER_SOURCE], output, jars, "tomcat-launcher", progress)
+    compile_java([JAVA_SRC / TOMCAT_LAUNCHER_SOURCE], output, jars, "tomcat-launcher", progress)
     classpath = os.pathsep.join(str(p) for p in [output, *jars])
     tomcat_argfile().write_text(f'-cp "{classpath}"\n')
-    _stamp(output).write_text(_tomcat_key(jars) + "\n")
+    stamp(output).write_text(_tomcat_key(jars) + "\n")
 
 
 register_step(Step(
@@ -327,7 +239,7 @@ def _nginx_done() -> bool:
 def _install_nginx(progress: Progress) -> None:
     if os.environ.get(NGINX_BIN_ENV):
         raise SetupError(f"nginx: {NGINX_BIN_ENV}={os.environ[NGINX_BIN_ENV]!r} is not an executable file; fix or unset it")
-    if not _is_root():
+    if not is_root():
         raise SetupError(
             f"nginx: not installed and we are not root, so setup cannot install it. Run "
             f"`sudo apt-get install {NGINX_PACKAGE}` (its echo module gives nginx /sleep and /bytes), or point "
@@ -335,7 +247,7 @@ def _install_nginx(progress: Progress) -> None:
         )
     # A Debian install may start the packaged nginx service on port 80 where policy-rc.d allows it;
     # the peer never uses it (it runs its own nginx with its own config on loopback).
-    _apt_install([NGINX_PACKAGE], progress, "nginx")
+    apt_install([NGINX_PACKAGE], progress, "nginx")
 
 
 register_step(Step(
@@ -355,11 +267,11 @@ IPTABLES_PACKAGE = "iptables"
 
 
 def _netfilter_done() -> bool:
-    return not _is_root() or shutil.which("iptables") is not None
+    return not is_root() or shutil.which("iptables") is not None
 
 
 def _install_netfilter(progress: Progress) -> None:
-    _apt_install([IPTABLES_PACKAGE], progress, "netfilter")
+    apt_install([IPTABLES_PACKAGE], progress, "netfilter")
 
 
 register_step(Step(

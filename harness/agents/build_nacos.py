@@ -23,7 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.agents.build import _agents_cache, _compile, _is_fresh, _run, _sources_hash, _stamp
+from harness.agents.buildkit import agents_cache, compile_java, is_fresh, run_build, sources_hash, stamp
 from harness.errors import SetupError
 from harness.toolchain import Progress, Step, check_go, register_step
 
@@ -56,7 +56,7 @@ _GO_BUILD_TIMEOUT_S = 900.0
 
 def java_nacos_agent_dir(version: str) -> Path:
     """``<cache>/agents/java-nacos/<version>``: ``classes/``, ``lib/``, ``agent.argfile``."""
-    return _agents_cache() / "java-nacos" / version
+    return agents_cache() / "java-nacos" / version
 
 
 def java_nacos_agent_argfile(version: str) -> Path:
@@ -65,7 +65,7 @@ def java_nacos_agent_argfile(version: str) -> Path:
 
 
 def go_nacos_agent_binary(version: str) -> Path:
-    return _agents_cache() / "go-nacos" / version / "nacosagent"
+    return agents_cache() / "go-nacos" / version / "nacosagent"
 
 
 # --- java-nacos-agents --------------------------------------------------------------------------
@@ -76,11 +76,11 @@ def _java_sources() -> list[Path]:
 
 
 def _java_key(version: str) -> str:
-    return _sources_hash(_java_sources(), [f"nacos-client {version}"])
+    return sources_hash(_java_sources(), [f"nacos-client {version}"])
 
 
 def _java_done() -> bool:
-    return all(_is_fresh(java_nacos_agent_dir(v), _java_key(v)) and java_nacos_agent_argfile(v).is_file()
+    return all(is_fresh(java_nacos_agent_dir(v), _java_key(v)) and java_nacos_agent_argfile(v).is_file()
                for v in JAVA_NACOS_VERSIONS)
 
 
@@ -102,26 +102,26 @@ def _build_java_version(version: str, progress: Progress) -> None:
     lib = tmp / "lib"
     lib.mkdir(parents=True)
     progress(f"[setup] java-nacos-agents: mvn copy-dependencies nacos-client {version} -> {output / 'lib'}")
-    _run([_mvn(), "-B", "-q", "-f", str(JAVA_NACOS_SRC / "pom.xml"), f"-Dnacos.version={version}",
-          f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-         what="java-nacos-agents", timeout_s=_MVN_TIMEOUT_S, cwd=JAVA_NACOS_SRC,
-         fix="Check access to Maven Central, then rerun `connformance setup --only java-nacos-agents`.")
+    run_build([_mvn(), "-B", "-q", "-f", str(JAVA_NACOS_SRC / "pom.xml"), f"-Dnacos.version={version}",
+               f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
+              what="java-nacos-agents", timeout_s=_MVN_TIMEOUT_S, cwd=JAVA_NACOS_SRC,
+              fix="Check access to Maven Central, then rerun `connformance setup --only java-nacos-agents`.")
     jars = sorted(lib.glob("*.jar"))
     if not any(j.name == f"nacos-client-{version}.jar" for j in jars):
         raise SetupError(f"java-nacos-agents: Maven copied no nacos-client-{version}.jar into {lib} "
                          f"(got: {', '.join(j.name for j in jars) or 'nothing'})")
-    _compile([JAVA_NACOS_SRC / "NacosClientAgent.java"], tmp / "classes", jars,
-             f"java-nacos-agents ({version})", progress)
+    compile_java([JAVA_NACOS_SRC / "NacosClientAgent.java"], tmp / "classes", jars,
+                 f"java-nacos-agents ({version})", progress)
     final_cp = os.pathsep.join([str(output / "classes"), str(output / "lib" / "*")])
     (tmp / "agent.argfile").write_text(f'-cp "{final_cp}"\n')
     shutil.rmtree(output, ignore_errors=True)
     tmp.replace(output)
-    _stamp(output).write_text(_java_key(version) + "\n")
+    stamp(output).write_text(_java_key(version) + "\n")
 
 
 def _build_java(progress: Progress) -> None:
     for version in JAVA_NACOS_VERSIONS:
-        if _is_fresh(java_nacos_agent_dir(version), _java_key(version)) and java_nacos_agent_argfile(version).is_file():
+        if is_fresh(java_nacos_agent_dir(version), _java_key(version)) and java_nacos_agent_argfile(version).is_file():
             progress(f"[setup] java-nacos-agents: nacos-client {version} already built")
             continue
         _build_java_version(version, progress)
@@ -145,11 +145,11 @@ def _go_sources(version: str) -> list[Path]:
 
 
 def _go_key(version: str) -> str:
-    return _sources_hash(_go_sources(version), [f"nacos-sdk-go {version}"])
+    return sources_hash(_go_sources(version), [f"nacos-sdk-go {version}"])
 
 
 def _go_done() -> bool:
-    return all(_is_fresh(go_nacos_agent_binary(v), _go_key(v)) for v in GO_NACOS_VERSIONS)
+    return all(is_fresh(go_nacos_agent_binary(v), _go_key(v)) for v in GO_NACOS_VERSIONS)
 
 
 def _build_go(progress: Progress) -> None:
@@ -157,18 +157,18 @@ def _build_go(progress: Progress) -> None:
     env = {**os.environ, "GOFLAGS": "", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
     for version, modfile in GO_NACOS_VERSIONS.items():
         output = go_nacos_agent_binary(version)
-        if _is_fresh(output, _go_key(version)):
+        if is_fresh(output, _go_key(version)):
             progress(f"[setup] go-nacos-agents: nacos-sdk-go {version} already built")
             continue
         output.parent.mkdir(parents=True, exist_ok=True)
         progress(f"[setup] go-nacos-agents: go{'.'.join(map(str, go_version))} build -modfile={modfile} "
                  f"(nacos-sdk-go {version}) -o {output}")
         tmp = output.with_name(output.name + ".tmp")
-        _run([go, "build", "-mod=readonly", f"-modfile={modfile}", "-trimpath", "-buildvcs=false", "-o", str(tmp), "."],
-             what=f"go-nacos-agents ({version})", timeout_s=_GO_BUILD_TIMEOUT_S, env=env, cwd=GO_NACOS_SRC,
-             fix="Check access to the Go module proxy, then rerun `connformance setup --only go-nacos-agents`.")
+        run_build([go, "build", "-mod=readonly", f"-modfile={modfile}", "-trimpath", "-buildvcs=false", "-o", str(tmp), "."],
+                  what=f"go-nacos-agents ({version})", timeout_s=_GO_BUILD_TIMEOUT_S, env=env, cwd=GO_NACOS_SRC,
+                  fix="Check access to the Go module proxy, then rerun `connformance setup --only go-nacos-agents`.")
         tmp.replace(output)  # never leave a half-written binary under the real name
-        _stamp(output).write_text(_go_key(version) + "\n")
+        stamp(output).write_text(_go_key(version) + "\n")
 
 
 register_step(Step(

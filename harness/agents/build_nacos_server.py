@@ -23,8 +23,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.agents.build import _compile, _is_fresh, _run, _sources_hash, _stamp
 from harness.agents.build_nacos import MAVEN_DEPENDENCY_PLUGIN, _mvn
+from harness.agents.buildkit import compile_java, is_fresh, run_build, sources_hash, stamp
 from harness.errors import SetupError
 from harness.paths import cache_dir
 from harness.toolchain import Progress, Step, register_step
@@ -79,11 +79,11 @@ def rnacos_binary() -> Path:
 
 def _key(build: NacosServerBuild) -> str:
     sources = [SERVER_SRC / "pom.xml"] + ([SERVER_SRC / "NacosServerLauncher.java"] if build.launcher else [])
-    return _sources_hash(sources, [f"{build.group}:{build.module}:{build.version}"])
+    return sources_hash(sources, [f"{build.group}:{build.module}:{build.version}"])
 
 
 def _fresh(build: NacosServerBuild) -> bool:
-    return _is_fresh(nacos_server_dir(build.version), _key(build)) and nacos_server_argfile(build.version).is_file()
+    return is_fresh(nacos_server_dir(build.version), _key(build)) and nacos_server_argfile(build.version).is_file()
 
 
 def _classpath(lib: Path, final_lib: Path, classes: Path | None) -> str:
@@ -100,24 +100,24 @@ def _build_server(build: NacosServerBuild, progress: Progress) -> None:
     lib = tmp / "lib"
     lib.mkdir(parents=True)
     progress(f"[setup] nacos-servers: mvn copy-dependencies {build.group}:{build.module}:{build.version} -> {output}/lib")
-    _run([_mvn(), "-B", "-q", "-f", str(SERVER_SRC / "pom.xml"), f"-Dnacos.group={build.group}",
-          f"-Dnacos.module={build.module}", f"-Dnacos.version={build.version}",
-          f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-         what="nacos-servers", timeout_s=_MVN_TIMEOUT_S, cwd=SERVER_SRC,
-         fix="Check access to Maven Central, then rerun `connformance setup --only nacos-servers`.")
+    run_build([_mvn(), "-B", "-q", "-f", str(SERVER_SRC / "pom.xml"), f"-Dnacos.group={build.group}",
+               f"-Dnacos.module={build.module}", f"-Dnacos.version={build.version}",
+               f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
+              what="nacos-servers", timeout_s=_MVN_TIMEOUT_S, cwd=SERVER_SRC,
+              fix="Check access to Maven Central, then rerun `connformance setup --only nacos-servers`.")
     jars = sorted(lib.glob("*.jar"))
     if not any(j.name == f"nacos-core-{build.version}.jar" for j in jars):
         raise SetupError(f"nacos-servers: Maven copied no nacos-core-{build.version}.jar into {lib} "
                          f"(got {len(jars)} jars)")
     classes = None
     if build.launcher:
-        _compile([SERVER_SRC / "NacosServerLauncher.java"], tmp / "classes", jars, f"nacos-servers ({build.version})",
-                 progress)
+        compile_java([SERVER_SRC / "NacosServerLauncher.java"], tmp / "classes", jars, f"nacos-servers ({build.version})",
+                     progress)
         classes = output / "classes"
     (tmp / "server.argfile").write_text(f'-cp "{_classpath(lib, output / "lib", classes)}"\n')
     shutil.rmtree(output, ignore_errors=True)
     tmp.replace(output)
-    _stamp(output).write_text(_key(build) + "\n")
+    stamp(output).write_text(_key(build) + "\n")
 
 
 def _build_servers(progress: Progress) -> None:
@@ -144,7 +144,7 @@ def _rnacos_key() -> str:
 
 
 def _rnacos_done() -> bool:
-    return _is_fresh(rnacos_binary(), _rnacos_key())
+    return is_fresh(rnacos_binary(), _rnacos_key())
 
 
 def _build_rnacos(progress: Progress) -> None:
@@ -157,12 +157,12 @@ def _build_rnacos(progress: Progress) -> None:
     progress(f"[setup] rnacos: cargo install rnacos --version {RNACOS_VERSION} --locked --root {root} "
              "(several minutes on two cores)")
     env = {**os.environ, "CARGO_TARGET_DIR": str(target)}
-    _run([cargo, "install", "rnacos", "--version", RNACOS_VERSION, "--locked", "--root", str(root), "--force"],
-         what="rnacos", timeout_s=_CARGO_TIMEOUT_S, env=env,
-         fix="Check access to crates.io, then rerun `connformance setup --only rnacos`.")
+    run_build([cargo, "install", "rnacos", "--version", RNACOS_VERSION, "--locked", "--root", str(root), "--force"],
+              what="rnacos", timeout_s=_CARGO_TIMEOUT_S, env=env,
+              fix="Check access to crates.io, then rerun `connformance setup --only rnacos`.")
     if not rnacos_binary().is_file():
         raise SetupError(f"rnacos: cargo install finished but {rnacos_binary()} is missing")
-    _stamp(rnacos_binary()).write_text(_rnacos_key() + "\n")
+    stamp(rnacos_binary()).write_text(_rnacos_key() + "\n")
 
 
 register_step(Step(

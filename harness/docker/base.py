@@ -71,9 +71,9 @@ def base_image_ref() -> str:
 def _debootstrap(progress: Callable[[str], None]) -> str:
     found = shutil.which("debootstrap")
     if found is None:
-        from harness.agents.build import _apt_install
+        from harness.agents.buildkit import apt_install
 
-        _apt_install(["debootstrap"], progress, "docker-base")
+        apt_install(["debootstrap"], progress, "docker-base")
         found = shutil.which("debootstrap")
     if found is None:
         raise SetupError("debootstrap is not on PATH after installing it; install it by hand and rerun")

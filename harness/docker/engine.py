@@ -150,12 +150,12 @@ def own_engine_running() -> bool:
 
 
 def _install_docker(progress) -> None:
-    from harness.agents.build import _apt_install, _is_root
+    from harness.agents.buildkit import apt_install, is_root
 
-    if not _is_root():
+    if not is_root():
         raise SetupError("dockerd is not installed and installing Debian's docker.io needs root; "
                          "install docker.io (or point DOCKER_HOST at an engine) and rerun")
-    _apt_install(APT_PACKAGES, progress, "docker-engine")
+    apt_install(APT_PACKAGES, progress, "docker-engine")
 
 
 def start_own_engine(progress=print) -> Engine:

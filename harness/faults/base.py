@@ -7,15 +7,15 @@ from typing import Any, ClassVar, Literal
 
 from harness.errors import HarnessError
 from harness.observe.history import History
+from harness.runtime.base import Node
 from harness.wait import now_ms
 
 Role = Literal["proxy", "node"]
 
 
-def _via(node: Any, action: str) -> dict[str, str]:
-    """How the node's runtime carries out a node fault (``MECHANISMS`` of ProcessNode/DockerNode:
-    a process-group signal, or ``docker kill``/``pause``/``restart``), for the history."""
-    how = getattr(node, "MECHANISMS", {}).get(action)
+def _via(node: Node, action: str) -> dict[str, str]:
+    """How the node's runtime carries out a node fault (``Node.MECHANISMS``), for the history."""
+    how = node.MECHANISMS.get(action)
     return {"via": how} if how else {}
 
 

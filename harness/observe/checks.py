@@ -1,78 +1,18 @@
-"""Pure checkers over history events (SPEC §4.6): no I/O, no clocks, no pytest.
+"""Pure helpers over history events (SPEC §4.6): no I/O, no clocks, no pytest.
 
-An event is a dict as written by ``History`` (``seq``, ``t_ms``, ``kind`` and its fields). The
-suites turn what these return into a ``ConformanceFailure`` with ``excerpt_for`` as its excerpt.
-More checkers arrive with the suites; keep each one a small function of its inputs.
+An event is a dict as written by ``History`` (``seq``, ``t_ms``, ``kind`` and its fields).
+``excerpt_for`` picks the events around a violation for a ``ConformanceFailure``; ``format_event``
+renders one as a line of a report. The checks themselves live with the steps that make them
+(``harness/scenarios``).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = [
-    "TimingClass",
-    "classify_timing",
-    "count_events",
-    "event_matches",
-    "excerpt_for",
-    "first_event",
-    "format_event",
-    "within_band",
-]
-
-TimingClass = Literal["OK", "LATE"]
-
-_MISSING = object()
-
-
-def within_band(t_ms: float, earliest_ms: float, latest_ms: float) -> bool:
-    """True if ``earliest_ms <= t_ms <= latest_ms`` (both ends inclusive)."""
-    if earliest_ms > latest_ms:
-        raise ValueError(f"empty band: earliest {earliest_ms} ms is after latest {latest_ms} ms")
-    return earliest_ms <= t_ms <= latest_ms
-
-
-def classify_timing(actual_ms: float, bound_ms: float, tolerance_ms: float) -> TimingClass:
-    """"OK" if ``actual_ms`` is within ``bound_ms + tolerance_ms``, else "LATE".
-
-    Only for behaviour that did happen: something that never happened is a failure, not late.
-    """
-    if tolerance_ms < 0:
-        raise ValueError(f"tolerance must be >= 0 ms, got {tolerance_ms}")
-    return "OK" if actual_ms <= bound_ms + tolerance_ms else "LATE"
-
-
-def event_matches(event: dict[str, Any], /, **match: Any) -> bool:
-    """True if every ``field=value`` holds; a callable value is a predicate on the field.
-
-    A field the event lacks never matches (not even ``field=None``). The arguments before ``/``
-    are positional-only so that any field name (``event=``, ``kind=``) can be matched.
-    """
-    for field, wanted in match.items():
-        got = event.get(field, _MISSING)
-        if got is _MISSING:
-            return False
-        if callable(wanted):
-            if not wanted(got):
-                return False
-        elif got != wanted:
-            return False
-    return True
-
-
-def count_events(history_events: Iterable[dict[str, Any]], kind: str, /, **match: Any) -> int:
-    """How many events of ``kind`` match ``match`` (see ``event_matches``)."""
-    return sum(1 for e in history_events if e.get("kind") == kind and event_matches(e, **match))
-
-
-def first_event(events: Iterable[dict[str, Any]], /, **match: Any) -> dict[str, Any] | None:
-    """The first event (in the given order) matching ``match``, or None. ``kind=`` is a field like any."""
-    for event in events:
-        if event_matches(event, **match):
-            return event
-    return None
+__all__ = ["excerpt_for", "format_event"]
 
 
 def excerpt_for(

@@ -3,10 +3,10 @@ runs the same peers as containers behind the same Protocol."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
 
 @dataclass
@@ -46,6 +46,9 @@ class Node(Protocol):
     """One running peer instance."""
 
     name: str
+    # How this runtime carries out each node fault ("kill", "pause", "restart"), for the history:
+    # a process-group signal, or ``docker kill``/``pause``/``restart``.
+    MECHANISMS: ClassVar[Mapping[str, str]]
 
     @property
     def pid(self) -> int | None: ...

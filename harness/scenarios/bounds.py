@@ -8,6 +8,7 @@ that belongs to its requirement) keeps it beside the case, named for what it bou
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,11 @@ def supported(peer: PeerManifest, wanted: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class HealthBound:
-    """A client's dead-link detection bound: ``interval + attempts × timeout (+ jitter) + tolerance``."""
+    """A client's dead-link detection bound: ``interval + attempts × timeout (+ jitter) + tolerance``.
+
+    The interval and timeout come from the client's timers (a manifest that lacks them is told to
+    declare them); an undeclared ``health_retry`` is a single attempt and an undeclared jitter none.
+    ``detect_ms`` is the same sum without the tolerance, for bounds that add it once at the end."""
 
     interval_ms: int
     timeout_ms: int
@@ -62,18 +67,29 @@ class HealthBound:
     jitter_ms: int = 0
 
     @classmethod
-    def of(cls, peer: PeerManifest, knobs: dict[str, Any]) -> HealthBound:
+    def of(cls, peer: PeerManifest, knobs: Mapping[str, Any]) -> HealthBound:
         return cls(peer.timer("health_interval_ms", knobs), peer.timer("health_timeout_ms", knobs),
                    peer.timer("health_retry", knobs, default=0) + 1, peer.timer("health_jitter_ms", knobs, default=0))
 
     @property
+    def detect_ms(self) -> int:
+        return self.interval_ms + self.jitter_ms + self.attempts * self.timeout_ms
+
+    @property
     def bound_ms(self) -> int:
-        return self.interval_ms + self.jitter_ms + self.attempts * self.timeout_ms + TOLERANCE_MS
+        return self.detect_ms + TOLERANCE_MS
 
     def __str__(self) -> str:
         jitter = f" + jitter {self.jitter_ms}" if self.jitter_ms else ""
         return (f"interval {self.interval_ms}{jitter} + {self.attempts} × timeout {self.timeout_ms} "
                 f"+ {TOLERANCE_MS} = {self.bound_ms} ms")
+
+
+def reconnect_ms(peer: PeerManifest, knobs: Mapping[str, Any]) -> int:
+    """One reconnect after a client gave up its server: its longest backoff, then a connect
+    attempt (``backoff_cap + server_check_timeout + setup_wait``), from its timers."""
+    return (peer.timer("backoff_cap_ms", knobs) + peer.timer("server_check_timeout_ms", knobs)
+            + peer.timer("setup_wait_ms", knobs))
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,7 @@ class EjectBound:
     probe_check_granularity_ms: int = 0
 
     @classmethod
-    def of(cls, peer: PeerManifest, knobs: dict[str, Any]) -> EjectBound:
+    def of(cls, peer: PeerManifest, knobs: Mapping[str, Any]) -> EjectBound:
         """The peer's timers; where it declares none, the spec's 2.3+ numbers (SPEC §4.2): the
         bound the requirement sets, whether or not the server has such a mechanism."""
         return cls(peer.timer("idle_threshold_ms", knobs, default=SPEC_IDLE_THRESHOLD_MS),
@@ -99,9 +115,13 @@ class EjectBound:
                    peer.timer("probe_check_granularity_ms", knobs, default=0))
 
     @property
-    def bound_ms(self) -> int:
+    def eject_ms(self) -> int:
         return (self.idle_threshold_ms + self.eject_interval_ms + self.probe_timeout_ms
-                + self.probe_check_granularity_ms + TOLERANCE_MS)
+                + self.probe_check_granularity_ms)
+
+    @property
+    def bound_ms(self) -> int:
+        return self.eject_ms + TOLERANCE_MS
 
     def __str__(self) -> str:
         granularity = (f" + probe check granularity {self.probe_check_granularity_ms}"

@@ -24,7 +24,7 @@ from harness.control.http import ControlError
 from harness.errors import HarnessError
 from harness.faults import FaultRun, Role, Schedule, ScheduledFault, topology_resolver
 from harness.peers import PeerManifest
-from harness.scenarios.bounds import SCALED_CLIENT_HEALTH, TOLERANCE_MS
+from harness.scenarios.bounds import SCALED_CLIENT_HEALTH, TOLERANCE_MS, EjectBound, HealthBound, reconnect_ms
 from harness.topology import NacosClientHandle, NacosServerHandle, Topology
 from harness.wait import WaitTimeout, eventually, now_ms
 
@@ -120,29 +120,16 @@ def killed_targets(runs: Iterable[FaultRun]) -> set[str]:
 def convergence_bound_ms(server_peer: PeerManifest, server_knobs: Mapping[str, Any],
                          clients: Iterable[tuple[PeerManifest, Mapping[str, Any]]],
                          tolerance_ms: int = TOLERANCE_MS) -> dict[str, int]:
-    """How long after healing the cluster may take to settle, from the peers' effective timers.
-
-    eject bound (a dead registration the server must find itself) = ``idle_threshold +
-    eject_interval + probe_timeout``; health bound (a dead connection the client must find
-    itself) = ``interval + (retry + 1) × timeout``, plus one reconnect = ``backoff_cap +
-    server_check_timeout + setup_wait``; the worst client counts. Returns the parts and ``total_ms``.
-    """
-    def server_timer(name: str, default: int) -> int:
-        return server_peer.timer(name, server_knobs, default=default)
-
-    eject_ms = (server_timer("idle_threshold_ms", 20000) + server_timer("eject_interval_ms", 3000)
-                + server_timer("probe_timeout_ms", 5000))
-    health_ms = reconnect_ms = 0
-    for peer, knobs in clients:
-        def timer(name: str, default: int, peer: PeerManifest = peer, knobs: Mapping[str, Any] = knobs) -> int:
-            return peer.timer(name, knobs, default=default)
-
-        health_ms = max(health_ms, timer("health_interval_ms", 5000)
-                        + (timer("health_retry", 0) + 1) * timer("health_timeout_ms", 3000))
-        reconnect_ms = max(reconnect_ms, timer("backoff_cap_ms", 5000) + timer("server_check_timeout_ms", 3000)
-                           + timer("setup_wait_ms", 100))
-    return {"eject_ms": eject_ms, "health_ms": health_ms, "reconnect_ms": reconnect_ms, "tolerance_ms": tolerance_ms,
-            "total_ms": eject_ms + health_ms + reconnect_ms + tolerance_ms}
+    """How long after healing the cluster may take to settle, from the peers' effective timers:
+    the server's eject bound (a dead registration it must find itself), the worst client's health
+    bound (a dead connection the client must find itself) and one reconnect of that client
+    (``harness.scenarios.bounds``). Returns the parts and ``total_ms``."""
+    clients = list(clients)
+    eject = EjectBound.of(server_peer, server_knobs).eject_ms
+    health = max((HealthBound.of(peer, knobs).detect_ms for peer, knobs in clients), default=0)
+    reconnect = max((reconnect_ms(peer, knobs) for peer, knobs in clients), default=0)
+    return {"eject_ms": eject, "health_ms": health, "reconnect_ms": reconnect, "tolerance_ms": tolerance_ms,
+            "total_ms": eject + health + reconnect + tolerance_ms}
 
 
 # -- observing the cluster -------------------------------------------------------------------------

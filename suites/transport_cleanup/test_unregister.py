@@ -45,7 +45,7 @@ from fixtures.case import case
 from harness.control.agent import AgentControl
 from harness.errors import SetupError
 from harness.faults import Kill, ProxyDown, ResetPeer
-from harness.scenarios.bounds import CONTROL_ERRORS, TOLERANCE_MS
+from harness.scenarios.bounds import CONTROL_ERRORS, HealthBound, reconnect_ms
 from harness.scenarios.cleanup import (
     Registered,
     finish,
@@ -98,12 +98,7 @@ def test_client_kill_unregisters(cf, topology, nacos_server_peer, nacos_client_p
 def _rejoin_guard_ms(client: NacosClientHandle) -> float:
     """Hang guard for the rejoin after the proxy is back: the client may only notice through a
     failed HealthCheck, then backs off once and connects (no timing requirement, a bound only)."""
-    peer, knobs = client.peer, client.knobs
-    health = (peer.timer("health_interval_ms", knobs, default=5000)
-              + (peer.timer("health_retry", knobs, default=3) + 1) * peer.timer("health_timeout_ms", knobs, default=3000))
-    connect = (peer.timer("backoff_cap_ms", knobs, default=5000) + peer.timer("server_check_timeout_ms", knobs, default=3000)
-               + peer.timer("setup_wait_ms", knobs, default=100))
-    return health + connect + TOLERANCE_MS
+    return HealthBound.of(client.peer, client.knobs).bound_ms + reconnect_ms(client.peer, client.knobs)
 
 
 def _connected_events(reg: Registered) -> list[dict[str, Any]]:

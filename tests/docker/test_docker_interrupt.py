@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.docker.runtime import LABEL_OWNER, DockerRuntime, owner_label
 from harness.paths import PROJECT_ROOT
-from harness.runtime.docker import LABEL_OWNER, DockerRuntime, owner_label
 from harness.wait import eventually
 from tests.support.hanging import write_hanging_case
 from tests.support.signals import default_sigint

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.docker.runtime import LABEL_OWNER, LABEL_RUN, DockerRuntime, owner_label
 from harness.errors import SetupError
 from harness.peers import PeerRegistry
 from harness.peers.launch import render
 from harness.ports import free_port, http_server_host
-from harness.runtime.docker import LABEL_OWNER, LABEL_RUN, DockerRuntime, owner_label
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 

@@ -70,6 +70,8 @@ class FakeProxy:
 
 
 class FakeNode:
+    MECHANISMS = {"kill": "fake kill", "pause": "fake pause", "restart": "fake restart"}
+
     def __init__(self, name: str = "server-0") -> None:
         self.name = name
         self.pid: int | None = 100

@@ -33,6 +33,8 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.docker.engine import engine_client, find_engine
+from harness.docker.images import resolve_image
 from harness.errors import HarnessError, SetupError
 from harness.runtime.base import LaunchSpec, Readiness
 from harness.runtime.logfile import LogFileReader
@@ -264,8 +266,6 @@ class DockerRuntime(NodeBook[DockerNode]):
     name = "docker"
 
     def __init__(self) -> None:
-        from harness.docker.engine import engine_client, find_engine
-
         self.engine = find_engine()
         self.client = engine_client(self.engine)
         self.run_id = uuid.uuid4().hex[:10]
@@ -276,8 +276,6 @@ class DockerRuntime(NodeBook[DockerNode]):
 
     def _image(self, image: str | None, name: str) -> str:
         from docker.errors import ImageNotFound
-
-        from harness.docker.images import resolve_image
 
         if not image:
             raise HarnessError(f"LaunchSpec {name!r} has no image; the manifest's [docker] table must name one")
