@@ -150,11 +150,13 @@ def snapshot(ports: Collection[int] | None = None, *, paths: Iterable[str] | Non
 
 
 def count(entries: Iterable[TcpEntry], *, state: str | None = None, local_port: int | None = None,
-          remote_port: int | None = None) -> int:
-    """How many entries match every given criterion."""
+          remote_port: int | None = None, local_ip: str | None = None) -> int:
+    """How many entries match every given criterion (``local_ip`` tells apart servers on the same
+    port in different address blocks: parallel workers each run one)."""
     return sum(
         1 for e in entries
         if (state is None or e.state == state)
+        and (local_ip is None or e.local_ip == local_ip)
         and (local_port is None or e.local_port == local_port)
         and (remote_port is None or e.remote_port == remote_port)
     )

@@ -28,9 +28,10 @@ CLOSE_BOUND_MS = 1000
 
 
 def established(server: NacosServerHandle) -> int:
-    """ESTABLISHED sockets of the server on its real gRPC port (the proxy's upstream side)."""
+    """ESTABLISHED sockets of the server on its real gRPC port (the proxy's upstream side), on
+    its own address only: another worker's server listens on the same port in its own block."""
     port = server.grpc_port
-    return sockets.count(sockets.snapshot([port]), state="ESTABLISHED", local_port=port)
+    return sockets.count(sockets.snapshot([port]), state="ESTABLISHED", local_port=port, local_ip=server.bind_host)
 
 
 def is_sdk(entry: dict[str, Any]) -> bool:
