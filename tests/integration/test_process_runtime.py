@@ -26,8 +26,8 @@ from harness.runtime import (
     PortReady,
     ProcessNode,
     ProcessRuntime,
-    get_runtime,
 )
+from harness.runtimes import get_runtime
 from harness.wait import eventually, now_ms
 
 START_TIMEOUT_MS = 10_000
