@@ -13,9 +13,10 @@ from harness.wait import now_ms
 Role = Literal["proxy", "node"]
 
 
-def _via(node: Node, action: str) -> dict[str, str]:
-    """How the node's runtime carries out a node fault (``Node.MECHANISMS``), for the history."""
-    how = node.MECHANISMS.get(action)
+def _via(node: Node | Any, action: str) -> dict[str, str]:
+    """How the node's runtime carries out a node fault (``Node.MECHANISMS``), for the history.
+    A packet fault's target is a server handle, not a Node: it has no runtime mechanism."""
+    how = node.MECHANISMS.get(action) if isinstance(getattr(node, "MECHANISMS", None), dict) else None
     return {"via": how} if how else {}
 
 
