@@ -24,6 +24,7 @@ from harness.observe.history import History
 from harness.peers import PeerManifest, PeerRegistry
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.runtimes import get_runtime
+from harness.scenarios.bounds import RUNNING_TIMEOUT_MS
 from harness.topology import Topology
 from harness.toxiproxy import ToxiproxyClient, ToxiproxyServer
 from harness.wait import WaitTimeout, eventually
@@ -31,7 +32,7 @@ from harness.wait import WaitTimeout, eventually
 __all__ = ["check_peer"]
 
 EPOCH_MS_FLOOR = 1_000_000_000_000
-RUNNING_TIMEOUT_MS = 30_000
+CHECK_RUNNING_TIMEOUT_MS = 2 * RUNNING_TIMEOUT_MS  # a peer never seen before: twice a case's bound
 
 
 class _Problems(list):
@@ -77,10 +78,10 @@ def _client(topo: Topology, peer: PeerManifest, problems: _Problems, registry: P
     (server,) = topo.nacos_servers(1, peer=registry.get("nacos-server", "ref"))
     client = topo.nacos_client(peer=peer, servers=[server])
     try:
-        state = eventually(client.control.state, timeout_ms=RUNNING_TIMEOUT_MS, what="RUNNING",
+        state = eventually(client.control.state, timeout_ms=CHECK_RUNNING_TIMEOUT_MS, what="RUNNING",
                            accept=lambda s: s.get("status") == "RUNNING", swallow=(OSError, ValueError)).value
     except WaitTimeout as exc:
-        problems.add(peer, f"not RUNNING {RUNNING_TIMEOUT_MS} ms after start (last /state {exc.last!r:.200})",
+        problems.add(peer, f"not RUNNING {CHECK_RUNNING_TIMEOUT_MS} ms after start (last /state {exc.last!r:.200})",
                      "report the library's status as RUNNING once connected (docs/roles/nacos-client.md)")
         return
     for key in ("status", "server", "connection_id", "events"):

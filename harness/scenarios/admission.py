@@ -18,13 +18,15 @@ from harness.probe.nacos_raw import RawNacosConnection
 from harness.protocol.nacos import codec
 from harness.scenarios.bounds import CONTROL_ERRORS, RESET_ANSWER_TIMEOUT_MS, RUNNING_TIMEOUT_MS, TOLERANCE_MS
 from harness.scenarios.nacos import wait_client_running, wait_registered
+from harness.scenarios.rejection import (
+    CLOSE_BOUND_MS,  # SPEC TC-07: a rejected transport closed 1 s after the reject
+)
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
 # Nacos waits this long for the answer to a ConnectResetRequest before it closes anyway
 # (GrpcBiStreamRequestAcceptor / loadSingle, research §2.3, §2.4).
 # A rejected connection is really closed within 1 s (SPEC TC-07).
-CLOSE_BOUND_MS = 1000
 
 
 def established(server: NacosServerHandle) -> int:
@@ -145,13 +147,6 @@ def no_connected(cf, server: NacosServerHandle, has_events: bool, ids: Callable[
     connected = [e for e in server.admin.events() if e.get("event") == "connected" and ids(e.get("connectionId", ""))]
     cf.history.observe("events", {"connected": connected, "for": what})
     cf.check(not connected, expected=f"{what} never registered: no connected event", actual=connected)
-
-
-def request_ok(cf, client) -> None:
-    cf.history.invoke(client.name, "request")
-    answer = client.control.request()
-    cf.history.ok(client.name, "request", answer)
-    cf.check(answer.get("ok") is True, expected=f"{client.name}'s request succeeds once admitted", actual=answer)
 
 
 # The server counts its delay from its own start, just before it is ready: the probe's steps

@@ -12,14 +12,17 @@ server cannot show is named in ``finish``'s UNIMPLEMENTED, after the rest was ju
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.control.agent import AgentControl
+from harness.errors import SetupError
 from harness.observe.sockets import TcpEntry, snapshot
-from harness.scenarios.bounds import CONTROL_ERRORS, FINE_POLL_MS, TOLERANCE_MS
+from harness.scenarios.bounds import CONTROL_ERRORS, FINE_POLL_MS, TOLERANCE_MS, HealthBound, reconnect_ms
 from harness.scenarios.steps import brief, registered_on, running
 from harness.topology import NacosClientHandle, NacosServerHandle
-from harness.wait import WaitTimeout, eventually, now_ms
+from harness.wait import WaitTimeout, eventually, holds_for, now_ms
 
 UNREGISTER_BOUND_MS = 1000  # SPEC TC-01: the server unregisters within 1 s
 UNREGISTER_WATCH_MS = 5000  # a registration still held after this is never cleaned up: FAILED
@@ -230,3 +233,148 @@ def transport_sockets(server: NacosServerHandle, peer: tuple[str, int]) -> list[
 
 def states_of(entries: list[TcpEntry]) -> list[str]:
     return sorted(f"{e.local_ip}:{e.local_port}->{e.remote_ip}:{e.remote_port} {e.state}" for e in entries)
+
+
+# ---- TC-03: a real RST ------------------------------------------------------------------------
+
+RST_WAIT_MS = 3000  # the armed toxic fires on the client's request within this
+CLOSING_STATES = ("FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE_WAIT", "LAST_ACK", "CLOSING")
+
+
+class TriggerRequest(threading.Thread):
+    """One ``/request`` on the client's own control connection, off the case's thread (the
+    request's bytes are what fires the armed reset_peer toxic; its answer does not matter)."""
+
+    def __init__(self, client: NacosClientHandle, timeout_ms: int) -> None:
+        super().__init__(name=f"tc03-request-{client.name}", daemon=True)
+        self.control = AgentControl(client.control_port)
+        self.timeout_ms = timeout_ms
+        self.answer: Any = None
+
+    def run(self) -> None:
+        try:
+            self.answer = self.control.request(timeout_ms=self.timeout_ms)
+        except Exception as exc:  # noqa: BLE001 - recorded, never judged
+            self.answer = repr(exc)
+        finally:
+            self.control.close()
+
+
+def established_transport(cf, reg: Registered) -> tuple[str, int]:
+    """The client end of ``reg``'s transport, named by its Nacos-form id and ESTABLISHED on the
+    server's port (UNIMPLEMENTED for an id of another form; SetupError when no such socket)."""
+    server, peer = reg.server, transport_peer(reg.connection_id)
+    if peer is None:
+        cf.unimplemented(f"{server.peer.name}'s connection id {reg.connection_id!r} is not <ms>_<peerIp>_<peerPort> "
+                         "(Nacos's form): the transport's own sockets cannot be picked out, so the RST that "
+                         "TC-03 is about cannot be shown to have happened")
+        raise AssertionError("unreachable: unimplemented() raises")
+    before = transport_sockets(server, peer)
+    cf.history.observe("transport_sockets", {"phase": "baseline", "peer": peer, "states": states_of(before)})
+    if not any(e.state == "ESTABLISHED" and e.local_port == server.grpc_port for e in before):
+        raise SetupError(f"TC-03: no ESTABLISHED socket {server.host}:{server.grpc_port} <- {peer[0]}:{peer[1]} for "
+                         f"{reg.connection_id}; the id does not name its transport, nothing was judged")
+    return peer
+
+
+@dataclass
+class Rst:
+    at_mono_ms: float  # when the server's socket was seen gone
+    evidence: dict[str, Any]
+    trigger: TriggerRequest
+
+
+def fire_rst(cf, reset: Any, reg: Registered, client: NacosClientHandle, peer: tuple[str, int]) -> Rst:
+    """Raise the armed toxic's toxicity and have the client send one request: its first chunk
+    resets both sockets. SetupError unless the server's socket went away with no closing state
+    left on the 4-tuple (a FIN close leaves one): then the fault did not happen as designed."""
+    armed_at = now_ms()
+    reset.fire()
+    trigger = TriggerRequest(client, timeout_ms=1000)
+    cf.history.invoke(client.name, "request", {"why": "its first chunk fires the armed reset_peer"})
+    trigger.start()
+    try:
+        gone = eventually(lambda: transport_sockets(reg.server, peer), timeout_ms=RST_WAIT_MS, interval_ms=10,
+                          what=f"transport {peer[0]}:{peer[1]} reset",
+                          accept=lambda es: not any(e.state == "ESTABLISHED" for e in es))
+    except WaitTimeout as exc:
+        raise SetupError(f"TC-03: the armed reset_peer did not reset {reg.connection_id} within {RST_WAIT_MS} ms of "
+                         f"the request (sockets {states_of(exc.last or [])}); nothing was judged") from None
+    evidence = {"peer": peer, "armed_to_reset_ms": round(gone.at_mono_ms - armed_at, 1), "left": states_of(gone.value)}
+    cf.history.observe("rst", evidence)
+    if any(e.state in CLOSING_STATES for e in gone.value):
+        raise SetupError(f"TC-03: {reg.connection_id} was closed with a FIN, not an RST (left {states_of(gone.value)}); "
+                         "linger 0 was not set on it, nothing was judged")
+    return Rst(gone.at_mono_ms, evidence, trigger)
+
+
+# ---- TC-02: back once after the link returns ---------------------------------------------------
+
+REJOIN_SETTLE_MS = 500  # "registered again once" must still hold this long after the rejoin
+
+
+def rejoin_guard_ms(client: NacosClientHandle) -> float:
+    """Hang guard for the rejoin after the link is back: the client may only notice through a
+    failed HealthCheck, then backs off once and connects (no timing requirement, a bound only)."""
+    return HealthBound.of(client.peer, client.knobs).bound_ms + reconnect_ms(client.peer, client.knobs)
+
+
+def connected_events(reg: Registered) -> list[dict[str, Any]]:
+    return [e for e in reg.server.events.since(reg.events_seq) if e.get("event") == "connected"]
+
+
+def expect_rejoined_once(cf, client: NacosClientHandle, reg: Registered, *, healed_at_ms: float) -> tuple[str, float]:
+    """After the link is back: the client RUNNING under a new id that is registered (within the
+    rejoin guard), then registered exactly once (``current`` == the new id, one ``connected`` event
+    since the fault) for REJOIN_SETTLE_MS, and the per-IP count back at its baseline. Returns the
+    new id and how long after the heal it rejoined."""
+    server = reg.server
+    guard_ms = rejoin_guard_ms(client)
+
+    def rejoin() -> tuple[dict[str, Any], dict[str, Any]]:
+        return client.control.state(), server.admin.current()
+
+    def rejoined(seen_now: tuple[dict[str, Any], dict[str, Any]]) -> bool:
+        state, ids = seen_now
+        new = set(ids) - {reg.connection_id}
+        if state.get("status") != "RUNNING" or not new:
+            return False
+        return state.get("connection_id") in (None, *new)
+
+    cf.history.invoke(client.name, "rejoin", {"guard_ms": guard_ms})
+    try:
+        waited = eventually(rejoin, timeout_ms=guard_ms, what=f"{client.name} RUNNING and registered again",
+                            accept=rejoined, swallow=CONTROL_ERRORS, interval_ms=50)
+    except WaitTimeout as exc:
+        state, ids = exc.last if isinstance(exc.last, tuple) else ({}, {})
+        cf.fail(expected=f"after the proxy is re-enabled, {client.name} reconnects and is registered again "
+                         f"(within the {guard_ms:.0f} ms guard)",
+                actual={"state": brief(state), "current": sorted(ids)}, verdict="FAILED")
+        raise
+    state, ids = waited.value
+    new_id = state.get("connection_id") or next(iter(set(ids) - {reg.connection_id}))
+    rejoin_ms = now_ms() - healed_at_ms
+    cf.history.ok(client.name, "rejoin", {"connection_id": new_id, "after_ms": round(rejoin_ms, 1)})
+
+    def once() -> dict[str, Any]:
+        view: dict[str, Any] = {"current": sorted(server.admin.current())}
+        if reg.has_events:
+            view["connected"] = [e.get("connectionId") for e in connected_events(reg)]
+        return view
+
+    def exactly_once(view: dict[str, Any]) -> bool:
+        return view["current"] == [new_id] and (not reg.has_events or view["connected"] == [new_id])
+
+    held, bad, broken_after_ms = holds_for(once, duration_ms=REJOIN_SETTLE_MS, what="registered again exactly once",
+                                           accept=exactly_once, interval_ms=50)
+    cf.check(held, expected=f"{client.name} registered again exactly once: current == [{new_id}] and one connected "
+                            f"event since the fault (for {new_id}), for {REJOIN_SETTLE_MS} ms",
+             actual={"seen": bad, "after_ms": round(broken_after_ms, 1)}, verdict="FAILED",
+             hint="the client registered twice (two transports), or the old id came back")
+    if reg.has_counts:
+        counts = server.admin.client_ip_counts()
+        cf.history.observe("client_ip_counts", counts)
+        cf.check(counts.get(reg.client_ip, 0) == reg.ip_count,
+                 expected=f"per-IP count of {reg.client_ip} back at {reg.ip_count} once the client is registered again",
+                 actual=counts, verdict="FAILED")
+    return new_id, rejoin_ms

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.errors import SetupError
+from harness.observe.sockets import TcpEntry, owners, snapshot
 from harness.peers import PeerManifest
 from harness.scenarios.bounds import (
     CONTROL_ERRORS,
@@ -20,9 +22,9 @@ from harness.scenarios.bounds import (
     HealthBound,
     supported,
 )
-from harness.scenarios.nacos import wait_registered
+from harness.scenarios.nacos import last_event_seq, wait_registered
 from harness.scenarios.steps import brief, registered_id, running, server_of
-from harness.topology import NacosClientHandle, NacosServerHandle
+from harness.topology import CLOSE_WAIT_GRACE_MS, NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, now_ms
 
 
@@ -171,6 +173,15 @@ def client_on_one_of_two(cf, topology, server_peer: PeerManifest, client_peer: P
     return OnOneOfTwo(client, HealthBound.of(client_peer, client_knobs), on, other, registered_id(cf, on, state))
 
 
+def expect_detected(cf, move: Move, bound: Any, alive: NacosServerHandle, *, what: str, at_ms: float) -> None:
+    """NON-STRICT when the client's first sign of ``what`` came after its health-check bound (or
+    never, though it moved)."""
+    if move.detected_ms is None or move.detected_ms > bound.bound_ms:
+        cf.late(expected=f"{what} detected within {bound}",
+                actual=f"first sign after {rounded(move.detected_ms)} ms ({move.detected_by}); running on "
+                       f"{alive.main_address} after {move.moved_ms:.0f} ms", at_ms=at_ms)
+
+
 def judge_removal(cf, removed_ms: float | None, bound: Any, clock: Clock, *, what: str, after: str, never: str,
                   hint: str) -> float:
     """Grade a dead registration's removal, ``removed_ms`` after ``clock``'s fault: FAILED when it was
@@ -184,3 +195,101 @@ def judge_removal(cf, removed_ms: float | None, bound: Any, clock: Clock, *, wha
         cf.late(expected=f"{what} within {bound}", actual=f"held {removed_ms:.0f} ms after {after}",
                 at_ms=at_ms + removed_ms)
     return removed_ms
+
+
+# ---- TC-04: a blackholed connection the server must eject ------------------------------------
+
+@dataclass
+class Blackholed:
+    """TC-04's baseline: one client RUNNING on one server, registered as ``connection_id``."""
+
+    client: NacosClientHandle
+    server: NacosServerHandle
+    connection_id: str
+    has_events: bool  # timed events (the extension) date the ejection
+    events_seq: int  # the server's events log before the fault
+
+
+def one_client_registered(cf, topology, server_peer: PeerManifest, client_peer: PeerManifest, *,
+                          server_knobs: dict[str, Any]) -> Blackholed:
+    """One server, one client listing only it (no second registration to tell apart), RUNNING and
+    registered; still registered right before the fault (an id gone before it is no ejection)."""
+    (server,) = topology.nacos_servers(1, peer=server_peer, knobs=server_knobs)
+    client = topology.nacos_client(peer=client_peer, servers=[server])
+    dead_id = registered_id(cf, server, running(cf, client))
+    has_events = server_peer.has_capability("events")
+    since_seq = last_event_seq(server)
+    before = server.admin.current()
+    cf.baseline(dead_id in before and client.control.state().get("connection_id") in (None, dead_id),
+                expected=f"{dead_id} registered and still the client's connection before the blackhole",
+                actual={"current": sorted(before), "client": brief(client.control.state())},
+                hint="the connection was dropped before the fault (a client not answering probes? see SR-19)")
+    return Blackholed(client, server, dead_id, has_events, since_seq)
+
+
+def ejection_evidence(base: Blackholed, clock: Clock, gone_ms: float | None, bound: Any,
+                      last: dict[str, Any]) -> tuple[float | None, dict[str, Any]]:
+    """When the server ejected ``base``'s connection after the fault: its timed ``disconnected``
+    event where it has one (the extension), else when the id left ``current``; with what the
+    reference server's push log shows of the probes that kept it and the one that did not."""
+    server, dead_id = base.server, base.connection_id
+    event_ms = None
+    if base.has_events:
+        ends = [e for e in server.admin.events(base.events_seq)
+                if e["event"] == "disconnected" and e["connectionId"] == dead_id]
+        if ends and gone_ms is not None:
+            event_ms = clock.of_wall(ends[0]["t_ms"])
+    probes = []
+    if server.peer.has_capability("pushes"):
+        probes = [{"after_fault_ms": rounded(clock.of_wall(p["t_ms"])), "outcome": p.get("outcome")}
+                  for p in server.admin.pushes() if p["connectionId"] == dead_id and p["type"] == "ClientDetectionRequest"]
+    observed = {"connection_id": dead_id, "bound": str(bound), "left current after (ms)": rounded(gone_ms),
+                "disconnected event after (ms)": rounded(event_ms), "current at the end": sorted(last),
+                "ClientDetectionRequest probes (before the fault < 0)": probes[-6:]}
+    return (event_ms if event_ms is not None else gone_ms), observed
+
+
+# ---- TC-06: what a client keeps towards a killed server --------------------------------------
+
+def client_close_wait(proxy_port: int) -> list[TcpEntry]:
+    """Client-side sockets towards ``proxy_port`` in CLOSE_WAIT: the proxy closed, the client did not."""
+    return [e for e in snapshot([proxy_port]) if e.state == "CLOSE_WAIT" and e.remote_port == proxy_port]
+
+
+def no_close_wait_before(server: NacosServerHandle) -> None:
+    """SetupError when sockets towards ``server``'s proxy port are in CLOSE_WAIT before the fault."""
+    port = server.proxied_grpc_port
+    baseline = client_close_wait(port)
+    if baseline:
+        raise SetupError(f"baseline: expected no client-side CLOSE_WAIT towards {server.host}:{port} before the "
+                         f"kill, found {baseline}: another run's sockets on this port? Rerun the case alone")
+
+
+def expect_no_close_wait(cf, client: NacosClientHandle, dead: NacosServerHandle, clock: Clock, *,
+                         at_ms: float) -> None:
+    """FAILED when the client still holds a socket in CLOSE_WAIT towards ``dead``'s proxy port a
+    grace after it moved (the proxy closed it; the client never closed its own side)."""
+    port = dead.proxied_grpc_port
+    try:
+        eventually(lambda: client_close_wait(port), timeout_ms=CLOSE_WAIT_GRACE_MS,
+                   what=f"no client-side CLOSE_WAIT towards :{port}", accept=lambda left: not left,
+                   swallow=CONTROL_ERRORS, interval_ms=POLL_MS)
+    except WaitTimeout as exc:
+        left: list[TcpEntry] = exc.last or []
+        pids = owners(left)
+        leaked = [{"socket": f"{e.local_ip}:{e.local_port} -> {e.remote_ip}:{e.remote_port}", "state": e.state,
+                   "pid": pids.get(e.inode), "client pid": client.node.pid} for e in left]
+        cf.history.observe("client_close_wait", leaked)
+        cf.fail(expected=f"no client-side CLOSE_WAIT towards the dead server's proxy {dead.host}:{port} "
+                         f"{CLOSE_WAIT_GRACE_MS} ms after the client moved",
+                actual=f"{len(left)} socket(s) still in CLOSE_WAIT {clock.since():.0f} ms after the kill: {leaked}",
+                verdict="FAILED", at_ms=at_ms, hint="the client never closed its side after the proxy closed it")
+
+
+# ---- TC-15: the server's side of a half-open link ----------------------------------------------
+
+def upstream_ports(server) -> list[int]:
+    """The proxy's upstream sockets to the server's gRPC port (their source ports), ESTABLISHED."""
+    return sorted({e.remote_port for e in snapshot([server.grpc_port])
+                   if e.local_port == server.grpc_port and e.local_ip == server.bind_host
+                   and e.remote_ip == server.namespace.host_ip and e.state == "ESTABLISHED"})

@@ -8,9 +8,10 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+from harness.peers import PeerManifest
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.protocol.nacos import codec
-from harness.scenarios.bounds import POLL_MS, RESET_ANSWER_TIMEOUT_MS, TOLERANCE_MS
+from harness.scenarios.bounds import POLL_MS, RESET_ANSWER_TIMEOUT_MS, TOLERANCE_MS, HealthBound, reconnect_ms
 from harness.scenarios.nacos import wait_registered
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, now_ms
@@ -200,3 +201,35 @@ def peak_live_from_events(filled: Filled) -> int:
             live += 1 if e["event"] == "connected" else -1
             peak = max(peak, live)
     return peak
+
+
+def settle_ms(client_peer: PeerManifest, knobs: dict[str, Any]) -> float:
+    """How long the client may take to give up a rejected connection and land on its other
+    server: a health check failing through all its attempts, a backoff, a connect, and the wait
+    for the reset's answer."""
+    return HealthBound.of(client_peer, knobs).bound_ms + reconnect_ms(client_peer, knobs) + RESET_ANSWER_TIMEOUT_MS
+
+
+def reset_guard_ms(client_peer: PeerManifest, knobs: dict[str, Any]) -> float:
+    """Hang guard for the reset on the limited server: two ServerCheck timeouts, a backoff, then
+    the settle time."""
+    return (client_peer.timer("server_check_timeout_ms", knobs) * 2 + client_peer.timer("backoff_cap_ms", knobs)
+            + settle_ms(client_peer, knobs))
+
+
+def expect_ip_held(cf, filled: Filled, final: dict[str, Any], counts: dict[str, int] | None, *,
+                   other_ip: str) -> dict[str, Any]:
+    """After it all: the IP never above its limit by the events log (where there is one), and at
+    exactly the limit (the probes) in ``current`` and its per-IP count; the other IP at 1.
+    Returns the events-log balance for the OK message."""
+    watch, ip, limit = filled.watch, filled.watch.ip, filled.watch.limit
+    balance = {"peak live registrations of the IP (events log)": peak_live_from_events(filled)} \
+        if watch.has_events else {}
+    cf.check(not balance or balance["peak live registrations of the IP (events log)"] <= limit,
+             expected=f"{ip} never has more than {limit} live registrations (events log)", actual=balance)
+    cf.check(watch.held and sorted(final["ids"]) == sorted(filled.probe_ids) and final["counter"] == limit
+             and (counts is None or counts == {ip: limit, other_ip: 1}),
+             expected=f"after it all: {ip} at {limit} (the probes) in current and per-IP count; "
+                      f"{{{ip}: {limit}, {other_ip}: 1}}",
+             actual={**watch.summary(), "final": final, "clientIpCounts": counts})
+    return balance

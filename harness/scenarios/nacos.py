@@ -64,3 +64,18 @@ def wait_registered(history: History, server: NacosServerHandle, *, timeout_ms: 
     history.observe("current", {"server": server.main_address, "ids": sorted(waited.value),
                                 "became_true_after_ms": round(waited.elapsed_ms, 1)})
     return waited.value
+
+
+def last_seq(entries: list[dict[str, Any]]) -> int:
+    """The highest ``seq`` of a server's pushes or events log entries (0 when empty)."""
+    return max((int(e.get("seq", 0)) for e in entries), default=0)
+
+
+def last_push_seq(server: NacosServerHandle, admin: Any = None) -> int:
+    """Where the server's pushes log stands now (0 for a server without one)."""
+    return last_seq((admin or server.admin).pushes(0)) if server.peer.has_capability("pushes") else 0
+
+
+def last_event_seq(server: NacosServerHandle) -> int:
+    """Where the server's events log stands now (0 for a server without the extension)."""
+    return last_seq(server.admin.events()) if server.peer.has_capability("events") else 0

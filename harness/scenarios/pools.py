@@ -11,14 +11,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import SetupError
 from harness.http_run import AgentRun
 from harness.peers import PeerManifest
+from harness.scenarios.bounds import TOLERANCE_MS
 
 SLEEP_MS = 300  # each request holds its connection this long (the ledger's /sleep)
 SLEEP_PATH = f"/sleep?ms={SLEEP_MS}"
+LEDGER_QUIET_KEEPALIVE_MS = 30_000  # a ledger keep-alive timeout that never closes first within a case
 
 BUILTIN_STACKS = ("go-net-http", "jdk-httpurlconnection", "jdk-httpclient", "urllib3", "requests", "httpx", "aiohttp")
 POOL_CAPABILITY = "pool:"
@@ -96,13 +99,16 @@ def records_brief(run: AgentRun, phase: int | None = None) -> list[dict[str, Any
             for r in records]
 
 
-def require_baseline(run: AgentRun, what: str) -> None:
-    """Every request succeeded: without that the pool's behaviour means nothing (a setup error)."""
-    if run.failed:
-        first = run.failed[0]
-        raise SetupError(f"baseline: {len(run.failed)} of {len(run.records)} requests of {run.name} ({run.peer}) "
-                         f"failed ({what}); first: phase {first.phase} #{first.i}: {first.error or first.status}. "
-                         f"See {run.log_path}")
+def require_baseline(run: AgentRun, what: str, *, phase: int | None = None) -> None:
+    """Every request (of ``phase``, or of the run) succeeded: without that the pool's behaviour
+    means nothing (a setup error)."""
+    records = run.records if phase is None else run.phase(phase)
+    failed = [r for r in records if not r.ok]
+    if failed:
+        first = failed[0]
+        raise SetupError(f"baseline: {len(failed)} of {len(records)} requests of {run.name} ({run.peer}) "
+                         f"failed through the proxy ({what}); first: phase {first.phase} #{first.i}: "
+                         f"{first.error or first.status}. See {run.log_path}")
 
 
 def rounds_ms(n: int, limit: int) -> int:
@@ -119,3 +125,45 @@ def check_capped_burst(cf, run: AgentRun, view: Mapping[str, Any], *, limit: int
              actual={**numbers, "connections (ledger)": brief_connections(view)})
     cf.check(not run.failed and answered(view) == n, expected=all_answered,
              actual={**numbers, "records": records_brief(run)})
+
+
+@dataclass
+class KeptAndDiscarded:
+    """What a pool without blocking did with a burst wider than its idle cap: the connections it
+    closed right after use (within the tolerance of the burst's end), the ones it kept open
+    through the idle phase that followed, and any other."""
+
+    connections: list[dict[str, Any]]
+    discarded: list[dict[str, Any]]
+    kept: list[dict[str, Any]]
+    other: list[dict[str, Any]]
+    numbers: dict[str, Any]
+
+
+def kept_and_discarded(run: AgentRun, view: Mapping[str, Any], *, idle_ms: int, warning: str) -> KeptAndDiscarded:
+    """Split the ledger's connections of ``run``'s burst (phase 0, then an ``idle_ms`` phase);
+    ``warning`` is the library's log line for a discarded connection, counted in the numbers."""
+    burst_end = max(r.end_ms for r in run.phase(0))
+    conns = view["connections"]
+    discarded = [c for c in conns if c["closed_by"] == "client" and c["closed_ms"] is not None
+                 and c["closed_ms"] <= burst_end + TOLERANCE_MS]
+    # Kept: still open when the idle phase was half over (the agent's exit closes them later).
+    kept = [c for c in conns if c["closed_ms"] is None or c["closed_ms"] >= burst_end + idle_ms / 2]
+    other = [c for c in conns if c not in discarded and c not in kept]
+    numbers = {"opened": len(conns), "max_simultaneous": view["max_simultaneous"],
+               "discarded right after use": len(discarded), "kept open while idle": len(kept),
+               "closed otherwise": [{k: c[k] for k in ("id", "closed_by")}
+                                    | {"after_burst_ms": round(c["closed_ms"] - burst_end)} for c in other],
+               f"'{warning}' warnings": sum(1 for line in run.noise if warning in line), "answered": answered(view)}
+    return KeptAndDiscarded(conns, discarded, kept, other, numbers)
+
+
+def serving(view: Mapping[str, Any], path: str) -> list[dict[str, Any]]:
+    """The ledger's connections that served a request for ``path`` (the full target)."""
+    return [c for c in view["connections"] if any(r["path"] == path for r in c["request_log"])]
+
+
+def connection_paths(conn: Mapping[str, Any]) -> dict[str, Any]:
+    """A ledger connection in brief, with the paths it served."""
+    return {k: conn[k] for k in ("id", "opened_ms", "closed_ms", "closed_by", "requests")} | {
+        "paths": [r["path"] for r in conn["request_log"]]}

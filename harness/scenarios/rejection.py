@@ -40,8 +40,6 @@ def wall_ms() -> float:
     return time.time() * 1000.0
 
 
-def last_seq(entries: list[dict[str, Any]]) -> int:
-    return max((int(e.get("seq", 0)) for e in entries), default=0)
 
 
 @dataclass
@@ -259,3 +257,90 @@ class ReloadCall(threading.Thread):
     @property
     def took_ms(self) -> float | None:
         return None if self.returned_at is None else self.returned_at - self.invoked_at
+
+
+# ---- TC-07 as steps ----------------------------------------------------------------------------
+
+def rejection_probes(cf, stack: ExitStack, limited: NacosServerHandle, starting: NacosServerHandle) -> list[Probe]:
+    """Four raw probes — over the limit on ``limited`` and on the ``starting`` server, one
+    answering the reset and one silent each — past their ServerCheck (a connectionId from the
+    limited server, a 300 from the starting one: the baseline), then each sends an SDK setup."""
+    why = f"over count_limit {COUNT_LIMIT}"
+    probes = [
+        Probe(cf, stack, limited, "over-limit-answers", why, answers=True),
+        Probe(cf, stack, limited, "over-limit-silent", why, answers=False),
+        Probe(cf, stack, starting, "starting-answers", "server starting", answers=True),
+        Probe(cf, stack, starting, "starting-silent", "server starting", answers=False),
+    ]
+    for probe in probes:
+        if probe.rejection.server is starting:
+            starting_probe_check(cf, probe)
+            continue
+        check = probe.server_check()
+        cf.baseline(bool(probe.rejection.connection_id),
+                    expected=f"ServerCheck through {limited.main_address}'s proxy → connectionId",
+                    actual=f"{check.type} {check.body}")
+    for probe in probes:
+        probe.setup()
+    return probes
+
+
+def take_resets(cf, probes: list[Probe], seqs: dict[str, int]) -> None:
+    """Each probe takes the reset pushed to it (the answering ones first, the silent ones read
+    after), within the servers' push timeout; a probe on the starting server, which has no id
+    from its ServerCheck, learns it from the push's requestId in the server's pushes log."""
+    deadline = now_ms() + max(reset_wait_ms(p.rejection.server) for p in probes) + TOLERANCE_MS
+    request_ids: dict[str, str | None] = {}
+    for probe in sorted(probes, key=lambda p: not p.answers):
+        reset = probe.take_reset(deadline - now_ms())
+        request_ids[probe.name] = reset.request_id if reset is not None else None
+    cf.history.observe("probe_resets", request_ids)
+    for probe in probes:
+        rid, server = request_ids[probe.name], probe.rejection.server
+        if probe.rejection.connection_id is None and rid is not None:
+            match = [p for p in server.admin.pushes(seqs[server.main_address]) if p.get("requestId") == rid]
+            if match:
+                probe.rejection.connection_id = match[0].get("connectionId")
+
+
+def judge_rejections(cf, probes: list[Probe], watch: RejectionWatch, second: Any, *, guard_ms: float,
+                     bound_ms: float) -> list[Rejection]:
+    """FAILED for a probe never rejected, a second client never rejected, or a rejected transport
+    still open CLOSE_WATCH_MS past its bound; NON-STRICT for one seen open past the bound.
+    Returns every rejection judged."""
+    now = wall_ms()
+    for probe in probes:
+        r = probe.rejection
+        if r.push is None and r.stream_end_wall_ms is None:
+            cf.fail(expected=f"{r.name}'s setup ({r.why}) is rejected: a ConnectResetRequest pushed, then its "
+                             "transport really closed",
+                    actual=f"no reset push, stream still open; {r.as_dict()}", verdict="FAILED")
+    client_done = [r for r in watch.client_rejections.values() if r.resolved(now)]
+    if not client_done:
+        cf.fail(expected=f"{second.name}, over count_limit {COUNT_LIMIT} while another client holds the slot, is "
+                         f"rejected (a ConnectResetRequest to it) and its transport closed within {guard_ms} ms",
+                actual={"its rejections": [r.as_dict() for r in watch.client_rejections.values()],
+                        "state": second.control.state().get("status")}, verdict="FAILED")
+    judged = [p.rejection for p in probes] + client_done
+    late = []
+    for r in judged:
+        if r.gone_wall_ms is None:
+            if r.completed_wall_ms is None:
+                actual = (f"its reset push is still {(r.push or {}).get('outcome')!r} and the transport open "
+                          f"{reset_wait_ms(r.server) + CLOSE_WATCH_MS} ms on: {r.open_states}")
+            else:
+                held_ms = (r.last_open_wall_ms or now) - r.completed_wall_ms
+                actual = f"still open {held_ms:.0f} ms after the reject completed: {r.open_states}"
+            cf.fail(expected=f"rejected transport {r.connection_id} ({r.name}, {r.why}) really closed: no ESTABLISHED "
+                             f"socket of it on the server port {bound_ms} ms after the reject completed "
+                             f"(push outcome {(r.push or {}).get('outcome')})",
+                    actual=actual,
+                    verdict="FAILED", at_ms=cf.history.relative_ms_from_wall(r.completed_wall_ms or now),
+                    hint="the server rejected the setup but never closed the transport (Java 2.2.4 may, research §2.3)")
+        if r.open_after_ms is not None and r.open_after_ms > bound_ms:
+            late.append(f"{r.name} ({r.connection_id}) still open {r.open_after_ms:.0f} ms after its reject completed, "
+                        f"closed by {r.closed_after_ms:.0f} ms")
+    if late:
+        cf.late(expected=f"every rejected transport closed within {CLOSE_BOUND_MS} + {TOLERANCE_MS} ms of its reject "
+                         "completing", actual="; ".join(late))
+    return judged

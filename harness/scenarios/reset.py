@@ -27,7 +27,7 @@ from harness.scenarios.bounds import (
     SWITCH_SLACK_MS,
     TOLERANCE_MS,
 )
-from harness.scenarios.nacos import client_state
+from harness.scenarios.nacos import client_state, last_push_seq
 from harness.scenarios.steps import registered_on, running
 from harness.topology import NacosClientHandle, NacosServerHandle
 from harness.wait import WaitTimeout, eventually, holds_for, now_ms
@@ -108,10 +108,6 @@ class Reset:
                 f"for the answer)")
 
 
-def last_push_seq(server: NacosServerHandle, admin: NacosAdmin | None = None) -> int:
-    if not server.peer.has_capability("pushes"):
-        return 0
-    return max((p["seq"] for p in (admin or server.admin).pushes(0)), default=0)
 
 
 def push_reset(history: History, server: NacosServerHandle, connection_id: str, redirect: str | None = None, *,

@@ -112,3 +112,13 @@ def probe_registered(cf, server: NacosServerHandle, probe: Any, probe_id: str) -
         wait_registered(cf.history, server, connection_id=probe_id, timeout_ms=REGISTER_TIMEOUT_MS)
     except WaitTimeout as exc:
         cf.fail(expected=f"baseline: the probe's setup registers {probe_id}", actual=f"current {exc.last!r}")
+
+
+def request_ok(cf, client: NacosClientHandle, *, expected: str | None = None) -> dict[str, Any]:
+    """One request through the client under test, recorded; graded as the case's level unless
+    it succeeds. Returns the agent's answer."""
+    cf.history.invoke(client.name, "request")
+    answer = client.control.request()
+    cf.history.ok(client.name, "request", answer)
+    cf.check(answer.get("ok") is True, expected=expected or f"{client.name}'s request succeeds", actual=answer)
+    return answer

@@ -27,6 +27,7 @@ from harness.scenarios.pools import (
     burst,
     check_capped_burst,
     idle,
+    kept_and_discarded,
     max_overlap,
     observe_ledger,
     records_brief,
@@ -175,30 +176,19 @@ def test_urllib3_pool_block(cf, topology, peer_registry, http_client_peer):
     require_baseline(run_off, "pool_block=False burst")
     view_off = srv_off.ledger.ledger()
     observe_ledger(cf, "ledger_block_off", view_off)
-    burst_end = max(r.end_ms for r in run_off.phase(0))
-    conns = view_off["connections"]
-    discarded = [c for c in conns if c["closed_by"] == "client" and c["closed_ms"] is not None
-                 and c["closed_ms"] <= burst_end + TOLERANCE_MS]
-    # Kept: still open when the idle phase was half over (the agent's exit closes them later).
-    kept = [c for c in conns if c["closed_ms"] is None or c["closed_ms"] >= burst_end + PL09_IDLE_MS / 2]
-    other = [c for c in conns if c not in discarded and c not in kept]
-    warnings = sum(1 for line in run_off.noise if POOL_FULL_WARNING in line)
-    off = {"opened": len(conns), "max_simultaneous": view_off["max_simultaneous"],
-           "discarded right after use": len(discarded), "kept open while idle": len(kept),
-           "closed otherwise": [{k: c[k] for k in ("id", "closed_by")} | {"after_burst_ms": round(c["closed_ms"] - burst_end)}
-                                for c in other],
-           "'pool is full' warnings": warnings, "answered": answered(view_off)}
+    split = kept_and_discarded(run_off, view_off, idle_ms=PL09_IDLE_MS, warning=POOL_FULL_WARNING)
+    off, opened = split.numbers, len(split.connections)
     cf.history.observe("block_off", off)
-    cf.check(len(conns) == PL09_N and view_off["max_simultaneous"] > PL09_MAXSIZE,
+    cf.check(opened == PL09_N and view_off["max_simultaneous"] > PL09_MAXSIZE,
              expected=f"pool_block=False: the extra connections are opened — one per concurrent request, "
                       f"{PL09_N} opened",
              actual=off)
-    cf.check(len(kept) == PL09_MAXSIZE and len(discarded) == len(conns) - PL09_MAXSIZE and not other,
-             expected=f"pool_block=False: {len(conns) - PL09_MAXSIZE} extra connections discarded after use "
+    cf.check(len(split.kept) == PL09_MAXSIZE and len(split.discarded) == opened - PL09_MAXSIZE and not split.other,
+             expected=f"pool_block=False: {opened - PL09_MAXSIZE} extra connections discarded after use "
                       f"(closed by the client within {TOLERANCE_MS} ms of the burst), {PL09_MAXSIZE} kept open",
              actual=off)
     cf.ok(f"block on: max {on['max_simultaneous']} at once, {PL09_N} ok in {on['span_ms']} ms; block off: "
-          f"{len(conns)} opened, {len(discarded)} discarded ({warnings} warnings), {len(kept)} kept",
+          f"{opened} opened, {len(split.discarded)} discarded, {len(split.kept)} kept",
           expected=f"≤ {PL09_MAXSIZE} with block; {PL09_N - PL09_MAXSIZE} discarded without",
           actual={"block on": on, "block off": off})
 

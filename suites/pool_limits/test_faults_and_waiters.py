@@ -20,81 +20,24 @@ holds the extra connections for whole requests (hundreds of ms here).
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from fixtures.case import case
 from harness.errors import SetupError
 from harness.faults import Latency, ResetPeer
 from harness.http_run import AgentRun
-from harness.observe.sockets import snapshot
-from harness.peers import PeerManifest
-from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, POLL_MS, TOLERANCE_MS
-from harness.scenarios.steps import Background
-from harness.wait import WaitTimeout, eventually, settled
-
-RELAY_LAG_MS = 50  # see the module docstring: how late the ledger may see a client's close
-SERVER_KEEPALIVE_MS = 30_000  # the ledger never closes first within these cases
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def now_wall_ms() -> float:
-    """Epoch ms, the clock of the ledger and the agents' records."""
-    return time.time() * 1000.0
-
-
-
-def held_at_once(connections: Iterable[Mapping[str, Any]], *, now_ms_epoch: float,
-                 lag_ms: float = RELAY_LAG_MS) -> tuple[int, float | None]:
-    """(most connections held at one time, epoch ms when first reached). A connection is held from
-    ``opened_ms`` to ``closed_ms - lag_ms`` (still open: to now); closes sort before opens."""
-    events: list[tuple[float, int]] = []
-    for conn in connections:
-        end = (conn["closed_ms"] if conn["closed_ms"] is not None else now_ms_epoch) - lag_ms
-        if end > conn["opened_ms"]:
-            events += [(conn["opened_ms"], 1), (end, -1)]
-    current = best = 0
-    at = None
-    for t, delta in sorted(events):
-        current += delta
-        if current > best:
-            best, at = current, t
-    return best, at
-
-
-def _kind(error: str | None) -> str:
-    """An error's kind for a histogram: its exception name (``canceled`` for the agent's cancel)."""
-    text = error or ""
-    if text.startswith("canceled"):
-        return "canceled"
-    head = text.split(":", 1)[0]
-    if " " in head:  # Go: 'Get "http://...": context deadline exceeded' -> the cause
-        head = text.rsplit(": ", 1)[-1]
-    return (head or "?")[:60]
-
-
-def limit_knob(cf, peer: PeerManifest) -> str:
-    """The peer's connection limit for one host: ``max_conns_per_host``, else the pool-wide
-    ``max_conns_total`` (httpx has only that; with one host in the run it is the per-host limit)."""
-    for knob in ("max_conns_per_host", "max_conns_total"):
-        if peer.supports(knob):
-            return knob
-    cf.unimplemented(f"{peer.label} has no connection limit (neither max_conns_per_host nor max_conns_total "
-                     f"in its manifest's [knobs]); the JDK clients have none (research §0)")
-    raise AssertionError("unreachable")
-
-
-def brief(conn: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: conn[k] for k in ("id", "opened_ms", "closed_ms", "closed_by", "requests")}
-
-
-def answered(view: Mapping[str, Any], path: str) -> int:
-    return sum(1 for c in view["connections"] for r in c["request_log"] if r["path"] == path and r["status"] is not None)
-
+from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, TOLERANCE_MS
+from harness.scenarios.pool_faults import (
+    RELAY_LAG_MS,
+    answered_on,
+    connection_brief,
+    error_kind,
+    held_at_once,
+    limit_knob,
+    reset_idle_pool,
+)
+from harness.scenarios.pools import LEDGER_QUIET_KEEPALIVE_MS
 
 # -- PL-11 -----------------------------------------------------------------------------------------
 PL11_WAVES = 4
@@ -137,7 +80,7 @@ def test_canceled_waiters_do_not_leak_slots(cf, topology, peer_registry, http_cl
                          "answers cancel_burst with exit 3)")
     knob = limit_knob(cf, http_client_peer)
     (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
-                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+                                      knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS})
     waves = [{"op": "cancel_burst", "n": PL11_WAVE_N, "path": PL11_HOLD_PATH, "timeout_ms": PL11_GIVE_UP_MS,
               "cancel_after_ms": PL11_CANCEL_AFTER_MS} for _ in range(PL11_WAVES)]
     plan = {"knobs": {knob: 1},
@@ -151,23 +94,23 @@ def test_canceled_waiters_do_not_leak_slots(cf, topology, peer_registry, http_cl
         run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms)
     except SetupError as exc:
         view = server.ledger.ledger()
-        if answered(view, PL11_NORMAL_PATH) >= PL11_NORMAL_N:
+        if answered_on(view, PL11_NORMAL_PATH) >= PL11_NORMAL_N:
             raise  # the normal requests were served: the trouble is elsewhere
         hang = str(exc).splitlines()[0]
     view = server.ledger.ledger()
-    cf.history.observe("ledger", [brief(c) for c in view["connections"]])
+    cf.history.observe("ledger", [connection_brief(c) for c in view["connections"]])
     held, held_at = held_at_once(view["connections"], now_ms_epoch=view["now_ms"])
     numbers: dict[str, Any] = {
         "limit": f"{knob}=1", "held_at_once": held, "ledger_max_simultaneous_raw": view["max_simultaneous"],
         "connections_opened": len(view["connections"]),
-        "normal_answered_by_server": answered(view, PL11_NORMAL_PATH),
+        "normal_answered_by_server": answered_on(view, PL11_NORMAL_PATH),
     }
     if run is not None:
         wave_records = [r for i in range(PL11_WAVES) for r in run.phase(i)]
         normal = run.phase(PL11_WAVES)
         numbers.update({
             "gave_up": sum(not r.ok for r in wave_records),
-            "how_they_ended": dict(Counter(_kind(r.error) for r in wave_records if not r.ok)),
+            "how_they_ended": dict(Counter(error_kind(r.error) for r in wave_records if not r.ok)),
             "wave_requests_reaching_server": sum(len([x for x in c["request_log"] if x["path"] == PL11_HOLD_PATH])
                                                  for c in view["connections"]),
             "wave_requests_answered": [{"phase": r.phase, "i": r.i, "status": r.status}
@@ -180,7 +123,7 @@ def test_canceled_waiters_do_not_leak_slots(cf, topology, peer_registry, http_cl
     cf.check(held <= 1, at_ms=cf.history.relative_ms_from_wall(held_at) if held_at else None,
              expected=f"{knob}=1: never more than 1 connection at once (counting each until {RELAY_LAG_MS} ms "
                       f"before the ledger saw it close)",
-             actual={**numbers, "connections": [brief(c) for c in view["connections"]]})
+             actual={**numbers, "connections": [connection_brief(c) for c in view["connections"]]})
     cf.check(hang is None, expected=f"the {PL11_NORMAL_N} normal requests after the canceled waves complete",
              actual={**numbers, "agent": hang},
              hint="the agent never finished its plan: the canceled waiters leaked the only slot")
@@ -217,13 +160,13 @@ def test_pool_grows_to_its_limit_under_latency(cf, topology, peer_registry, http
     """
     knob = limit_knob(cf, http_client_peer)
     (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
-                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+                                      knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS})
     plan = {"knobs": {knob: PL14_LIMIT}, "phases": [{"op": "burst", "n": PL14_N, "path": PL14_PATH}]}
     with Latency(server.proxy, latency_ms=PL14_LATENCY_MS, stream="downstream", history=cf.history):
         run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan,
                                        timeout_ms=AGENT_RUN_SLACK_MS + PL14_N * PL14_LATENCY_MS)
     view = server.ledger.ledger()
-    cf.history.observe("ledger", [brief(c) for c in view["connections"]])
+    cf.history.observe("ledger", [connection_brief(c) for c in view["connections"]])
     held, held_at = held_at_once(view["connections"], now_ms_epoch=view["now_ms"])
     slowest_ok = max((r.duration_ms for r in run.records if r.ok), default=0.0)
     numbers = {"limit": f"{knob}={PL14_LIMIT}", "latency_ms": PL14_LATENCY_MS, "held_at_once": held,
@@ -237,7 +180,7 @@ def test_pool_grows_to_its_limit_under_latency(cf, topology, peer_registry, http
     at_ms = cf.history.relative_ms_from_wall(held_at) if held_at else None
     cf.check(held <= PL14_LIMIT, verdict="FAILED", at_ms=at_ms,
              expected=f"{knob}={PL14_LIMIT}: never more than {PL14_LIMIT} connections at once, latency or not",
-             actual={**numbers, "connections": [brief(c) for c in view["connections"]]},
+             actual={**numbers, "connections": [connection_brief(c) for c in view["connections"]]},
              hint="a limit violation is not a timing miss: FAILED even though PL-14 is a SHOULD")
     cf.check(not run.failed, expected=f"all {PL14_N} requests succeed under {PL14_LATENCY_MS} ms latency",
              actual=numbers)
@@ -255,7 +198,6 @@ PL15_BURST_PATH = "/sleep?ms=200"
 PL15_IDLE_MS = 3000  # the agent idles this long; the harness cuts and heals inside it
 PL15_SEQ_N = 5
 PL15_PATH = "/?pl15=after-reset"
-PL15_CUT_WITHIN_MS = 1500  # disable → the ledger sees every pooled connection gone
 
 
 @case("PL-15", "MUST", timeout_s=90)
@@ -274,75 +216,24 @@ def test_reset_idle_connections_are_not_handed_out(cf, topology, peer_registry, 
     have been an RST (no proxy-side TIME_WAIT, no client CLOSE_WAIT), else it is a setup error.
     """
     (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
-                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
-    proxy = server.proxy
-    linger0 = ResetPeer(proxy, timeout_ms=0, stream="upstream", armed=True, history=cf.history)  # never fired
+                                      knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS})
+    linger0 = ResetPeer(server.proxy, timeout_ms=0, stream="upstream", armed=True, history=cf.history)  # never fired
     linger0.apply()
     plan = {"knobs": {},
             "phases": [{"op": "burst", "n": PL15_BURST_N, "path": PL15_BURST_PATH},
                        {"op": "sleep", "ms": PL15_IDLE_MS},
                        {"op": "sequential", "n": PL15_SEQ_N, "path": PL15_PATH},
                        {"op": "sleep", "ms": 200}]}
-    bound_ms = PL15_IDLE_MS + AGENT_RUN_SLACK_MS
-    background = Background("pl-agent-run", lambda: topology.run_http_client(
-        peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms))
-    background.start()
-    try:
-        def pooled_now() -> tuple[int, int]:
-            view = server.ledger.ledger()
-            return answered(view, PL15_BURST_PATH), view["open"]
-
-        try:
-            _, pooled = settled(pooled_now, stable_ms=300, timeout_ms=bound_ms,
-                                what=f"the {PL15_BURST_N}-wide burst answered and the pool settled",
-                                accept=lambda v: v[0] == PL15_BURST_N)
-        except WaitTimeout as exc:
-            raise SetupError(f"PL-15 baseline: the burst did not complete and settle ({exc})") from None
-        if not background.alive:
-            raise SetupError("PL-15: the agent ended before the cut (its idle phase is too short for this machine)")
-        if pooled == 0:
-            raise SetupError(f"PL-15 baseline: {http_client_peer.label} kept no idle connection after the burst: "
-                             "nothing pooled to reset")
-        before = server.ledger.ledger()
-        pooled_ids = [c["id"] for c in before["connections"] if c["closed_by"] is None]
-        cut_wall_ms = now_wall_ms()
-        proxy.disable()  # Toxiproxy closes every live connection: with linger 0, an RST each
-        try:
-            eventually(lambda: server.ledger.ledger()["open"], accept=lambda n: n == 0, timeout_ms=PL15_CUT_WITHIN_MS,
-                       what="the ledger sees every pooled connection closed by the cut", interval_ms=POLL_MS)
-        finally:
-            proxy.enable()
-            linger0.heal()
-        healed_wall_ms = now_wall_ms()
-        # The proxy's own address (ip and port: the same port number on another loopback address
-        # belongs to someone else): after an RST neither the proxy's side lingers (FIN_WAIT /
-        # TIME_WAIT) nor the client's (CLOSE_WAIT).
-        here = (proxy.listen_host, proxy.listen_port)
-        entries = snapshot([proxy.listen_port])
-        leftovers = [vars(e) for e in entries if ((e.local_ip, e.local_port) == here and e.state != "LISTEN")
-                     or ((e.remote_ip, e.remote_port) == here and e.state == "CLOSE_WAIT")]
-        cf.history.observe("cut", {"pooled": pooled, "pooled_ids": pooled_ids, "leftovers": leftovers,
-                                   "took_ms": round(healed_wall_ms - cut_wall_ms)})
-        if leftovers:
-            raise SetupError(f"PL-15: the cut was not an RST on every pooled connection (linger 0 missing?): "
-                             f"sockets left {leftovers}")
-    except BaseException:
-        background.join_quietly(bound_ms + 5000)  # the agent is not left running; the first error wins
-        raise
-    run = background.result(bound_ms + 5000)
-    after = run.phase(2)
-    if not run.phase(0) or any(not r.ok for r in run.phase(0)):
-        raise SetupError(f"PL-15 baseline: the burst failed: {[r.error for r in run.phase(0)]}")
+    cut = reset_idle_pool(cf, topology, http_client_peer, server, plan, linger0, idle_ms=PL15_IDLE_MS,
+                          burst_n=PL15_BURST_N, burst_path=PL15_BURST_PATH)
+    pooled, pooled_ids, cut_wall_ms, after = cut.pooled, cut.pooled_ids, cut.cut_wall_ms, cut.run.phase(2)
     first_seq_ms = min(r.start_ms for r in after)
-    if healed_wall_ms > first_seq_ms:
-        raise SetupError(f"PL-15: the proxy was healed {healed_wall_ms - first_seq_ms:.0f} ms after the client's next "
-                         "request began; the idle phase is too short for this machine")
     view = server.ledger.ledger()
-    cf.history.observe("ledger", [brief(c) for c in view["connections"]])
-    cut = {c["id"]: c["closed_by"] for c in view["connections"] if c["id"] in pooled_ids}
+    cf.history.observe("ledger", [connection_brief(c) for c in view["connections"]])
+    closed_by_cut = {c["id"]: c["closed_by"] for c in view["connections"] if c["id"] in pooled_ids}
     fresh = [c for c in view["connections"] if any(r["path"] == PL15_PATH for r in c["request_log"])]
     numbers = {
-        "pooled_connections_reset": pooled, "ledger_saw_them_closed_by": cut,
+        "pooled_connections_reset": pooled, "ledger_saw_them_closed_by": closed_by_cut,
         "requests_after_reset": PL15_SEQ_N, "ok": sum(r.ok for r in after),
         "errors_surfaced": [{"i": r.i, "error": r.error, "status": r.status} for r in after if not r.ok],
         "reused_flags": [r.reused for r in after],

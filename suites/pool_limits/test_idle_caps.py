@@ -22,17 +22,18 @@ get their behaviour recorded (``cf.informational``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
 from fixtures.case import case
-from harness.errors import HarnessError
-from harness.http_run import AgentRun
-from harness.observe.sockets import snapshot
-from harness.peers import PeerManifest
-from harness.scenarios.bounds import AGENT_RUN_TIMEOUT_MS, POLL_MS, TOLERANCE_MS
+from harness.scenarios.bounds import AGENT_RUN_TIMEOUT_MS, TOLERANCE_MS
+from harness.scenarios.idle_caps import (
+    BURST_N,
+    BURST_OVER_CAP,
+    burst_then_idle,
+    default_idle_cap,
+    expect_closed_promptly,
+    expect_idle_state,
+)
 from harness.scenarios.pools import (
     answered,
     brief_connections,
@@ -43,168 +44,7 @@ from harness.scenarios.pools import (
     records_brief,
     require_baseline,
     require_stack,
-    stack_of,
 )
-from harness.wait import WaitTimeout, eventually, holds_for, now_ms
-
-ANSWER_MS = 20_000  # the agent starts (a JVM under load: seconds) and the burst is answered
-SETTLE_MS = 2000  # after the last answer, the pool reaches its idle state within this (else FAILED)
-HOLD_MS = 500  # ... and stays in it this long (a client that closes everything later is caught)
-IDLE_PHASE_MS = SETTLE_MS + HOLD_MS + 1000  # the plan's idle phase: the observation fits inside it
-
-# The research note's default idle caps (stack -> (cap or None = no cap, scope, source)).
-RESEARCH_IDLE_CAP: dict[str, tuple[int | None, str, str]] = {
-    "go-net-http": (2, "per host", "§1.1/§1.4: MaxIdleConnsPerHost 0 ⇒ DefaultMaxIdleConnsPerHost 2; G1: 20 → 2 stay, 18 TIME_WAIT"),
-    "urllib3": (1, "per host", "§4.1: HTTPConnectionPool maxsize=1, block=False"),
-    "requests": (10, "per host", "§4.2: HTTPAdapter pool_maxsize=10; P1: 20 → 10 stay, 10 closed"),
-    "httpx": (20, "pool-wide", "§4.3: Limits max_keepalive_connections=20; X1: 30 → 20 stay, 10 closed"),
-    "jdk-httpurlconnection": (5, "per host", "§2.1: http.maxConnections=5 (ClientVector.put evicts the oldest); J1"),
-    "jdk-httpclient": (None, "pool-wide", "§2.2: jdk.httpclient.connectionPoolSize 0 = unbounded; J12: all kept"),
-    "aiohttp": (None, "per host", "§4.4: TCPConnector has no idle cap; limits count connections in use"),
-}
-BURST_N = 20  # SPEC PL-02: a 20-wide burst ...
-BURST_OVER_CAP = 10  # ... or cap + 10 when the cap is 20 or more (httpx), so the cap shows
-
-
-@dataclass(frozen=True)
-class IdleCap:
-    cap: int | None  # None: the stack keeps every idle connection
-    scope: str
-    source: str
-
-
-def default_idle_cap(peer: PeerManifest) -> IdleCap:
-    """The peer's documented default idle cap: the research note's for a built-in stack (checked
-    against the manifest's ``[timers]``), else the manifest's."""
-    if "max_idle_per_host" in peer.timers:
-        declared: tuple[int, str] | None = (peer.timer("max_idle_per_host"), "per host")
-    elif "max_idle_total" in peer.timers:
-        declared = (peer.timer("max_idle_total"), "pool-wide")
-    else:
-        declared = None
-    stack = stack_of(peer)
-    if stack in RESEARCH_IDLE_CAP:
-        cap, scope, source = RESEARCH_IDLE_CAP[stack]
-        if (declared[0] if declared else None) != cap:
-            raise HarnessError(f"{peer.source}: {peer.label} declares idle cap {declared} in [timers] but the "
-                               f"research note says {cap} for {stack} ({source}); fix the manifest")
-        return IdleCap(cap, scope, f"research/http-pools.md {source}")
-    if declared is None:
-        return IdleCap(None, "per host", f"{peer.source}: no max_idle_per_host / max_idle_total in [timers]")
-    return IdleCap(declared[0], declared[1], f"{peer.source} [timers]")
-
-
-# -- watching an agent's idle phase ----------------------------------------------------------------
-
-
-class _Running:
-    """One agent run on a worker thread, so its idle phase can be watched while it lasts. Leaving
-    the block joins the run (bounded by the run's own ``timeout_ms``)."""
-
-    def __init__(self, topology, **run_kwargs: Any) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pl-agent")
-        self._future = self._pool.submit(topology.run_http_client, **run_kwargs)
-
-    def __enter__(self) -> _Running:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._pool.shutdown(wait=True)
-
-    def still_running(self) -> None:
-        """Raise unless the agent is still in its plan: its failure (UNIMPLEMENTED, SetupError) if
-        it failed, a HarnessError if it finished before the observation did."""
-        if self._future.done():
-            self._future.result()
-            raise HarnessError("the agent finished its plan before the case finished watching its idle phase; "
-                               f"lengthen IDLE_PHASE_MS ({IDLE_PHASE_MS} ms)")
-
-    def result(self) -> AgentRun:
-        return self._future.result(timeout=AGENT_RUN_TIMEOUT_MS / 1000.0 + 5)
-
-
-def client_time_wait(srv) -> int:
-    """Client-side TIME_WAIT towards ``srv``: sockets whose remote end is its proxy's listen address."""
-    return sum(1 for e in snapshot([srv.proxy_port])
-               if e.state == "TIME_WAIT" and e.remote_port == srv.proxy_port and e.remote_ip == srv.host)
-
-
-@dataclass
-class IdleWatch:
-    """What the idle phase showed: the state once settled (or the last one seen), how long after the
-    burst was answered it settled, whether it then held, and the ledger at the end of the watch."""
-
-    settled: bool
-    state: dict[str, Any]
-    settle_ms: float
-    held: bool
-    changed_to: dict[str, Any] | None
-    view: dict[str, Any]
-
-    def when(self) -> dict[str, int]:
-        key = "settled after ms" if self.settled else "still not so after ms"
-        return {key: round(self.settle_ms)}
-
-
-def watch_idle(cf, srv, running: _Running, *, n: int, accept: Callable[[dict[str, Any]], bool],
-               time_wait_before: int | None) -> IdleWatch:
-    """Wait until the ledger answered the burst's ``n`` requests, then until the pool's idle state
-    satisfies ``accept`` (within SETTLE_MS), then that it holds for HOLD_MS — all during the plan's
-    idle phase. ``time_wait_before``: the client TIME_WAIT count taken before the agent started
-    (None: the state leaves TIME_WAIT out)."""
-
-    def count_answered() -> int:
-        running.still_running()
-        return answered(srv.ledger.ledger())
-
-    eventually(count_answered, accept=lambda a: a >= n, timeout_ms=ANSWER_MS, interval_ms=POLL_MS,
-               what=f"the ledger to answer the burst's {n} requests")
-    answered_at = now_ms()
-    cf.history.observe("burst_answered", {"requests": n})
-
-    def state() -> dict[str, Any]:
-        running.still_running()
-        view = srv.ledger.ledger()
-        by = closed_by(view)
-        out: dict[str, Any] = {"opened": len(view["connections"]), "open": view["open"],
-                               "closed by the client": by.pop("client", 0), "closed otherwise": dict(by)}
-        if time_wait_before is not None:
-            out["client TIME_WAIT +"] = client_time_wait(srv) - time_wait_before
-        return out
-
-    try:
-        waited = eventually(state, accept=accept, timeout_ms=SETTLE_MS, interval_ms=POLL_MS,
-                            what="the pool's idle state after the burst")
-        settled, current, settle_ms = True, waited.value, waited.at_mono_ms - answered_at
-    except WaitTimeout as exc:
-        if not isinstance(exc.last, dict):
-            raise
-        settled, current, settle_ms = False, exc.last, SETTLE_MS
-    cf.history.observe("idle_state", {"settled": settled, "after_ms": round(settle_ms), **current})
-    held, changed_to = True, None
-    if settled:
-        held, bad, _ = holds_for(state, duration_ms=HOLD_MS, interval_ms=POLL_MS, what="the idle state to hold",
-                                 accept=lambda s: s == current)
-        if not held:
-            changed_to = bad
-            cf.history.observe("idle_state_changed", bad)
-    view = srv.ledger.ledger()
-    running.still_running()
-    return IdleWatch(settled, current, settle_ms, held, changed_to, view)
-
-
-def surplus_late_ms(view: dict[str, Any], run: AgentRun, phase: int) -> float:
-    """How long after the burst's last response the last client close (in ``view``) came."""
-    end = max(r.end_ms for r in run.phase(phase))
-    closes = [c["closed_ms"] for c in view["connections"] if c["closed_by"] == "client" and c["closed_ms"]]
-    return max(closes) - end if closes else 0.0
-
-
-def _burst_plan(n: int, knobs: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"knobs": dict(knobs or {}), "phases": [burst(n), idle(IDLE_PHASE_MS)]}
-
-
-# -- PL-02 -----------------------------------------------------------------------------------------
 
 
 @case("PL-02", "MUST", timeout_s=90)
@@ -231,15 +71,9 @@ def test_default_idle_cap_after_burst(cf, topology, peer_registry, http_client_p
     def all_kept(s: dict[str, Any]) -> bool:
         return s["opened"] >= n and s["open"] == s["opened"]
 
-    time_wait_before = client_time_wait(srv)  # fresh ports, but a reused port number may still have some
-    with _Running(topology, peer=http_client_peer, servers=[srv], plan=_burst_plan(n), timeout_ms=AGENT_RUN_TIMEOUT_MS) as running:
-        watch = watch_idle(cf, srv, running, n=n, accept=all_kept if info.cap is None else as_capped,
-                           time_wait_before=time_wait_before)
-    run = running.result()
-    require_baseline(run, f"the {n}-wide burst")
-    observe_ledger(cf, "ledger_idle", watch.view)
-    state = {**watch.state, **watch.when()}
-
+    seen = burst_then_idle(cf, topology, http_client_peer, srv, n=n, accept=all_kept if info.cap is None else as_capped,
+                           time_wait=True)
+    state = seen.state
     if info.cap is None:
         cf.informational(
             f"no default idle cap ({info.source}): after a {n}-wide burst {state['open']} of {state['opened']} "
@@ -247,19 +81,12 @@ def test_default_idle_cap_after_burst(cf, topology, peer_registry, http_client_p
             f"+{state['client TIME_WAIT +']}", no_requirement=True, **state)
         return
 
-    rest = max(watch.state["opened"], n) - info.cap
+    rest = max(state["opened"], n) - info.cap
     expected = {"opened": f"≥ {n} (one per concurrent request)", "stay open": info.cap,
                 "closed by the client": rest, "closed otherwise": {}, "client TIME_WAIT +": rest,
                 "idle cap": f"{info.cap} {info.scope} ({info.source})"}
-    cf.check(watch.settled,
-             expected={"after the burst, within": f"{SETTLE_MS} ms", **expected},
-             actual={**state, "connections (ledger)": brief_connections(watch.view)})
-    cf.check(watch.held, expected={"for a further": f"{HOLD_MS} ms", **expected},
-             actual={"held at first": state, "then changed to": watch.changed_to})
-    late_ms = surplus_late_ms(watch.view, run, 0)
-    if late_ms > TOLERANCE_MS:
-        cf.late(expected=f"the {rest} surplus connections closed by the client within {TOLERANCE_MS} ms of the "
-                         f"burst's last response", actual={**state, "last surplus close after ms": round(late_ms)})
+    expect_idle_state(cf, seen, expected)
+    late_ms = expect_closed_promptly(cf, seen, what=f"the {rest} surplus connections")
     cf.ok(f"{n}-wide burst: {state['open']} stayed open ({info.cap} {info.scope}), {state['closed by the client']} "
           f"closed by the client ≤ {max(late_ms, 0):.0f} ms after the burst, client TIME_WAIT "
           f"+{state['client TIME_WAIT +']}", expected=expected, actual=state)
@@ -387,23 +214,12 @@ def test_jdk_http_max_connections_default(cf, topology, peer_registry, http_clie
         return (s["opened"] >= PL07_N and s["open"] == JDK_MAX_CONNECTIONS and not s["closed otherwise"]
                 and s["closed by the client"] == s["opened"] - JDK_MAX_CONNECTIONS)
 
-    with _Running(topology, peer=http_client_peer, servers=[srv], plan=_burst_plan(PL07_N),
-                  timeout_ms=AGENT_RUN_TIMEOUT_MS) as running:
-        watch = watch_idle(cf, srv, running, n=PL07_N, accept=as_capped, time_wait_before=None)
-    run = running.result()
-    require_baseline(run, f"the {PL07_N}-wide burst")
-    observe_ledger(cf, "ledger_idle", watch.view)
-    state = {**watch.state, **watch.when()}
-    rest = max(watch.state["opened"], PL07_N) - JDK_MAX_CONNECTIONS
+    seen = burst_then_idle(cf, topology, http_client_peer, srv, n=PL07_N, accept=as_capped, time_wait=False)
+    state = seen.state
+    rest = max(state["opened"], PL07_N) - JDK_MAX_CONNECTIONS
     expected = {"opened": f"≥ {PL07_N}", "stay open": JDK_MAX_CONNECTIONS, "closed by the client": rest,
                 "closed otherwise": {}}
-    cf.check(watch.settled, expected={"after the burst, within": f"{SETTLE_MS} ms", **expected},
-             actual={**state, "connections (ledger)": brief_connections(watch.view)})
-    cf.check(watch.held, expected={"for a further": f"{HOLD_MS} ms", **expected},
-             actual={"held at first": state, "then changed to": watch.changed_to})
-    late_ms = surplus_late_ms(watch.view, run, 0)
-    if late_ms > TOLERANCE_MS:
-        cf.late(expected=f"the {rest} evicted connections closed within {TOLERANCE_MS} ms of the burst",
-                actual={**state, "last eviction after ms": round(late_ms)})
+    expect_idle_state(cf, seen, expected)
+    late_ms = expect_closed_promptly(cf, seen, what=f"the {rest} evicted connections")
     cf.ok(f"{PL07_N}-wide burst: {state['open']} stayed open, {state['closed by the client']} closed by the client "
           f"≤ {max(late_ms, 0):.0f} ms after the burst", expected=expected, actual=state)

@@ -19,96 +19,25 @@ request does. Peers outside the table get their band from their manifest's ``[ti
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
-
 from fixtures.case import case
 from harness.errors import SetupError
-from harness.http_run import AgentRun
-from harness.peers import PeerManifest
 from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, TOLERANCE_MS
-from harness.scenarios.pools import stack_of
+from harness.scenarios.idle_timeouts import WINDOW_MARGIN_MS, idle_reaper
+from harness.scenarios.pools import (
+    LEDGER_QUIET_KEEPALIVE_MS,
+    connection_paths,
+    require_baseline,
+    serving,
+    stack_of,
+)
 
-SERVER_KEEPALIVE_MS = 30_000  # the ledger never closes first within these cases
-WINDOW_MARGIN_MS = 750  # the idle window outlasts the band's end by this before the next request
 BURST_N = 2  # within every stack's idle cap (Go 2, JDK 5, httpx 20; aiohttp none)
 BURST_PATH = "/sleep?ms=200"  # both requests in flight together: two connections
-
-
-def _ledger_peer(peer_registry):
-    return peer_registry.get("http-server", "ledger")
-
-
-def _brief(conn: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: conn[k] for k in ("id", "opened_ms", "closed_ms", "closed_by", "requests")} | {
-        "paths": [r["path"] for r in conn["request_log"]]}
-
-
-def _serving(view: Mapping[str, Any], path: str) -> list[dict[str, Any]]:
-    """The ledger's connections that served a request for ``path`` (the full target)."""
-    return [c for c in view["connections"] if any(r["path"] == path for r in c["request_log"])]
-
-
-def _require_baseline(run: AgentRun, phase: int, what: str) -> None:
-    failed = [r for r in run.phase(phase) if not r.ok]
-    if failed:
-        raise SetupError(f"baseline: {len(failed)} request(s) of {what} failed through the proxy "
-                         f"({run.peer}, {run.name}): {failed[0].error or failed[0].status}; see {run.log_path}")
 
 
 # -- PL-04 -----------------------------------------------------------------------------------------
 PL04_TIMEOUT_MS = 1000
 PL04_NEXT_PATH = "/?pl04=next-use"
-
-
-@dataclass(frozen=True)
-class IdleReaper:
-    """How a stack closes an idle connection after timeout T: in [T − early, T + late], or
-    ``lazy``: not before T, and at the latest when the pool is next used."""
-
-    how: str
-    early_ms: int = 0
-    late_ms: int = 0
-    lazy: bool = False
-    source: str = ""
-
-    def band(self, timeout_ms: int) -> tuple[int, int | None]:
-        """(earliest, latest) close after idle, without tolerance; latest None = next use."""
-        return max(0, timeout_ms - self.early_ms), (None if self.lazy else timeout_ms + self.late_ms)
-
-    def window_ms(self, timeout_ms: int) -> int:
-        """How long the plan stays idle before its next request."""
-        if self.lazy:
-            return 2 * timeout_ms  # well past T: an expired connection waits for the next use
-        return timeout_ms + self.late_ms + TOLERANCE_MS + WINDOW_MARGIN_MS
-
-
-def idle_reaper(peer: PeerManifest, timeout_ms: int) -> IdleReaper:
-    """The per-stack expectation (research/http-pools.md), else the manifest's ``[timers]``."""
-    stack = stack_of(peer) or peer.name
-    if stack == "go-net-http":
-        return IdleReaper("a time.AfterFunc per idle connection: on time", 0, 0,
-                          source="research §1.4, §6.1 G4 (IdleConnTimeout=1s -> closed 1.0 s after idle)")
-    if stack == "jdk-httpurlconnection":
-        return IdleReaper("the Keep-Alive-Timer thread sweeps every 5 s", 0, 5000,
-                          source="research §2.1 (KeepAliveCache.run, LIFETIME 5000), §6.2 J3")
-    if stack == "jdk-httpclient":
-        return IdleReaper("ExpiryList truncates 'now' to whole seconds and the SelectorManager purges only when "
-                          "it wakes, up to NODEADLINE = 3000 ms later: closes in (T - 1 s, T + 3 s]", 1000, 3000,
-                          source="JDK 17.0.21 ConnectionPool.ExpiryList.add, HttpClientImpl.SelectorManager.run "
-                                 "(DEF_NODEADLINE); research §2.2, §6.2 J12")
-    if stack == "aiohttp":
-        ceil_ms = 1000 if timeout_ms >= 5000 else 0  # timeout_ceil_threshold rounds T >= 5 s up
-        return IdleReaper("_cleanup re-arms every keepalive_timeout: closes in [T, 2T]", 0, timeout_ms + ceil_ms,
-                          source="research §4.4, §6.4 A2 (T=1 s -> 1.4 s)")
-    if stack == "httpx":
-        return IdleReaper("no reaper: an expired connection is closed when the pool is next used", lazy=True,
-                          source="research §4.3, §6.4 X3")
-    early = peer.timer("idle_close_early_ms", default=0)
-    late = peer.timer("idle_sweep_interval_ms", default=0)
-    return IdleReaper(f"manifest [timers]: idle_close_early_ms={early}, idle_sweep_interval_ms={late}",
-                      early, late, source=str(peer.source))
 
 
 @case("PL-04", "MUST", timeout_s=90)
@@ -127,8 +56,8 @@ def test_idle_timeout_closes_idle_connections(cf, topology, peer_registry, http_
     http_client_peer.require_knobs(["idle_timeout_ms"])
     reaper = idle_reaper(http_client_peer, timeout_ms)
     window_ms = reaper.window_ms(timeout_ms)
-    (server,) = topology.http_servers(1, peer=_ledger_peer(peer_registry),
-                                      knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS})
+    (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
+                                      knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS})
     plan = {"knobs": {"idle_timeout_ms": timeout_ms},
             "phases": [{"op": "burst", "n": BURST_N, "path": BURST_PATH},
                        {"op": "sleep", "ms": window_ms},
@@ -137,16 +66,16 @@ def test_idle_timeout_closes_idle_connections(cf, topology, peer_registry, http_
     cf.history.note(f"reaper model: {reaper.how} ({reaper.source}); idle window {window_ms} ms")
     run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan,
                                    timeout_ms=window_ms + AGENT_RUN_SLACK_MS)
-    _require_baseline(run, 0, f"the {BURST_N}-wide burst")
+    require_baseline(run, phase=0, what=f"the {BURST_N}-wide burst")
     view = server.ledger.ledger()
-    cf.history.observe("ledger", [_brief(c) for c in view["connections"]])
+    cf.history.observe("ledger", [connection_paths(c) for c in view["connections"]])
 
     idle_from = max(r.end_ms for r in run.phase(0))
     nxt = run.phase(2)[0]
     earliest, latest = reaper.band(timeout_ms)
     if latest is None:  # lazy: at the latest when the next request comes
         latest = round(nxt.start_ms - idle_from)
-    burst_conns = _serving(view, BURST_PATH)
+    burst_conns = serving(view, BURST_PATH)
     if not burst_conns:
         raise SetupError(f"the ledger saw no connection serving {BURST_PATH}: is the proxy in the path?")
     rows = []
@@ -225,10 +154,10 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
     if stack not in KEEPALIVE_HEADER_STACKS and not http_client_peer.has_capability(KEEPALIVE_HEADER_CAPABILITY):
         cf.unimplemented(NOT_PARSED.get(stack, f"{http_client_peer.label} does not declare capability "
                                                f"'{KEEPALIVE_HEADER_CAPABILITY}' (acting on Keep-Alive: timeout/max)"))
-    ledger = _ledger_peer(peer_registry)
-    (timeout_srv,) = topology.http_servers(1, peer=ledger, knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS,
+    ledger = peer_registry.get("http-server", "ledger")
+    (timeout_srv,) = topology.http_servers(1, peer=ledger, knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS,
                                                                   "keepalive_header": f"timeout={PL08_TIMEOUT_S}"})
-    (max_srv,) = topology.http_servers(1, peer=ledger, knobs={"keepalive_timeout_ms": SERVER_KEEPALIVE_MS,
+    (max_srv,) = topology.http_servers(1, peer=ledger, knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS,
                                                               "keepalive_header": "timeout=5, max=1"})
     timeout_ms = PL08_TIMEOUT_S * 1000
     window_ms = timeout_ms + PL08_SWEEP_MS + TOLERANCE_MS + WINDOW_MARGIN_MS
@@ -238,11 +167,11 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
                        {"op": "sleep", "ms": window_ms}]}
     run = topology.run_http_client(peer=http_client_peer, servers=[timeout_srv, max_srv], plan=plan,
                                    timeout_ms=window_ms + AGENT_RUN_SLACK_MS)
-    _require_baseline(run, 0, f"the {BURST_N}-wide burst (timeout={PL08_TIMEOUT_S} server)")
-    _require_baseline(run, 1, f"the {PL08_MAX_N} requests to the max=1 server")
+    require_baseline(run, phase=0, what=f"the {BURST_N}-wide burst (timeout={PL08_TIMEOUT_S} server)")
+    require_baseline(run, phase=1, what=f"the {PL08_MAX_N} requests to the max=1 server")
     timeout_view, max_view = timeout_srv.ledger.ledger(), max_srv.ledger.ledger()
-    cf.history.observe("ledger_timeout", [_brief(c) for c in timeout_view["connections"]])
-    cf.history.observe("ledger_max", [_brief(c) for c in max_view["connections"]])
+    cf.history.observe("ledger_timeout", [connection_paths(c) for c in timeout_view["connections"]])
+    cf.history.observe("ledger_max", [connection_paths(c) for c in max_view["connections"]])
 
     # timeout=N: closed by the client within N … N + 5 s of going idle.
     idle_from = max(r.end_ms for r in run.phase(0))
@@ -250,7 +179,7 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
     earliest, latest = timeout_ms, timeout_ms + PL08_SWEEP_MS
     rows = [{"conn": c["id"], "closed_by": c["closed_by"],
              "closed_after_idle_ms": None if c["closed_ms"] is None else round(c["closed_ms"] - idle_from)}
-            for c in _serving(timeout_view, BURST_PATH)]
+            for c in serving(timeout_view, BURST_PATH)]
     timeout_numbers = {"header": f"Keep-Alive: timeout={PL08_TIMEOUT_S}", "band_ms": [earliest, latest],
                        "observed_for_ms": window_ms, "connections": rows}
     cf.history.observe("timeout_closes", timeout_numbers)
@@ -263,7 +192,7 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
              actual=timeout_numbers, hint="still open at the end of the window: the timeout was not honoured")
 
     # max=1: one request per connection, each closed by the client right after its response.
-    max_conns = _serving(max_view, PL08_MAX_PATH)
+    max_conns = serving(max_view, PL08_MAX_PATH)
     max_rows = []
     for conn in max_conns:
         last = conn["request_log"][-1]

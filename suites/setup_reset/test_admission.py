@@ -36,13 +36,13 @@ from harness.scenarios.admission import (
     judge_rejection,
     no_connected,
     quiet_streams,
-    request_ok,
     setup_and_watch_rejection,
     starting_server_and_probe,
     still_starting,
 )
 from harness.scenarios.bounds import RUNNING_TIMEOUT_MS, supported
 from harness.scenarios.nacos import current
+from harness.scenarios.steps import request_ok
 
 COUNT_LIMIT = 2
 
@@ -86,7 +86,7 @@ def test_starting_server_answers_300_and_rejects_setup(cf, topology, nacos_serve
     client_id, snapshot = expect_running_after_start(cf, client, server, timeout_ms=delay_ms + RUNNING_TIMEOUT_MS)
     if has_events:
         expect_no_registration_before(cf, server, starts_not_before_wall_ms, delay_ms)
-    request_ok(cf, client)
+    request_ok(cf, client, expected=f"{client.name}'s request succeeds once admitted")
     judge_late_closes(cf, late, rejected)
     cf.ok(f"300 while starting; setup rejected (reset after {after(rejected.reset_t_ms, rejected.setup_t_ms)} ms, "
           f"closed after {after(rejected.closed_t_ms, rejected.setup_t_ms)} ms), never registered; {client.name} "
@@ -134,7 +134,7 @@ def test_total_count_limit_with_cluster_exempt(cf, topology, nacos_server_peer, 
 
         free_a_slot(cf, watch, "sdk-probe-0", *fill["sdk-probe-0"])  # now the client must get in, nobody more
         waited = expect_admitted(cf, client, watch, known)
-        request_ok(cf, client)
+        request_ok(cf, client, expected=f"{client.name}'s request succeeds once admitted")
     judge_late_closes(cf, late, rejected)
     cf.ok(f"countLimit {COUNT_LIMIT}: cluster probe registered beside {COUNT_LIMIT} SDK probes; over-limit probe "
           f"reset and closed after {after(rejected.closed_t_ms, rejected.setup_t_ms)} ms; {client.name} kept out "

@@ -11,14 +11,11 @@ from __future__ import annotations
 from fixtures.case import case
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.protocol.nacos import codec
+from harness.scenarios.dispatch import is_ok_response
 from harness.scenarios.nacos import wait_registered
 from harness.scenarios.steps import running
 
 # Real libraries connect within a few seconds (ServerCheck 3 s timeout + setup wait).
-
-
-def _is_ok_response(msg: codec.Message) -> bool:
-    return msg.result_code == 200 and msg.body.get("success") is True
 
 
 @case("SR-01", "MUST", subject="both", interop=True)
@@ -38,7 +35,7 @@ def test_server_check_mints_one_id_per_transport(cf, topology, nacos_server_peer
             answers.append(msg)
 
     for msg in answers:
-        cf.check(msg.type == codec.SERVER_CHECK_RESPONSE and _is_ok_response(msg)
+        cf.check(msg.type == codec.SERVER_CHECK_RESPONSE and is_ok_response(msg)
                  and bool(msg.body.get("connectionId")),
                  expected="ServerCheckResponse with resultCode 200, success true, non-empty connectionId",
                  actual=f"{msg.type} {msg.body}")
@@ -75,7 +72,7 @@ def test_request_before_setup_is_unregistered(cf, topology, nacos_server_peer, n
         cf.history.invoke("probe", "HealthCheck", {"phase": "after setup"})
         after = probe.health_check()
         cf.history.ok("probe", "HealthCheck", {"phase": "after setup", "type": after.type, "body": after.body})
-        cf.check(_is_ok_response(after), expected="the same request succeeds after setup (resultCode 200, success true)",
+        cf.check(is_ok_response(after), expected="the same request succeeds after setup (resultCode 200, success true)",
                  actual=f"{after.type} {after.body}")
 
     cf.history.invoke(client.name, "request")

@@ -12,14 +12,16 @@ from __future__ import annotations
 from contextlib import ExitStack
 
 from fixtures.case import case
-from harness.scenarios.bounds import RESET_ANSWER_TIMEOUT_MS, HealthBound, reconnect_ms, supported
+from harness.scenarios.bounds import RESET_ANSWER_TIMEOUT_MS, supported
 from harness.scenarios.limits import (
+    expect_ip_held,
     expect_landed,
     expect_other_ip_registers,
     expect_reset_and_close,
     fill_to_limit,
-    peak_live_from_events,
     reported_client_ip,
+    reset_guard_ms,
+    settle_ms,
     watch_for,
 )
 
@@ -39,10 +41,7 @@ def test_per_client_ip_limit_resets_the_extra_connection(cf, topology, nacos_ser
     ip, knobs = reported_client_ip(cf, topology, nacos_client_peer, spare)
     (limited,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs={"count_limit_per_client_ip": {ip: LIMIT}})
     knobs.update(supported(nacos_client_peer, REF_CLIENT_KNOBS))
-    # How long the client may take to give up a rejected connection and land on B: a health
-    # check that fails through all its attempts, a backoff, then a connect attempt.
-    settle_ms = HealthBound.of(nacos_client_peer, knobs).bound_ms + reconnect_ms(nacos_client_peer, knobs) \
-        + RESET_ANSWER_TIMEOUT_MS
+    settle = settle_ms(nacos_client_peer, knobs)
     rejected: list = []
 
     with ExitStack() as stack:
@@ -51,25 +50,16 @@ def test_per_client_ip_limit_resets_the_extra_connection(cf, topology, nacos_ser
         with spare.proxy.down():  # the client's only way in is the limited server
             client = topology.nacos_client(peer=nacos_client_peer, servers=[limited, spare], knobs=knobs)
             if has_events:
-                guard_ms = (nacos_client_peer.timer("server_check_timeout_ms", knobs) * 2
-                            + nacos_client_peer.timer("backoff_cap_ms", knobs) + settle_ms)
-                rejected = expect_reset_and_close(cf, filled, client, guard_ms=guard_ms)
+                rejected = expect_reset_and_close(cf, filled, client, guard_ms=reset_guard_ms(nacos_client_peer, knobs))
             else:
-                watch_for(watch, settle_ms)
+                watch_for(watch, settle)
             watch.check_held()
-        landed = expect_landed(cf, client, spare, watch, timeout_ms=settle_ms + RESET_ANSWER_TIMEOUT_MS)
+        landed = expect_landed(cf, client, spare, watch, timeout_ms=settle + RESET_ANSWER_TIMEOUT_MS)
         expect_other_ip_registers(cf, stack, limited, OTHER_IP)
         final = watch.sample()
         counts = limited.admin.client_ip_counts() if has_events else None
 
-    balance = {"peak live registrations of the IP (events log)": peak_live_from_events(filled)} if has_events else {}
-    cf.check(not balance or balance["peak live registrations of the IP (events log)"] <= LIMIT,
-             expected=f"{ip} never has more than {LIMIT} live registrations (events log)", actual=balance)
-    cf.check(watch.held and sorted(final["ids"]) == sorted(filled.probe_ids) and final["counter"] == LIMIT
-             and (counts is None or counts == {ip: LIMIT, OTHER_IP: 1}),
-             expected=f"after it all: {ip} at {LIMIT} (the probes) in current and per-IP count; "
-                      f"{{{ip}: {LIMIT}, {OTHER_IP}: 1}}",
-             actual={**watch.summary(), "final": final, "clientIpCounts": counts})
+    balance = expect_ip_held(cf, filled, final, counts, other_ip=OTHER_IP)
     cf.ok(f"{len(rejected)} reset(s) of the client on A; {ip} held at {LIMIT} over {watch.samples} samples; "
           f"client RUNNING on B after {landed.elapsed_ms:.0f} ms; {OTHER_IP} registered",
           expected=f"reset + close of the (n+1)-th, {ip} at {LIMIT}, client on B, other IP unaffected",

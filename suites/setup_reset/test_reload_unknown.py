@@ -10,26 +10,20 @@ then asks for two unknown ids and checks that nothing at all changed.
 
 from __future__ import annotations
 
-import queue
 import time
-from typing import Any
 
 from fixtures.case import case
-from harness.control.http import ControlError
 from harness.probe.nacos_raw import RawNacosConnection
-from harness.scenarios.nacos import client_state, wait_registered
-from harness.scenarios.steps import running
-from harness.wait import WaitTimeout, holds_for
-
-# How long "nothing changes" is watched after the reloads. reloadClient is synchronous (it
-# returns after the reset's answer or its 3 s wait), so a reset it sent has arrived by then; a
-# client that obeys one leaves within its setup wait (100 ms) + a connect: 1 s covers it.
-QUIET_WINDOW_MS = 1000
-_CLIENT_EVENTS_OF_A_RESET = ("reset_received", "switching", "disconnected")
-
-
-def _last_seq(entries: list[dict[str, Any]]) -> int:
-    return max((int(e.get("seq", 0)) for e in entries), default=0)
+from harness.scenarios.nacos import last_seq, wait_registered
+from harness.scenarios.quiet import (
+    CLIENT_EVENTS_OF_A_RESET,
+    QUIET_WINDOW_MS,
+    pushed_to,
+    reload_unknown,
+    watch_quiet,
+)
+from harness.scenarios.steps import request_ok, running
+from harness.wait import WaitTimeout
 
 
 @case("SR-09", "MUST", timeout_s=90, subject="server")
@@ -62,48 +56,16 @@ def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, n
                              f"({probe_id}) registered", actual=f"current {exc.last!r}")
         ids_before = sorted(before)
         agent_events_before = client.control.state().get("events_total", 0)
-        push_seq = _last_seq(server.admin.pushes()) if has_logs else 0
-        event_seq = _last_seq(server.admin.events()) if has_logs else 0
+        push_seq = last_seq(server.admin.pushes()) if has_logs else 0
+        event_seq = last_seq(server.admin.events()) if has_logs else 0
 
         unknown = f"{int(time.time() * 1000)}_127.0.0.254_1"
         cf.check(unknown not in before, expected=f"{unknown} unknown to the server", actual=ids_before)
-        bodies = {}
-        for label, redirect in (("plain", None), ("with redirect", server.main_address)):
-            cf.history.invoke("admin", "reloadClient", {"connectionId": unknown, "redirectAddress": redirect})
-            try:
-                bodies[label] = server.admin.reload_client(unknown, redirect)
-            except ControlError as exc:
-                cf.fail(expected=f"reloadClient({unknown}) {label} answers success", actual=str(exc))
-            cf.history.ok("admin", "reloadClient", {"body": bodies[label]})
-        for label, body in bodies.items():
-            cf.check(body.strip() == "success", expected=f"reloadClient for an unknown id ({label}) answers success",
-                     actual=body)
+        bodies = reload_unknown(cf, server, unknown)
 
         # Watch everything for the quiet window; judge afterwards, in a fixed order.
-        changes: list[dict[str, Any]] = []
-
-        def observe() -> dict[str, Any]:
-            snapshot = sorted(server.admin.current())
-            now = client_state(cf.history, client)
-            seen = {"current": snapshot, "status": now.get("status"), "server": now.get("server"),
-                    "connection_id": now.get("connection_id")}
-            if (snapshot != ids_before or seen["status"] != "RUNNING" or seen["server"] != state.get("server")
-                    or seen["connection_id"] != client_id):
-                changes.append(seen)
-            return seen
-
-        held, first_change, after_ms = holds_for(observe, duration_ms=QUIET_WINDOW_MS, what="nothing changes",
-                                                 accept=lambda seen: not changes, interval_ms=100)
-        pushed_to_probe = []
-        while True:
-            try:
-                item = probe.next_push(timeout_s=0.05)
-            except queue.Empty:
-                break
-            pushed_to_probe.append({"type": item.type, "body": item.body} if item else "stream ended")
-            if item is None:
-                break
-        cf.history.observe("probe_inbox", pushed_to_probe)
+        held, first_change, after_ms = watch_quiet(cf, server, client, state, ids_before)
+        pushed_to_probe = pushed_to(cf, probe)
         # Read before the probe leaves: its own disconnect is not a change the reload made.
         pushes = server.admin.pushes(push_seq) if has_logs else []
         events = server.admin.events(event_seq) if has_logs else []
@@ -117,14 +79,11 @@ def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, n
                             f"{client.name} stays RUNNING on {state.get('server')} as {client_id}",
              actual=f"after {after_ms:.0f} ms: {first_change}")
     cf.check(not events, expected="nothing changes: no connected/disconnected event", actual=events)
-    resets = [e for e in agent_events if e.get("kind") in _CLIENT_EVENTS_OF_A_RESET]
+    resets = [e for e in agent_events if e.get("kind") in CLIENT_EVENTS_OF_A_RESET]
     cf.check(not resets, expected=f"nothing changes: {client.name} reports no reset, switch or disconnect",
              actual=resets)
 
-    cf.history.invoke(client.name, "request")
-    answer = client.control.request()
-    cf.history.ok(client.name, "request", answer)
-    cf.check(answer.get("ok") is True, expected=f"{client.name}'s request still succeeds", actual=answer)
+    request_ok(cf, client, expected=f"{client.name}'s request still succeeds")
     cf.ok(f"reloadClient({unknown}) answered {bodies}; for {QUIET_WINDOW_MS} ms current stayed {len(ids_before)} "
           f"ids, {client.name} stayed on {client_id}, no push"
           + ("" if has_logs else " (server has no pushes/events log: checked on the wire and in current only)"))

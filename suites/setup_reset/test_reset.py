@@ -52,16 +52,6 @@ from harness.scenarios.reset import (
 from harness.scenarios.steps import running
 from harness.wait import WaitTimeout, now_ms
 
-# ---- baseline ---------------------------------------------------------------------------------
-
-
-# ---- the reset --------------------------------------------------------------------------------
-
-
-# ---- background observers (SR-14) --------------------------------------------------------------
-
-
-# ---- cases ------------------------------------------------------------------------------------
 
 @case("SR-06", "MUST", timeout_s=60, subject="both", interop=True)
 def test_reload_client_moves_to_next_server(cf, topology, nacos_server_peer, nacos_client_peer):

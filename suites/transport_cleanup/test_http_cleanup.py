@@ -17,28 +17,25 @@ its behaviour is measured and reported in an UNIMPLEMENTED reason, never graded 
 
 from __future__ import annotations
 
-import http.client
-import select
-import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
-
 from fixtures.case import case
-from harness.observe.sockets import (
-    SocketSampler,
-    close_wait_on,
-    established_between,
-    owners,
-    snapshot,
-    time_wait_by_side,
-)
+from harness.observe.sockets import SocketSampler, snapshot, time_wait_by_side
 from harness.reference.http.config import TOMCAT_CLOSE_ON_STATUS
 from harness.scenarios.bounds import TOLERANCE_MS
+from harness.scenarios.http_cleanup import (
+    CLIENT_RUN_MS,
+    RawHttp,
+    drop_run,
+    fin_per_status,
+    held_connections,
+    proxy_address,
+    server_side_states,
+    status_then_watch,
+    stuck_sockets,
+    wait_closed,
+)
 from harness.scenarios.steps import Background
 from harness.wait import WaitTimeout, eventually, now_ms
 
-IO_TIMEOUT_S = 5.0  # one request/response on loopback: a bound, not an expectation
 FIXED_CLIENT = "go-net-http"
 
 # TC-11
@@ -56,105 +53,11 @@ OWN_CLOSE_RULE = {
 KEEPALIVE_TIMEOUT_MS = 1000  # T
 EARLY_SLACK_MS = 100  # the client's idle clock starts after the server's; it can only read a little short
 IDLE_LATE_EXTRA_MS = 2000  # after T + granularity + tolerance: late (NON-STRICT) until this much more
-CLIENT_RUN_MS = 15_000
 
 # TC-13
 CLIENT_CLOSE_BAND_MS = 1000 + TOLERANCE_MS
 CLIENT_CLOSE_LATE_MS = 5000
 CONNECTION_SHAPES = (("fresh, no request", 0), ("idle after 1 request", 1), ("idle after 3 requests", 3))
-
-# TC-14
-DROP_PATH = "/drop-nth?n=2"  # the ledger reads the 2nd request on a connection and closes unanswered
-POST_BODY = "connformance-tc14"
-CLIENT_EXIT_MS = 3000
-
-
-# -- a raw HTTP/1.1 client ---------------------------------------------------------------------
-
-
-@dataclass
-class _Answer:
-    status: int | None  # None: the server closed without answering
-    headers: dict[str, str] = field(default_factory=dict)
-    done_ms: float = 0.0  # monotonic, when the response (or the close) was read
-
-    @property
-    def connection(self) -> str:
-        return self.headers.get("connection", "")
-
-
-class _RawHttp:
-    """One HTTP/1.1 connection to ``host:port``, driven by hand so the server's FIN can be timed."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.sock = socket.create_connection((host, port), timeout=IO_TIMEOUT_S)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.local_port = self.sock.getsockname()[1]
-        self.closed_ms: float | None = None  # monotonic, when EOF or RST was read
-        self.unsolicited = b""
-
-    def exchange(self, path: str, method: str = "GET") -> _Answer:
-        request = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nConnection: keep-alive\r\n"
-        self.sock.sendall((request + ("Content-Length: 0\r\n" if method == "POST" else "") + "\r\n").encode())
-        response = http.client.HTTPResponse(self.sock, method=method)
-        try:
-            response.begin()
-            response.read()
-        except (http.client.RemoteDisconnected, ConnectionResetError, http.client.IncompleteRead):
-            self.closed_ms = now_ms()
-            return _Answer(None, {}, self.closed_ms)
-        return _Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, now_ms())
-
-    def poll_closed(self) -> bool:
-        """Non-blocking: has the server closed (EOF or RST)? Unsolicited bytes are kept aside."""
-        if self.closed_ms is not None:
-            return True
-        readable, _, _ = select.select([self.sock], [], [], 0)
-        if not readable:
-            return False
-        try:
-            data = self.sock.recv(4096)
-        except ConnectionResetError:
-            data = b""
-        if data:
-            self.unsolicited += data
-            return False
-        self.closed_ms = now_ms()
-        return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def _wait_closed(conns: list[_RawHttp], *, until_ms: float, done: Callable[[], bool]) -> None:
-    """Watch ``conns`` for the server's FIN until ``done()`` or the monotonic deadline ``until_ms``."""
-    while not done() and now_ms() < until_ms:
-        live = [c.sock for c in conns if c.closed_ms is None]
-        if not live:
-            return
-        # Blocks until a socket is readable or 20 ms pass: a bounded wait on the sockets themselves.
-        select.select(live, [], [], min(0.02, max(0.0, (until_ms - now_ms()) / 1000.0)))
-        for c in conns:
-            c.poll_closed()
-
-
-def _tcp(srv) -> tuple[str, int]:
-    """Where a raw client dials: the server's proxy."""
-    host, _, port = srv.proxy.listen.rpartition(":")
-    return host, int(port)
-
-
-def _server_side(srv) -> dict[str, int]:
-    """Server-side socket states on the server's real port (LISTEN left out)."""
-    states: dict[str, int] = {}
-    for e in snapshot([srv.port]):
-        if e.local_port == srv.port and e.state != "LISTEN":
-            states[e.state] = states.get(e.state, 0) + 1
-    return states
-
-
-# -- TC-11 ---------------------------------------------------------------------------------------
 
 
 @case("TC-11", "MUST", timeout_s=60)
@@ -177,37 +80,10 @@ def test_server_closes_after_tomcat_error_statuses(cf, topology, http_server_pee
         cf.unimplemented(f"{http_server_peer_label} neither maps knob close_on_status nor declares the "
                          "capability close_on_status (closes after error statuses on its own)")
     (srv,) = topology.http_servers(1, peer=http_server_peer, knobs=knobs)
-    host, port = _tcp(srv)
     codes = [*TOMCAT_CLOSE_ON_STATUS, *TOMCAT_KEEPS]
-    conns: dict[int, _RawHttp] = {}
-    answers: dict[int, _Answer] = {}
-    try:
-        for code in codes:
-            conn = conns[code] = _RawHttp(host, port)
-            baseline = conn.exchange("/")
-            cf.check(baseline.status == 200 and conn.closed_ms is None,
-                     expected=f"baseline: GET / through the proxy answers 200 and keeps the connection (before /status/{code})",
-                     actual={"status": baseline.status, "connection": baseline.connection},
-                     hint="the server or the proxy path is not working")
-            answers[code] = conn.exchange(f"/status/{code}")
-        last_ms = max(a.done_ms for a in answers.values())
-        closers = [conns[c] for c in TOMCAT_CLOSE_ON_STATUS]
-        # Until every closing connection got its FIN (bounded by the late limit) and the keeping
-        # ones have been watched through the whole band.
-        _wait_closed(list(conns.values()), until_ms=last_ms + FIN_LATE_MS,
-                     done=lambda: all(c.closed_ms is not None for c in closers) and now_ms() >= last_ms + FIN_BAND_MS)
-        follow_up = {code: conns[code].exchange("/") for code in TOMCAT_KEEPS if conns[code].closed_ms is None}
-    finally:
-        for conn in conns.values():
-            conn.close()
-
-    observed: dict[str, Any] = {}
-    for code in codes:
-        a, c = answers[code], conns[code]
-        fin_ms = None if c.closed_ms is None else round(max(0.0, c.closed_ms - a.done_ms), 1)
-        observed[str(code)] = {"status": a.status, "Connection": a.connection or None, "FIN after ms": fin_ms}
-        if code in follow_up:
-            observed[str(code)]["next GET /"] = follow_up[code].status
+    run = status_then_watch(cf, srv, codes, closers=TOMCAT_CLOSE_ON_STATUS, keepers=TOMCAT_KEEPS,
+                            band_ms=FIN_BAND_MS, late_ms=FIN_LATE_MS)
+    observed = fin_per_status(run)
     server_tw = time_wait_by_side(snapshot([srv.port]), server_port=srv.port)["server"]
     cf.history.observe("tc11_statuses", {"observed": observed, "server-side TIME_WAIT": server_tw})
 
@@ -219,7 +95,7 @@ def test_server_closes_after_tomcat_error_statuses(cf, topology, http_server_pee
                          f"TC-11 requires Tomcat's list {list(TOMCAT_CLOSE_ON_STATUS)}")
 
     wrong_status = {c: observed[str(c)]["status"] for c in codes
-                    if answers[c].status not in (c, None)}
+                    if run.answers[c].status not in (c, None)}
     cf.check(not wrong_status, expected="each /status/<code> answered with that code",
              actual=wrong_status, hint="the peer's /status path is broken")
     never = [c for c in TOMCAT_CLOSE_ON_STATUS if observed[str(c)]["FIN after ms"] is None]
@@ -245,9 +121,6 @@ def test_server_closes_after_tomcat_error_statuses(cf, topology, http_server_pee
           actual={"observed": observed, "server-side TIME_WAIT": server_tw})
 
 
-# -- TC-12 ---------------------------------------------------------------------------------------
-
-
 @case("TC-12", "MUST", timeout_s=60)
 def test_server_keepalive_timeout_fin_and_client_reconnects(cf, topology, peer_registry, http_server_peer):
     """HTTP: server keep-alive timeout T → server FIN at T + its granularity; the client's next request succeeds on a new connection (no error surfaced for idempotent requests).
@@ -270,20 +143,20 @@ def test_server_keepalive_timeout_fin_and_client_reconnects(cf, topology, peer_r
     plan = {"knobs": {}, "phases": [{"op": "sequential", "n": 1, "path": "/"},
                                     {"op": "sleep", "ms": band_high_ms + 300},
                                     {"op": "sequential", "n": 1, "path": "/"}]}
-    host, port = _tcp(srv)
+    host, port = proxy_address(srv)
 
-    conn = _RawHttp(host, port)
+    conn = RawHttp(host, port)
     try:
         first = conn.exchange("/")
-        cf.check(first.status == 200 and conn.closed_ms is None,
-                 expected="baseline: GET / through the proxy answers 200 on a kept connection",
-                 actual={"status": first.status, "connection": first.connection})
+        cf.baseline(first.status == 200 and conn.closed_ms is None,
+                    expected="GET / through the proxy answers 200 on a kept connection",
+                    actual={"status": first.status, "connection": first.connection})
         job = Background("tc12-client", lambda: topology.run_http_client(
             peer=client_peer, servers=[srv], plan=plan, timeout_ms=CLIENT_RUN_MS)).start()
         try:
-            _wait_closed([conn], until_ms=first.done_ms + band_high_ms + IDLE_LATE_EXTRA_MS,
+            wait_closed([conn], until_ms=first.done_ms + band_high_ms + IDLE_LATE_EXTRA_MS,
                          done=lambda: conn.closed_ms is not None)
-            server_states = _server_side(srv)
+            server_states = server_side_states(srv)
         finally:
             run = job.result(CLIENT_RUN_MS + 2000)
     finally:
@@ -329,9 +202,6 @@ def test_server_keepalive_timeout_fin_and_client_reconnects(cf, topology, peer_r
           actual={**server_half, **client_half})
 
 
-# -- TC-13 ---------------------------------------------------------------------------------------
-
-
 @case("TC-13", "MUST", timeout_s=60)
 def test_server_closes_its_side_after_the_client(cf, topology, http_server_peer):
     """HTTP: after the client closes, the server closes its side within 1 s — no server-side CLOSE_WAIT left (the 60 s CLOSE_WAIT in the seed's Tomcat story is what this catches).
@@ -343,36 +213,10 @@ def test_server_closes_its_side_after_the_client(cf, topology, http_server_peer)
     (later, within 5 s: NON-STRICT; never: FAILED with the leaking sockets and their owner).
     """
     (srv,) = topology.http_servers(1, peer=http_server_peer)
-    host, port = _tcp(srv)
-    conns: list[_RawHttp] = []
-
-    def held() -> int:
-        return sum(1 for p in established_between(snapshot([srv.port]), srv.port) if p.server is not None)
-
-    try:
-        for shape, requests in CONNECTION_SHAPES:
-            conn = _RawHttp(host, port)
-            conns.append(conn)
-            for _ in range(requests):
-                answer = conn.exchange("/")
-                cf.check(answer.status == 200 and conn.closed_ms is None,
-                         expected=f"baseline: GET / answers 200 on a kept connection ({shape})",
-                         actual={"status": answer.status, "connection": answer.connection})
-        try:
-            eventually(held, timeout_ms=2000, what="the server holds the three connections",
-                       accept=lambda n: n >= len(CONNECTION_SHAPES), interval_ms=20)
-        except WaitTimeout as exc:
-            cf.fail(expected=f"baseline: {len(CONNECTION_SHAPES)} server-side ESTABLISHED sockets on "
-                             f"{srv.host}:{srv.port} (one per client connection, through the proxy)",
-                    actual={"server-side ESTABLISHED": exc.last, "states": _server_side(srv)},
-                    hint="the proxy's upstream connections do not reach the server's port")
-    except BaseException:
-        for conn in conns:
-            conn.close()
-        raise
+    conns = held_connections(cf, srv, CONNECTION_SHAPES)
 
     def lingering() -> dict[str, int]:
-        return {s: n for s, n in _server_side(srv).items() if s in ("CLOSE_WAIT", "ESTABLISHED")}
+        return {s: n for s, n in server_side_states(srv).items() if s in ("CLOSE_WAIT", "ESTABLISHED")}
 
     with SocketSampler(cf.history, [srv.port], interval_ms=20, name="server_port") as sampler:
         closed_at = now_ms()
@@ -390,57 +234,17 @@ def test_server_closes_its_side_after_the_client(cf, topology, http_server_peer)
     max_close_wait = sampler.max_count(srv.port, "CLOSE_WAIT", "server")
 
     observed = {"connections": [s for s, _ in CONNECTION_SHAPES], "cleared after ms": cleared_ms and round(cleared_ms),
-                "max server-side CLOSE_WAIT seen": max_close_wait, "server-side states now": _server_side(srv)}
+                "max server-side CLOSE_WAIT seen": max_close_wait, "server-side states now": server_side_states(srv)}
     if cleared_ms is None:
-        stuck = [e for e in snapshot([srv.port]) if e.local_port == srv.port and e.state in ("CLOSE_WAIT", "ESTABLISHED")]
-        who = owners(stuck)  # one read of every fd link: only on failure
         cf.fail(expected=f"after the client closes, the server closes its side within {CLIENT_CLOSE_BAND_MS} ms: "
                          "no server-side CLOSE_WAIT left",
-                actual={**observed, "left": left, "no clean-up within ms": CLIENT_CLOSE_LATE_MS,
-                        "sockets": [f"{e.state} {e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port}"
-                                    for e in stuck],
-                        "owner pid by inode": who, "CLOSE_WAIT": len(close_wait_on(stuck, srv.port))})
+                actual={**observed, "left": left, "no clean-up within ms": CLIENT_CLOSE_LATE_MS, **stuck_sockets(srv)})
     if cleared_ms > CLIENT_CLOSE_BAND_MS:
         cf.late(expected=f"the server closes its side within {CLIENT_CLOSE_BAND_MS} ms (1 s + {TOLERANCE_MS} ms)",
                 actual=observed)
     cf.ok(f"server side clean {cleared_ms:.0f} ms after the client closed {len(conns)} connections "
           f"(CLOSE_WAIT seen at most {max_close_wait})",
           expected=f"no server-side CLOSE_WAIT after {CLIENT_CLOSE_BAND_MS} ms", actual=observed)
-
-
-# -- TC-14 ---------------------------------------------------------------------------------------
-
-
-def _drop_run(cf, topology, client_peer, srv, method: str) -> dict[str, Any]:
-    """One client run: two sequential requests on one connection, the 2nd dropped unanswered."""
-    srv.ledger.reset()
-    phase: dict[str, Any] = {"op": "sequential", "n": 2, "path": DROP_PATH, "method": method}
-    if method == "POST":
-        phase["body"] = POST_BODY
-    run = topology.run_http_client(peer=client_peer, servers=[srv], plan={"knobs": {}, "phases": [phase]},
-                                   timeout_ms=CLIENT_RUN_MS)
-    try:  # the client exited: its connections are closed; the ledger records that as it reads EOF
-        ledger = eventually(srv.ledger.ledger, timeout_ms=CLIENT_EXIT_MS, what="ledger: no open connection",
-                            accept=lambda v: v["open"] == 0, interval_ms=20).value
-    except WaitTimeout as exc:
-        ledger = exc.last or srv.ledger.ledger()
-    conns = [c for c in ledger["connections"] if any(r["path"] == DROP_PATH for r in c["request_log"])]
-    seen = sum(1 for c in conns for r in c["request_log"] if r["method"] == method and r["path"] == DROP_PATH)
-    dropped_on_reused = any(c["closed_by"] == "server-drop" and c["requests"] >= 2 for c in conns)
-    records = run.phase(0)
-    second = records[1] if len(records) > 1 else None
-    outcome = ("ok " + str(second.status)) if second is not None and second.ok else \
-        f"error: {second.error if second is not None else 'no record'}"
-    result = {
-        "client outcome of the dropped request": outcome,
-        "server saw requests": seen,
-        "re-sent by the client": max(0, seen - 2),
-        "connections": len(conns),
-        "dropped on a reused connection": dropped_on_reused,
-    }
-    cf.history.observe(f"tc14_{method.lower()}", {**result, "ledger": [
-        {k: c[k] for k in ("id", "closed_by", "requests")} for c in conns]})
-    return result
 
 
 @case("TC-14", "INFO", timeout_s=90)
@@ -455,7 +259,7 @@ def test_client_retry_of_request_dropped_on_reused_connection(cf, topology, peer
     """
     server_peer = peer_registry.get("http-server", "ledger")
     (srv,) = topology.http_servers(1, peer=server_peer)
-    observed = {method: _drop_run(cf, topology, http_client_peer, srv, method) for method in ("GET", "POST")}
+    observed = {method: drop_run(cf, topology, http_client_peer, srv, method) for method in ("GET", "POST")}
 
     def say(method: str) -> str:
         o = observed[method]

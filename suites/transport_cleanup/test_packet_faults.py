@@ -24,17 +24,9 @@ from contextlib import ExitStack
 from fixtures.case import case
 from harness.errors import SetupError
 from harness.faults import Silence
-from harness.observe.sockets import snapshot
 from harness.scenarios.bounds import FAIL_FACTOR, SCALED_SERVER_EJECT, EjectBound, supported
-from harness.scenarios.dead_links import Clock, judge_removal, rounded, watch_current
+from harness.scenarios.dead_links import Clock, judge_removal, rounded, upstream_ports, watch_current
 from harness.scenarios.steps import brief, registered_id, running
-
-
-def _upstream_ports(server) -> list[int]:
-    """The proxy's upstream sockets to the server's gRPC port (their source ports), ESTABLISHED."""
-    return sorted({e.remote_port for e in snapshot([server.grpc_port])
-                   if e.local_port == server.grpc_port and e.local_ip == server.bind_host
-                   and e.remote_ip == server.namespace.host_ip and e.state == "ESTABLISHED"})
 
 
 @case("TC-15", "SHOULD", timeout_s=150, subject="server")
@@ -50,7 +42,7 @@ def test_server_removes_a_half_open_connection(cf, topology, nacos_server_peer, 
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer, knobs=server_knobs, namespaced=True)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
     dead_id = registered_id(cf, server, running(cf, client))
-    transports = _upstream_ports(server)
+    transports = upstream_ports(server)
     if not transports:
         raise SetupError(f"TC-15: no ESTABLISHED transport from the proxy to {server.bind_host}:{server.grpc_port} "
                          f"in the namespace's TCP table although {dead_id} is registered; nothing was judged")

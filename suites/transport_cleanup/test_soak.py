@@ -29,43 +29,21 @@ on any server port.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import pytest
 
 from fixtures.case import case
 from harness.errors import HarnessError
-from harness.faults import run_schedule
-from harness.observe.sockets import TcpEntry, snapshot
-from harness.scenarios.bounds import SCALED_SERVER_EJECT, supported
 from harness.scenarios.soak import (
-    SOAK_CLIENT_KNOBS,
-    check_event_balance,
-    check_ip_counts,
     check_membership,
     convergence_bound_ms,
-    killed_targets,
     observe_cluster,
-    schedule_resolver,
     soak_schedule,
     wait_converged,
 )
-from harness.topology import CLOSE_WAIT_GRACE_MS
-from harness.wait import WaitTimeout, eventually
+from harness.scenarios.soak_steps import expect_exact, expect_no_close_wait, run_storm, soak_cluster
 
 SERVERS = 2
-CLIENT_IPS = ("127.0.0.101", "127.0.0.102")  # reported in metadata.clientIp only; never bound
 BASELINE_TIMEOUT_MS = 30_000  # every client RUNNING and registered before the first fault
-HEAL_SLACK_MS = 5_000  # run_schedule's deadline beyond the window: time the fault calls take
-
-
-def _close_waits(servers) -> list[TcpEntry]:
-    """CLOSE_WAIT sockets on a server port: the server side of main/gRPC/proxy ports, and the
-    clients' side of the proxied gRPC ports (the peer under test's own sockets)."""
-    local = {p for s in servers for p in (s.main_port, s.grpc_port, s.proxied_grpc_port)}
-    remote = {s.proxied_grpc_port for s in servers}
-    return [e for e in snapshot(local | remote) if e.state == "CLOSE_WAIT"
-            and (e.local_port in local or (e.remote_port in remote and e.local_port not in local))]
 
 
 @pytest.mark.slow
@@ -78,85 +56,34 @@ def test_soak_random_faults_leave_exact_registrations(cf, topology, nacos_server
     if soak_schedule(cf.seed, **params) != schedule:  # replay with --chaos-seed relies on this
         raise HarnessError(f"soak_schedule is not deterministic for seed {cf.seed}")
     cf.history.meta(soak={**params, "seed": cf.seed}, chaos_seed=cf.seed, chaos_schedule=schedule.to_data())
-
-    server_knobs = supported(nacos_server_peer, SCALED_SERVER_EJECT)
-    servers = topology.nacos_servers(SERVERS, peer=nacos_server_peer, knobs=server_knobs)
-    client_knobs = supported(nacos_client_peer, SOAK_CLIENT_KNOBS)
-    clients = []
-    for i in range(size.clients):
-        knobs = dict(client_knobs)
-        if nacos_client_peer.supports("client_ip"):
-            knobs["client_ip"] = CLIENT_IPS[i % len(CLIENT_IPS)]
-        order = servers[i % SERVERS:] + servers[:i % SERVERS]  # spread the first choices
-        clients.append(topology.nacos_client(peer=nacos_client_peer, servers=order, knobs=knobs))
+    cluster = soak_cluster(topology, nacos_server_peer, nacos_client_peer, servers=SERVERS, clients=size.clients)
+    servers = cluster.servers
     has_events = all(s.events.available for s in servers)  # the extension, or the server's own log
 
     # Baseline: every client RUNNING and registered exactly, through the proxies.
-    view, after_ms = wait_converged(lambda: observe_cluster(servers, clients),
-                                    timeout_ms=BASELINE_TIMEOUT_MS)
+    view, after_ms = wait_converged(lambda: observe_cluster(servers, cluster.clients), timeout_ms=BASELINE_TIMEOUT_MS)
     cf.history.observe("baseline_view", view.to_data() if view else None)
-    if after_ms is None:
-        cf.fail(expected=f"baseline: all {size.clients} clients RUNNING and registered within {BASELINE_TIMEOUT_MS} ms",
-                actual=check_membership(view).actual if view else "no server or client answered", verdict="FAILED",
-                hint="the cluster never came up: a setup problem, not a finding; see the peer logs")
+    cf.baseline(after_ms is not None,
+                expected=f"all {size.clients} clients RUNNING and registered within {BASELINE_TIMEOUT_MS} ms",
+                actual=check_membership(view).actual if view else "no server or client answered",
+                hint="the cluster never came up; see the peer logs")
 
-    # The storm; every applied fault is healed when run_schedule returns (or raises).
-    chaos_started = cf.history.elapsed_ms()
-    runs = run_schedule(schedule, schedule_resolver(topology), cf.history, deadline_ms=size.window_ms + HEAL_SLACK_MS)
-    healed_at = cf.history.elapsed_ms()
-    applied = Counter(r.event.fault for r in runs if not r.skipped)
-    cf.history.observe("chaos_runs", {"applied": dict(applied), "took_ms": round(healed_at - chaos_started),
-                                      "runs": [{**r.event.to_data(), "applied_at_ms": r.applied_at_ms,
-                                                "healed_at_ms": r.healed_at_ms} for r in runs]})
-    killed = killed_targets(runs)
-    live = [c for i, c in enumerate(clients) if f"client-{i}" not in killed]
-    crashed = [c.name for c in live if not c.node.alive()]
-    cf.check(not crashed, expected="every client the schedule did not kill is still running",
-             actual={"died on their own": crashed, "killed by the schedule": sorted(killed)}, at_ms=healed_at)
-
+    storm = run_storm(cf, topology, schedule, cluster, window_ms=size.window_ms)
     # Convergence, bounded by the peers' own timers.
-    bound = convergence_bound_ms(nacos_server_peer, server_knobs, [(nacos_client_peer, client_knobs)])
+    bound = convergence_bound_ms(nacos_server_peer, cluster.server_knobs, [(nacos_client_peer, cluster.client_knobs)])
     cf.history.note(f"healed; waiting up to {bound['total_ms']} ms for convergence: {bound}")
-    view, after_ms = wait_converged(lambda: observe_cluster(servers, live),
-                                    timeout_ms=bound["total_ms"])
+    view, after_ms = wait_converged(lambda: observe_cluster(servers, storm.live), timeout_ms=bound["total_ms"])
     if view is None:
         cf.fail(expected=f"servers and live clients answer within {bound['total_ms']} ms of healing",
-                actual="nothing answered", at_ms=healed_at)
+                actual="nothing answered", at_ms=storm.healed_at_ms)
     cf.history.observe("soak_view", {**view.to_data(), "converged_after_ms": after_ms})
-
-    # The three exact checks are judged together: a failure names every one that broke (one
-    # broken check must not hide another, e.g. a registration race beside an events imbalance).
-    membership = check_membership(view)
-    ip_counts = check_ip_counts(view)
-    balance = check_event_balance(view) if has_events else None
-    judged = [("membership", membership, {**membership.expected, "within_ms": bound},
-               {**membership.actual, "converged_after_ms": after_ms},
-               "a registration outlived its transport, or a live client is not registered where it says"),
-              ("per-IP counts", ip_counts, ip_counts.expected, ip_counts.actual,
-               "the per-client-IP counter drifted from the registrations")]
-    if balance is not None:
-        judged.append(("events balance", balance, balance.expected, balance.actual,
-                       "a listener fired twice, or never, for some connection"))
-    broken = [j for j in judged if not j[1].ok]
-    if broken:
-        cf.fail(expected={name: expected for name, _, expected, _, _ in broken},
-                actual={name: actual for name, _, _, actual, _ in broken}, at_ms=healed_at,
-                hint="; ".join(hint for *_, hint in broken))
-
-    try:
-        eventually(lambda: _close_waits(servers), accept=lambda found: not found, timeout_ms=CLOSE_WAIT_GRACE_MS,
-                   what="no CLOSE_WAIT on any server port", interval_ms=100)
-    except WaitTimeout as exc:
-        left = [f"{e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port}" for e in exc.last or []]
-        cf.history.observe("close_wait", left)
-        cf.fail(expected=f"no CLOSE_WAIT on any server port within {CLOSE_WAIT_GRACE_MS} ms of convergence",
-                actual={"CLOSE_WAIT": left}, hint="a side never closed after its peer did")
+    judged = expect_exact(cf, view, has_events=has_events, bound=bound, after_ms=after_ms, at_ms=storm.healed_at_ms)
+    expect_no_close_wait(cf, servers)
 
     converged = f"{after_ms:.0f} ms after healing" if after_ms is not None else "at the end of the wait"
-    detail = (f"{size.clients} {nacos_client_peer.name} clients × {sum(applied.values())} faults {dict(applied)} "
-              f"(seed {cf.seed}, window {size.window_ms} ms) on {SERVERS} servers; converged "
-              f"{converged} (bound {bound['total_ms']} ms): {membership.summary}; "
-              f"{ip_counts.summary}; " + (balance.summary if balance else "") + "; no CLOSE_WAIT")
+    detail = (f"{size.clients} {nacos_client_peer.name} clients × {sum(storm.applied.values())} faults "
+              f"{dict(storm.applied)} (seed {cf.seed}, window {size.window_ms} ms) on {SERVERS} servers; converged "
+              f"{converged} (bound {bound['total_ms']} ms): " + "; ".join(r.summary for r in judged) + "; no CLOSE_WAIT")
     unseen = [what for what, seen in (("listener notifications (events extension or a [witness] log)", has_events),
                                       ("the per-IP counter itself (extension client_ip_counts)",
                                        nacos_server_peer.has_capability("client_ip_counts"))) if not seen]
@@ -164,4 +91,4 @@ def test_soak_random_faults_leave_exact_registrations(cf, topology, nacos_server
         cf.unimplemented(f"the rest held: {detail}; not observable on {nacos_server_peer.label}: {'; '.join(unseen)}")
     cf.ok(detail, expected="after healing: exact registrations, per-IP counts, balanced events, no CLOSE_WAIT",
           actual={"converged_after_ms": round(after_ms or 0), "registered": len(view.ids()),
-                  "live_clients": len(live), "killed": sorted(killed), "faults": dict(applied)})
+                  "live_clients": len(storm.live), "killed": sorted(storm.killed), "faults": dict(storm.applied)})

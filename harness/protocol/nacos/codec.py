@@ -29,6 +29,7 @@ MESSAGES = {
     BAD_GATEWAY: "Invalid request",
 }
 
+LOADER_FACTOR = 0.1  # smartReloadCluster's default (RemoteUtils.LOADER_FACTOR)
 INTERNAL_MODULE = "internal"
 
 # ConnectionSetup labels: an application's SDK connection (counted by the connection limits) and a

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from harness.protocol.nacos import codec
+
 if TYPE_CHECKING:
     from .server import NacosRefServer
 
@@ -32,7 +34,7 @@ __all__ = ["cluster_metrics", "local_metrics", "server_reload", "smart_reload"]
 log = logging.getLogger("nacos-ref.cluster")
 
 LOADER_PREFIX = "/nacos/v2/core/loader"
-LOADER_FACTOR = 0.1  # RemoteUtils.LOADER_FACTOR
+LOADER_FACTOR = codec.LOADER_FACTOR
 MEMBER_TIMEOUT_S = 0.5  # Nacos: 200 ms per member, 1 s overall; loosened for loaded CI hosts
 RELOAD_TIMEOUT_S = 0.5  # Nacos: 100 ms
 
