@@ -86,6 +86,15 @@ class NacosServerHandle:
     def proxied_grpc_port(self) -> int:
         return self.main_port + NACOS_GRPC_OFFSET
 
+    @property
+    def direct_address(self) -> str | None:
+        """The server's own address in its namespace, for a client that must meet packet-level
+        faults itself (a SYN never answered: Toxiproxy would accept it); None on loopback, or when
+        its gRPC port is not the main port + the Nacos offset a client derives it by."""
+        if self.namespace is None or self.grpc_port != self.main_port + NACOS_GRPC_OFFSET:
+            return None
+        return f"{self.bind_host}:{self.main_port}"
+
 
 @dataclass
 class NacosClientHandle:
@@ -172,7 +181,10 @@ class Topology:
             host = server_host(index)
             main = free_port(also_free_offset=NACOS_GRPC_OFFSET, host=host)
             offset = peer.placement.grpc_port_offset
-            grpc = main + offset if offset is not None else free_port(host=host)
+            # In a namespace every port of its own address is free: the gRPC port sits where a
+            # client derives it (main + 1000), so the server can also be dialled directly.
+            grpc = main + offset if offset is not None else (
+                main + NACOS_GRPC_OFFSET if in_namespace else free_port(host=host))
             places.append((index, host, main, grpc))
         members = [f"{host}:{main}" for _, host, main, _ in places]
         if count > 1 and peer.supports("members"):

@@ -1,5 +1,5 @@
 """TC — links that go silent below TCP: packet-level faults in the server's network namespace
-(docs/catalogue.md TC-15; harness/faults/packet.py; research/real-servers-and-audit.md §4).
+(docs/catalogue.md TC-15, TC-16; harness/faults/packet.py; research/real-servers-and-audit.md §4).
 
 Toxiproxy terminates TCP: under its blackhole the server's kernel still gets ACKs from the
 proxy, and either side's close crosses at once. A pulled cable or a dead VM gives the server
@@ -15,17 +15,49 @@ on the proxy's side of the silence, so the server is left with exactly the half-
 cable pull leaves. Only that transport is silenced: a silenced port would also swallow the proxy's
 dials for the client's reconnects, which Toxiproxy leaves hanging without a connect timeout
 (Shopify/toxiproxy#123) and which would wedge it for the next case.
+
+TC-16 is the client's side. Through Toxiproxy a client never meets a dead server's silence at
+connect time (the proxy accepts every connection), so here the client is given the two servers'
+own namespace addresses (198.18.0.0/15) and meets the fault itself: its live connection goes
+silent, and a new connect to that server is never answered (SYN_SENT until the client gives up).
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
 
+import pytest
+
 from fixtures.case import case
 from harness.errors import SetupError
-from harness.faults import Silence
-from harness.scenarios.bounds import FAIL_FACTOR, SCALED_SERVER_EJECT, EjectBound, supported
-from harness.scenarios.dead_links import Clock, judge_removal, rounded, upstream_ports, watch_current
+from harness.faults import Silence, SynDrop
+from harness.scenarios.bounds import (
+    FAIL_FACTOR,
+    SCALED_SERVER_EJECT,
+    TOLERANCE_MS,
+    EjectBound,
+    reconnect_ms,
+    supported,
+)
+from harness.scenarios.dead_links import (
+    Clock,
+    expect_detected,
+    expect_moved,
+    judge_removal,
+    rounded,
+    upstream_ports,
+    watch_current,
+    watch_move,
+)
+from harness.scenarios.packet import (
+    CPU_SETTLE_MS,
+    ConnectWatch,
+    CpuWatch,
+    MoveBound,
+    client_on_one_of_two_direct,
+    expect_no_pending_connect,
+)
+from harness.scenarios.reconnects import HOT_CPU_FRACTION
 from harness.scenarios.steps import brief, registered_id, running
 
 
@@ -67,3 +99,49 @@ def test_server_removes_a_half_open_connection(cf, topology, nacos_server_peer, 
                   hint="no idle probe and no keepalive short enough: a pulled cable leaves the client registered")
     cf.ok(f"removed {gone_ms:.0f} ms after the link went silent (bound {eject.bound_ms} ms)",
           expected=f"removed within {eject}", actual=observed)
+
+
+@pytest.mark.slow
+@case("TC-16", "MUST", timeout_s=180, subject="client")
+def test_client_leaves_a_server_gone_silent(cf, topology, nacos_server_peer, nacos_client_peer):
+    """Server silent at L3 (its SYNs and every packet dropped: no FIN, no RST, a connect never answered) → the client detects it within its health-check bound and runs on its other server within that bound + one reconnect (backoff cap + connect timeout + setup wait), without a hot loop (< 30 % of a core until 1 s after the move), leaving no connect to the dead server pending beyond its connect timeout.
+
+    Procedure: two servers, each alone in its own network namespace; the client lists both by
+    their own addresses (no proxy: Toxiproxy would answer the SYN) and is RUNNING and registered
+    on one. iptables in that server's namespace then drops SYNs and every packet of its gRPC port
+    both ways; the client's state, its CPU time and its SYN_SENT sockets towards that server are
+    watched until it runs on the other one. Detection or the move past its bound: NON-STRICT;
+    no move within twice the bound, a hot loop, or a connect still pending a connect timeout after
+    the move: FAILED.
+    """
+    pair = client_on_one_of_two_direct(cf, topology, nacos_server_peer, nacos_client_peer)
+    client, health, dead, alive = pair.client, pair.health, pair.on, pair.other
+    connect_ms = nacos_client_peer.timer("server_check_timeout_ms", client.knobs)
+    bound = MoveBound(health, reconnect_ms(nacos_client_peer, client.knobs))
+    bound_ms = bound.bound_ms
+
+    with ConnectWatch(dead) as connects:
+        with SynDrop(dead, port=dead.grpc_port, history=cf.history, label=dead.node.name), \
+                Silence(dead, port=dead.grpc_port, history=cf.history, label=dead.node.name):
+            clock, cpu = Clock(cf), CpuWatch(client)
+            move = watch_move(cf, client, clock, away_from=dead.direct_address, timeout_ms=FAIL_FACTOR * bound_ms)
+            at = cf.history.relative_ms(clock.mono_ms)
+            expect_moved(cf, client, move, alive, bound=bound,
+                         fault="silence", at_ms=at, hint="no HealthCheck, or no rotation away from the dead server")
+            pending = expect_no_pending_connect(cf, connects, after_ms=connect_ms + TOLERANCE_MS, at_ms=at)
+            cpu_fraction = cpu.fraction_after(CPU_SETTLE_MS)  # a poller left spinning shows here too
+    observed = {"bound": str(bound), "cpu_fraction_of_one_core": round(cpu_fraction, 3),
+                **connects.observed(), "pending after the move": pending, **move.observed()}
+    cf.history.observe("tc16", observed)
+    cf.check(cpu_fraction < HOT_CPU_FRACTION, expected=f"no hot loop: < {HOT_CPU_FRACTION:.0%} of one core from "
+                                                        f"the fault until {CPU_SETTLE_MS} ms after it ran elsewhere",
+             actual=observed, verdict="FAILED", hint="the reconnect path spins instead of waiting")
+    expect_detected(cf, move, health, alive, what="the silence", at_ms=at)
+    late_connects = {p: ms for p, ms in connects.lifetimes_ms().items() if ms > connect_ms + TOLERANCE_MS}
+    if move.moved_ms > bound_ms or late_connects:
+        cf.late(expected=f"RUNNING elsewhere within {bound_ms} ms; every connect to the dead server given up "
+                         f"within its connect timeout {connect_ms} + {TOLERANCE_MS} ms",
+                actual={**observed, "connects stuck longer (ms)": late_connects}, at_ms=at)
+    cf.ok(f"left after {move.detected_ms:.0f} ms (bound {health.bound_ms}), RUNNING on {alive.direct_address} after "
+          f"{move.moved_ms:.0f} ms (bound {bound_ms}); {connects.observed()['stuck connects']} stuck connect(s), "
+          f"CPU {cpu_fraction:.1%} of a core", expected=f"move within {bound_ms} ms, no hot loop", actual=observed)

@@ -24,6 +24,11 @@ Client variants (``RefNacosClient`` subclasses):
   not enough: grpc core shuts the socket down itself when it reads the peer's FIN.)
 - ``stays-on-dead-server``: detects a dead server, but every reconnect goes back to the server it
   was on (never rotates away).
+- ``spins-while-reconnecting`` (TC-16): from its first failed HealthCheck on, a poller thread
+  that never sleeps keeps one core busy (a busy-wait on the connection's state).
+- ``leaves-connects-pending`` (TC-16): every connect attempt also opens a raw TCP connect to each
+  server of its list (a warm-up it forgets): towards a server that drops SYNs it stays in
+  SYN_SENT for the kernel's whole retry schedule (about two minutes), long after the attempt.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import threading
 from typing import Any
 
 import grpc
@@ -135,6 +141,40 @@ class StaysOnDeadServer(RefNacosClient):
         return super().next_server()
 
 
+class SpinsWhileReconnecting(RefNacosClient):
+    """From its first failed HealthCheck on, a poller thread that never sleeps (and never ends)."""
+
+    _spinning = False
+
+    async def health_check(self) -> bool:
+        healthy = await super().health_check()
+        if not healthy and not self._spinning:
+            self._spinning = True
+            threading.Thread(target=_spin, name="broken-spin", daemon=True).start()
+        return healthy
+
+
+def _spin() -> None:
+    while True:  # deliberately no sleep: the defect under test
+        pass
+
+
+class LeavesConnectsPending(RefNacosClient):
+    """Beside each connect attempt, a non-blocking TCP connect to every server of its list, never closed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._forgotten: list[socket.socket] = []
+
+    async def connect_to_server(self, server: ServerAddress) -> RpcConnection | None:
+        for each in self.servers:
+            side = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            side.setblocking(False)
+            side.connect_ex((each.ip, each.grpc_port(self.config.grpc_port_offset)))
+            self._forgotten.append(side)  # never closed: SYN_SENT for as long as the kernel retries
+        return await super().connect_to_server(server)
+
+
 SERVER_VARIANTS: dict[str, type[NacosRefServer]] = {
     "never-ejects": NeverEjects,
     "ejects-but-keeps-registration": EjectsButKeepsRegistration,
@@ -144,6 +184,8 @@ CLIENT_VARIANTS: dict[str, type[RefNacosClient]] = {
     "health-check-never-fails": HealthCheckNeverFails,
     "leaks-close-wait": LeaksCloseWait,
     "stays-on-dead-server": StaysOnDeadServer,
+    "spins-while-reconnecting": SpinsWhileReconnecting,
+    "leaves-connects-pending": LeavesConnectsPending,
 }
 
 

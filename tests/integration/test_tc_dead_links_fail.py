@@ -1,4 +1,4 @@
-"""TC-04, TC-05, TC-06, TC-09 and TC-15 must FAIL against deliberately broken peers, each for the
+"""TC-04, TC-05, TC-06, TC-09, TC-15 and TC-16 must FAIL against deliberately broken peers, each for the
 intended reason, before their OK against the reference peers is trusted
 (tests/broken_peers/tc_dead_peers.py, tests/broken_peers/tc-dead-peers.toml).
 
@@ -40,6 +40,12 @@ RUNS = [
             ("half-open connection", "still registered"),
         "nacos-client=ref nacos-server=ref": None,  # the same case, OK on the reference server
     }),
+    ("TC-16", ["ref"], ["broken-no-health-check", "broken-spins-while-reconnecting", "broken-leaves-connects-pending"], {
+        "nacos-client=broken-no-health-check nacos-server=ref": ("detects the silence within", "it never noticed"),
+        "nacos-client=broken-spins-while-reconnecting nacos-server=ref": ("no hot loop", "cpu_fraction"),
+        "nacos-client=broken-leaves-connects-pending nacos-server=ref": ("no connect towards the dead server",
+                                                                         "SYN_SENT"),
+    }),
     ("TC-09", ["broken-ejects-but-keeps-registration"], ["ref"], {
         "nacos-client=ref nacos-server=broken-ejects-but-keeps-registration": ("drops", "still holds"),
     }),
@@ -56,8 +62,8 @@ RUNS = [
                          ids=[f"{r[0]}-{'+'.join(r[1] + r[2])}" for r in RUNS])
 def test_case_fails_against_broken_peer(case_id: str, servers: list[str], clients: list[str],
                                         reasons: dict[str, tuple[str, str] | None], tmp_path: Path) -> None:
-    if case_id == "TC-15" and available() is not None:
-        pytest.skip(f"TC-15 needs network namespaces: {available()}")
+    if case_id in ("TC-15", "TC-16") and available() is not None:
+        pytest.skip(f"{case_id} needs network namespaces: {available()}")
     peers = [f"nacos-server={s}" for s in servers] + [f"nacos-client={c}" for c in clients]
     results = run_suite(case_id, tmp_path / "report", peers_files=[BROKEN], peers=peers)
     assert sorted(results) == sorted(reasons), f"columns {sorted(results)}, expected {sorted(reasons)}"

@@ -285,7 +285,7 @@ async def run(agent: SdkAgent, control_port: int) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m harness.agents.python.nacos_sdk_agent",
                                 description="nacos-client agent over nacos-sdk-python (v2.nacos)")
-    p.add_argument("--servers", required=True, help="ip:mainPort[,ip:mainPort...] (loopback only)")
+    p.add_argument("--servers", required=True, help="ip:mainPort[,ip:mainPort...] (loopback, or a harness namespace in 198.18.0.0/15)")
     p.add_argument("--control-port", type=int, required=True)
     p.add_argument("--app-name", default="", help="ClientConfig.app_name (naming: sent only as a subscribe header)")
     p.add_argument("--tenant", default="", help="ClientConfig.namespace_id")
@@ -303,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for part in args.servers.split(","):
             if part.strip():
-                check_loopback(part.strip().rpartition(":")[0] or part.strip())
+                check_loopback(part.strip().rpartition(":")[0] or part.strip(), namespaced=True)
     except ValueError as exc:
         print(f"nacos-sdk agent: {exc}", file=sys.stderr)
         return 2

@@ -60,13 +60,15 @@ class ServerAddress:
 
 
 def parse_server_list(text: str, *, loopback_only: bool = True) -> list[ServerAddress]:
-    """``ip:port,ip:port``; refuses anything outside 127.0.0.0/8 unless told otherwise."""
+    """``ip:port,ip:port``; refuses anything outside 127.0.0.0/8 and the harness's namespaces
+    (198.18.0.0/15: a server placed in one, dialled directly by a packet-level case) unless told
+    otherwise."""
     servers = [ServerAddress.parse(part) for part in text.split(",") if part.strip()]
     if not servers:
         raise ValueError("the server list is empty")
     if loopback_only:
         for server in servers:
-            check_loopback(server.ip)
+            check_loopback(server.ip, namespaced=True)
     return servers
 
 

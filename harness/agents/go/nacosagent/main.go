@@ -106,6 +106,11 @@ type agentState struct {
 	meta         map[string]any
 }
 
+
+// The network namespaces the harness creates take their addresses from the benchmarking range
+// (RFC 2544): a packet-level case gives the agent a server's own address there.
+var _, harnessNamespaces, _ = net.ParseCIDR("198.18.0.0/15")
+
 func strp(s string) *string { return &s }
 
 func (s *agentState) record(kind string, server *string, detail any) {
@@ -393,8 +398,8 @@ func parseServers(list string) ([]constant.ServerConfig, error) {
 			return nil, fmt.Errorf("server %q: %v", part, err)
 		}
 		ip := net.ParseIP(host)
-		if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-			return nil, fmt.Errorf("server %q is not on loopback (127.0.0.0/8)", part)
+		if host != "localhost" && (ip == nil || !(ip.IsLoopback() || harnessNamespaces.Contains(ip))) {
+			return nil, fmt.Errorf("server %q is not on loopback (127.0.0.0/8) or in a harness namespace (198.18.0.0/15)", part)
 		}
 		port, err := strconv.ParseUint(portText, 10, 16)
 		if err != nil {
@@ -425,7 +430,7 @@ func reapStaleWorkDirs(parent string) {
 }
 
 func main() {
-	servers := flag.String("servers", "", "ip:mainPort[,ip:mainPort...] (loopback only)")
+	servers := flag.String("servers", "", "ip:mainPort[,ip:mainPort...] (loopback, or a harness namespace in 198.18.0.0/15)")
 	controlPort := flag.Int("control-port", 0, "control HTTP port on 127.0.0.1")
 	requestTimeout := flag.Int("request-timeout-ms", 0, "ClientConfig.TimeoutMs (SDK default 10000)")
 	serverCheckTimeout := flag.Int("server-check-timeout-ms", 0, "env "+serverCheckTimeoutEnv+" (SDK default 3000)")

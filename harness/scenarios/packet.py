@@ -1,0 +1,162 @@
+"""Packet-level faults met by a client itself (TC-16): two servers each in its own network
+namespace, the client given their own addresses (no proxy in between: Toxiproxy would accept the
+SYN a dropped server never answers), its connects towards a dead server watched in the kernel's
+table (``ConnectWatch``) and its CPU time as the hot-loop detector."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.errors import SetupError, Unimplemented
+from harness.observe.sockets import snapshot
+from harness.peers import PeerManifest
+from harness.scenarios.bounds import SCALED_CLIENT_HEALTH, HealthBound, supported
+from harness.scenarios.reconnects import cpu_seconds
+from harness.scenarios.steps import registered_id, running
+from harness.topology import NacosClientHandle, NacosServerHandle
+from harness.wait import WaitTimeout, eventually, now_ms
+
+SCALED_CONNECT = {"server_check_timeout_ms": 1000, "backoff_cap_ms": 500}  # for peers that take them
+CONNECT_SAMPLE_MS = 20
+CPU_SETTLE_MS = 1000  # the CPU window runs on this long after the move: a poller left spinning shows
+
+
+@dataclass(frozen=True)
+class MoveBound:
+    """Detection (the client's health-check bound) and then one reconnect elsewhere."""
+
+    health: HealthBound
+    reconnect_ms: int
+
+    @property
+    def bound_ms(self) -> int:
+        return self.health.bound_ms + self.reconnect_ms
+
+    def __str__(self) -> str:
+        return f"{self.health} + one reconnect {self.reconnect_ms} = {self.bound_ms} ms"
+
+
+@dataclass
+class DirectPair:
+    """A client RUNNING on one of two namespaced servers it reaches at their own addresses."""
+
+    client: NacosClientHandle
+    health: HealthBound
+    on: NacosServerHandle
+    other: NacosServerHandle
+    connection_id: str
+
+
+def client_on_one_of_two_direct(cf, topology, server_peer: PeerManifest, client_peer: PeerManifest) -> DirectPair:
+    """Two servers, each alone in its own namespace (not a cluster: members would have to reach
+    each other across namespaces); one client listing both by their namespace addresses, with
+    scaled health and connect timers where it takes them; RUNNING and registered on one."""
+    servers = [topology.nacos_servers(1, peer=server_peer, namespaced=True)[0] for _ in range(2)]
+    if any(s.direct_address is None for s in servers):
+        raise Unimplemented(f"{server_peer.label}: its gRPC port is not its main port + 1000, so a client given "
+                            "its own address cannot derive it")
+    knobs = supported(client_peer, {**SCALED_CLIENT_HEALTH, **SCALED_CONNECT})
+    client = topology.nacos_client(peer=client_peer, servers=[s.direct_address for s in servers], knobs=knobs)
+    state = running(cf, client)
+    by_address = {s.direct_address: s for s in servers}
+    on = by_address.get(state.get("server"))
+    cf.baseline(on is not None, expected=f"{client.name} RUNNING on one of {sorted(by_address)}",
+                actual=state.get("server"))
+    other = next(s for s in servers if s is not on)
+    return DirectPair(client, HealthBound.of(client_peer, knobs), on, other, registered_id(cf, on, state))
+
+
+@dataclass
+class ConnectWatch:
+    """Samples the host's TCP table for the client's connects to ``server`` still in SYN_SENT
+    (each by its local port), on a daemon thread; ``stop()`` ends it."""
+
+    server: NacosServerHandle
+    first_seen_ms: dict[int, float] = field(default_factory=dict)
+    last_seen_ms: dict[int, float] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+    _error: BaseException | None = None
+
+    def __enter__(self) -> ConnectWatch:
+        self._thread = threading.Thread(target=self._run, name="connect-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        target = (self.server.bind_host, self.server.grpc_port)
+        try:
+            while not self._stop.is_set():
+                t = now_ms()
+                for e in snapshot([self.server.grpc_port]):
+                    if e.state == "SYN_SENT" and (e.remote_ip, e.remote_port) == target:
+                        self.first_seen_ms.setdefault(e.local_port, t)
+                        self.last_seen_ms[e.local_port] = t
+                self._stop.wait(CONNECT_SAMPLE_MS / 1000.0)  # a pace, not synchronisation
+        except BaseException as exc:  # surfaced by stop()
+            self._error = exc
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+        if self._error is not None:
+            raise self._error
+
+    def pending(self) -> list[int]:
+        """Local ports in SYN_SENT towards the server right now."""
+        target = (self.server.bind_host, self.server.grpc_port)
+        return sorted(e.local_port for e in snapshot([self.server.grpc_port])
+                      if e.state == "SYN_SENT" and (e.remote_ip, e.remote_port) == target)
+
+    def lifetimes_ms(self) -> dict[int, float]:
+        """How long each connect was seen stuck (first to last sample; a sampling interval short)."""
+        return {port: round(self.last_seen_ms[port] - first, 1) for port, first in self.first_seen_ms.items()}
+
+    def observed(self) -> dict[str, Any]:
+        lives = self.lifetimes_ms()
+        return {"stuck connects": len(lives), "longest stuck ms": max(lives.values(), default=None),
+                "stuck ms": sorted(lives.values())[-8:]}
+
+
+class CpuWatch:
+    """The client process's CPU time (with its children) from now, as a fraction of one core."""
+
+    def __init__(self, client: NacosClientHandle) -> None:
+        if client.node.pid is None:
+            raise SetupError(f"{client.name} has no process id: its CPU time cannot be measured")
+        self.pid = client.node.pid
+        self.started_ms = now_ms()
+        self.cpu_start_s = cpu_seconds(self.pid)
+
+    def fraction(self) -> float:
+        elapsed_s = max(1e-3, (now_ms() - self.started_ms) / 1000.0)
+        return (cpu_seconds(self.pid) - self.cpu_start_s) / elapsed_s
+
+    def fraction_after(self, settle_ms: float) -> float:
+        """The fraction once ``settle_ms`` more have passed (a bounded wait on the clock itself)."""
+        until = now_ms() + settle_ms
+        eventually(now_ms, accept=lambda t: t >= until, timeout_ms=settle_ms + 1000, what="the CPU window",
+                   interval_ms=50)
+        return self.fraction()
+
+
+def expect_no_pending_connect(cf, connects: ConnectWatch, *, after_ms: float, at_ms: float) -> list[int]:
+    """Once the client runs elsewhere, no connect of its towards the dead server may stay pending
+    longer than ``after_ms`` (its connect timeout + tolerance): FAILED with the sockets left."""
+    try:
+        eventually(connects.pending, accept=lambda left: not left, timeout_ms=after_ms,
+                   what="no connect pending towards the dead server", interval_ms=CONNECT_SAMPLE_MS)
+        return []
+    except WaitTimeout as exc:
+        left = exc.last or []
+        cf.fail(expected=f"no connect towards the dead server {connects.server.direct_address} still pending "
+                         f"{after_ms:.0f} ms after the client ran elsewhere (its connect timeout + tolerance)",
+                actual={"SYN_SENT from local ports": left, **connects.observed()}, verdict="FAILED", at_ms=at_ms,
+                hint="a connect attempt abandoned without closing its socket: the kernel retries the SYN for minutes")
+        return left
