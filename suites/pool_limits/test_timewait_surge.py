@@ -30,19 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fixtures.case import case
 from harness.report.artifacts import line_plot_png, report_relative, write_artifact
-from harness.scenarios.timewait import (
-    DEFAULT_WIDTH,
-    HOLD_MS,
-    PARALLEL_POINTS,
-    PLOT_NAME,
-    SMALL_CAP,
-    TABLE_NAME,
-    default_cap,
-    expected_by_cap,
-    fresh_servers,
-    measure,
-    plan_points,
-)
+from harness.scenarios import timewait
 
 
 @case("PL-16", "INFO", timeout_s=150)
@@ -55,39 +43,39 @@ def test_timewait_surge_curve(cf, topology, peer_registry, http_client_peer):
     open (idle), how many the burst opened, and what the idle cap alone predicts (B − cap).
     Written as ``timewait.json`` and ``timewait.png`` in the case's folder, beside its history.
     """
-    knob, points = plan_points(http_client_peer)
-    dflt = default_cap(http_client_peer, knob)
+    knob, points = timewait.plan_points(http_client_peer)
+    dflt = timewait.default_cap(http_client_peer, knob)
     ledger = peer_registry.get("http-server", "ledger")
-    servers = fresh_servers(cf, topology, ledger, len(points))
+    servers = timewait.fresh_servers(cf, topology, ledger, len(points))
     cf.history.note(f"idle-cap knob: {knob or 'none'}; default cap {dflt}; points: {[p.key for p in points]}")
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_POINTS, len(points)), thread_name_prefix="pl16") as pool:
-        futures = [pool.submit(measure, topology, http_client_peer, srv, point, knob)
+    with ThreadPoolExecutor(max_workers=min(timewait.PARALLEL_POINTS, len(points)), thread_name_prefix="pl16") as pool:
+        futures = [pool.submit(timewait.measure, topology, http_client_peer, srv, point, knob)
                    for srv, point in zip(servers, points, strict=True)]
         rows = [f.result() for f in futures]
     for row, point in zip(rows, points, strict=True):
-        row["expected_by_cap"] = expected_by_cap(point, dflt)
+        row["expected_by_cap"] = timewait.expected_by_cap(point, dflt)
         cf.history.observe("timewait_point", row)
 
     table = {"case": cf.spec.id, "peer": cf.peers, "cap_knob": knob, "default_cap": dflt,
-             "hold_ms": HOLD_MS, "columns": {
+             "hold_ms": timewait.HOLD_MS, "columns": {
                  "client_time_wait": "TIME_WAIT sockets whose remote address is the point's proxy ip:port (client side)",
                  "closed_by_client": "connections the ledger saw the client close",
                  "kept_idle": "connections still open (idle in the pool) when counted",
                  "expected_by_cap": "B - cap: what the idle cap alone predicts"},
              "points": rows}
-    write_artifact(cf.outdir, TABLE_NAME, json.dumps(table, indent=1))
+    write_artifact(cf.outdir, timewait.TABLE_NAME, json.dumps(table, indent=1))
     series: dict[str, list[tuple[float, float]]] = {}
     for row in rows:
-        label = {"2": f"idle cap {SMALL_CAP}", "B": "idle cap = B"}.get(row["cap"], f"idle cap {row['cap']}")
+        label = {"2": f"idle cap {timewait.SMALL_CAP}", "B": "idle cap = B"}.get(row["cap"], f"idle cap {row['cap']}")
         series.setdefault(label, []).append((row["width"], row["client_time_wait"]))
-    line_plot_png(cf.outdir / PLOT_NAME, series, log_x=True,
-                  title=f"PL-16 TIME_WAIT surge: {http_client_peer.label} (one burst of B, each request held {HOLD_MS} ms)",
+    line_plot_png(cf.outdir / timewait.PLOT_NAME, series, log_x=True,
+                  title=f"PL-16 TIME_WAIT surge: {http_client_peer.label} (one burst of B, each request held {timewait.HOLD_MS} ms)",
                   xlabel="burst width B (concurrent requests)", ylabel="client-side TIME_WAIT after the burst")
 
     cells = "; ".join(f"B={r['width']} cap {r['cap']}: {r['client_time_wait']}" for r in rows)
-    headline = next(r for r in rows if r["width"] == DEFAULT_WIDTH)
-    table_rel, plot_rel = report_relative(cf.outdir / TABLE_NAME), report_relative(cf.outdir / PLOT_NAME)
-    detail = (f"client TIME_WAIT per burst — {cells}. {DEFAULT_WIDTH}-wide burst at the default cap: "
+    headline = next(r for r in rows if r["width"] == timewait.DEFAULT_WIDTH)
+    table_rel, plot_rel = report_relative(cf.outdir / timewait.TABLE_NAME), report_relative(cf.outdir / timewait.PLOT_NAME)
+    detail = (f"client TIME_WAIT per burst — {cells}. {timewait.DEFAULT_WIDTH}-wide burst at the default cap: "
               f"{headline['client_time_wait']} (cap model {headline['expected_by_cap']}). "
               f"Table: {table_rel}; plot: {plot_rel} (beside this case's history).")
     cf.ok(detail, expected={"model": "B - cap closed by the client",

@@ -14,14 +14,8 @@ import time
 
 from fixtures.case import case
 from harness.probe.nacos_raw import RawNacosConnection
+from harness.scenarios import quiet
 from harness.scenarios.nacos import last_seq, wait_registered
-from harness.scenarios.quiet import (
-    CLIENT_EVENTS_OF_A_RESET,
-    QUIET_WINDOW_MS,
-    pushed_to,
-    reload_unknown,
-    watch_quiet,
-)
 from harness.scenarios.steps import request_ok, running
 from harness.wait import WaitTimeout
 
@@ -61,11 +55,11 @@ def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, n
 
         unknown = f"{int(time.time() * 1000)}_127.0.0.254_1"
         cf.check(unknown not in before, expected=f"{unknown} unknown to the server", actual=ids_before)
-        bodies = reload_unknown(cf, server, unknown)
+        bodies = quiet.reload_unknown(cf, server, unknown)
 
         # Watch everything for the quiet window; judge afterwards, in a fixed order.
-        held, first_change, after_ms = watch_quiet(cf, server, client, state, ids_before)
-        pushed_to_probe = pushed_to(cf, probe)
+        held, first_change, after_ms = quiet.watch_quiet(cf, server, client, state, ids_before)
+        pushed_to_probe = quiet.pushed_to(cf, probe)
         # Read before the probe leaves: its own disconnect is not a change the reload made.
         pushes = server.admin.pushes(push_seq) if has_logs else []
         events = server.admin.events(event_seq) if has_logs else []
@@ -75,15 +69,15 @@ def test_reload_of_unknown_id_changes_nothing(cf, topology, nacos_server_peer, n
     cf.check(not pushed_to_probe, expected="no push: nothing reaches the bystander probe's bi-stream",
              actual=pushed_to_probe)
     cf.check(not pushes, expected="no push: the server's pushes log stays empty after the reloads", actual=pushes)
-    cf.check(held, expected=f"nothing changes for {QUIET_WINDOW_MS} ms: current stays {ids_before}, "
+    cf.check(held, expected=f"nothing changes for {quiet.QUIET_WINDOW_MS} ms: current stays {ids_before}, "
                             f"{client.name} stays RUNNING on {state.get('server')} as {client_id}",
              actual=f"after {after_ms:.0f} ms: {first_change}")
     cf.check(not events, expected="nothing changes: no connected/disconnected event", actual=events)
-    resets = [e for e in agent_events if e.get("kind") in CLIENT_EVENTS_OF_A_RESET]
+    resets = [e for e in agent_events if e.get("kind") in quiet.CLIENT_EVENTS_OF_A_RESET]
     cf.check(not resets, expected=f"nothing changes: {client.name} reports no reset, switch or disconnect",
              actual=resets)
 
     request_ok(cf, client, expected=f"{client.name}'s request still succeeds")
-    cf.ok(f"reloadClient({unknown}) answered {bodies}; for {QUIET_WINDOW_MS} ms current stayed {len(ids_before)} "
+    cf.ok(f"reloadClient({unknown}) answered {bodies}; for {quiet.QUIET_WINDOW_MS} ms current stayed {len(ids_before)} "
           f"ids, {client.name} stayed on {client_id}, no push"
           + ("" if has_logs else " (server has no pushes/events log: checked on the wire and in current only)"))

@@ -40,19 +40,7 @@ from __future__ import annotations
 
 from fixtures.case import case
 from harness.faults import Kill, ProxyDown, ResetPeer
-from harness.scenarios.cleanup import (
-    established_transport,
-    expect_rejoined_once,
-    finish,
-    fire_rst,
-    judge_cleanup,
-    prove_registered,
-    recheck_one_disconnect,
-    states_of,
-    transport_peer,
-    transport_sockets,
-    watch_unregister,
-)
+from harness.scenarios import cleanup
 from harness.wait import now_ms
 
 
@@ -66,18 +54,18 @@ def test_client_kill_unregisters(cf, topology, nacos_server_peer, nacos_client_p
     """
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    reg = prove_registered(cf, client, server)
+    reg = cleanup.prove_registered(cf, client, server)
 
     kill = Kill(client.node, history=cf.history, label=client.name)
     killed_at = now_ms()
     kill.apply()
-    seen = watch_unregister(cf, reg, fault="SIGKILL of the client", fault_at_ms=killed_at)
-    late = judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(killed_at))
-    recheck_one_disconnect(cf, reg)
-    finish(cf, reg, seen, late,
-           f"{reg.connection_id} left current {seen.gone_ms:.0f} ms after the kill"
-           + (f", count {reg.ip_count}→{seen.last_count} after {seen.counted_ms:.0f} ms" if reg.has_counts else "")
-           + (", one disconnected event" if reg.has_events else ""))
+    seen = cleanup.watch_unregister(cf, reg, fault="SIGKILL of the client", fault_at_ms=killed_at)
+    late = cleanup.judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(killed_at))
+    cleanup.recheck_one_disconnect(cf, reg)
+    cleanup.finish(cf, reg, seen, late,
+                   f"{reg.connection_id} left current {seen.gone_ms:.0f} ms after the kill"
+                   + (f", count {reg.ip_count}→{seen.last_count} after {seen.counted_ms:.0f} ms" if reg.has_counts else "")
+                   + (", one disconnected event" if reg.has_events else ""))
 
 
 @case("TC-02", "MUST", timeout_s=120, subject="both", interop=True)
@@ -92,24 +80,24 @@ def test_proxy_down_unregisters_and_client_rejoins_once(cf, topology, nacos_serv
     """
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-    reg = prove_registered(cf, client, server)
-    peer = transport_peer(reg.connection_id)
+    reg = cleanup.prove_registered(cf, client, server)
+    peer = cleanup.transport_peer(reg.connection_id)
 
     down_at = now_ms()
     with ProxyDown(server.proxy, history=cf.history):
-        seen = watch_unregister(cf, reg, fault="proxy disable", fault_at_ms=down_at)
+        seen = cleanup.watch_unregister(cf, reg, fault="proxy disable", fault_at_ms=down_at)
         if peer is not None:  # evidence only: an orderly close leaves TIME_WAIT on the closer
-            cf.history.observe("transport_sockets", {"peer": peer, "states": states_of(transport_sockets(server, peer))})
-        late = judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(down_at))
+            cf.history.observe("transport_sockets", {"peer": peer, "states": cleanup.states_of(cleanup.transport_sockets(server, peer))})
+        late = cleanup.judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(down_at))
     healed_at = now_ms()
 
-    new_id, rejoin_ms = expect_rejoined_once(cf, client, reg, healed_at_ms=healed_at)
-    recheck_one_disconnect(cf, reg)
-    finish(cf, reg, seen, late,
-           f"{reg.connection_id} left current {seen.gone_ms:.0f} ms after the proxy went down"
-           + (f", count {reg.ip_count}→{seen.last_count}" if reg.has_counts else "")
-           + (", one disconnected event" if reg.has_events else "")
-           + f"; rejoined once as {new_id} {rejoin_ms:.0f} ms after the proxy came back")
+    new_id, rejoin_ms = cleanup.expect_rejoined_once(cf, client, reg, healed_at_ms=healed_at)
+    cleanup.recheck_one_disconnect(cf, reg)
+    cleanup.finish(cf, reg, seen, late,
+                   f"{reg.connection_id} left current {seen.gone_ms:.0f} ms after the proxy went down"
+                   + (f", count {reg.ip_count}→{seen.last_count}" if reg.has_counts else "")
+                   + (", one disconnected event" if reg.has_events else "")
+                   + f"; rejoined once as {new_id} {rejoin_ms:.0f} ms after the proxy came back")
 
 
 @case("TC-03", "MUST", timeout_s=90, subject="both")
@@ -126,16 +114,16 @@ def test_reset_peer_unregisters(cf, topology, nacos_server_peer, nacos_client_pe
     (server,) = topology.nacos_servers(1, peer=nacos_server_peer)
     with ResetPeer(server.proxy, timeout_ms=0, stream="upstream", armed=True, history=cf.history) as reset:
         client = topology.nacos_client(peer=nacos_client_peer, servers=[server])
-        reg = prove_registered(cf, client, server)
-        peer = established_transport(cf, reg)
-        rst = fire_rst(cf, reset, reg, client, peer)
-        seen = watch_unregister(cf, reg, fault="RST", fault_at_ms=rst.at_mono_ms)
-        late = judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(rst.at_mono_ms))
+        reg = cleanup.prove_registered(cf, client, server)
+        peer = cleanup.established_transport(cf, reg)
+        rst = cleanup.fire_rst(cf, reset, reg, client, peer)
+        seen = cleanup.watch_unregister(cf, reg, fault="RST", fault_at_ms=rst.at_mono_ms)
+        late = cleanup.judge_cleanup(cf, reg, seen, at_ms=cf.history.relative_ms(rst.at_mono_ms))
     rst.trigger.join(timeout=10)
     cf.history.info(client.name, "request", rst.trigger.answer)
-    recheck_one_disconnect(cf, reg)
-    finish(cf, reg, seen, late,
-           f"RST {rst.evidence['armed_to_reset_ms']:.0f} ms after arming (no closing state left); {reg.connection_id} "
-           f"left current {seen.gone_ms:.0f} ms after it"
-           + (f", count {reg.ip_count}→{seen.last_count}" if reg.has_counts else "")
-           + (", one disconnected event" if reg.has_events else ""))
+    cleanup.recheck_one_disconnect(cf, reg)
+    cleanup.finish(cf, reg, seen, late,
+                   f"RST {rst.evidence['armed_to_reset_ms']:.0f} ms after arming (no closing state left); {reg.connection_id} "
+                   f"left current {seen.gone_ms:.0f} ms after it"
+                   + (f", count {reg.ip_count}→{seen.last_count}" if reg.has_counts else "")
+                   + (", one disconnected event" if reg.has_events else ""))
