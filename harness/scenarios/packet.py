@@ -1,7 +1,8 @@
-"""Packet-level faults met by a client itself (TC-16): two servers each in its own network
-namespace, the client given their own addresses (no proxy in between: Toxiproxy would accept the
-SYN a dropped server never answers), its connects towards a dead server watched in the kernel's
-table (``ConnectWatch``) and its CPU time as the hot-loop detector."""
+"""Packet-level faults met by a client itself (TC-16, TC-17, TC-18): two servers each in its own
+network namespace, the client given their own addresses (no proxy in between: Toxiproxy would
+accept the SYN a dropped server never answers), its connects towards a dead server watched in the
+kernel's table (``ConnectWatch``), its CPU time as the hot-loop detector, and what the server made
+of a link silent one way (``server_side``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import SetupError, Unimplemented
+from harness.faults import Silence
 from harness.observe.sockets import snapshot
 from harness.peers import PeerManifest
-from harness.scenarios.bounds import SCALED_CLIENT_HEALTH, HealthBound, supported
+from harness.scenarios.bounds import FAIL_FACTOR, SCALED_CLIENT_HEALTH, HealthBound, reconnect_ms, supported
+from harness.scenarios.dead_links import Clock, Move, expect_detected, expect_moved, watch_current, watch_move
 from harness.scenarios.reconnects import cpu_seconds
 from harness.scenarios.steps import registered_id, running
 from harness.topology import NacosClientHandle, NacosServerHandle
@@ -21,6 +24,10 @@ from harness.wait import WaitTimeout, eventually, now_ms
 SCALED_CONNECT = {"server_check_timeout_ms": 1000, "backoff_cap_ms": 500}  # for peers that take them
 CONNECT_SAMPLE_MS = 20
 CPU_SETTLE_MS = 1000  # the CPU window runs on this long after the move: a poller left spinning shows
+# How long the dead server is watched after the client moved: its FIN, where it crosses, ends the
+# old registration at once; where it is lost only the server's own probe can (TC-17, TC-18).
+SERVER_SIDE_WINDOW_MS = 3000
+ONE_WAY = {"to_peer": "client→server", "from_peer": "server→client"}  # Silence's direction → what is lost
 
 
 @dataclass(frozen=True)
@@ -49,11 +56,12 @@ class DirectPair:
     connection_id: str
 
 
-def client_on_one_of_two_direct(cf, topology, server_peer: PeerManifest, client_peer: PeerManifest) -> DirectPair:
+def client_on_one_of_two_direct(cf, topology, server_peer: PeerManifest, client_peer: PeerManifest, *,
+                                server_knobs: dict[str, Any] | None = None) -> DirectPair:
     """Two servers, each alone in its own namespace (not a cluster: members would have to reach
     each other across namespaces); one client listing both by their namespace addresses, with
     scaled health and connect timers where it takes them; RUNNING and registered on one."""
-    servers = [topology.nacos_servers(1, peer=server_peer, namespaced=True)[0] for _ in range(2)]
+    servers = [topology.nacos_servers(1, peer=server_peer, namespaced=True, knobs=server_knobs)[0] for _ in range(2)]
     if any(s.direct_address is None for s in servers):
         raise Unimplemented(f"{server_peer.label}: its gRPC port is not its main port + 1000, so a client given "
                             "its own address cannot derive it")
@@ -144,6 +152,67 @@ class CpuWatch:
         eventually(now_ms, accept=lambda t: t >= until, timeout_ms=settle_ms + 1000, what="the CPU window",
                    interval_ms=50)
         return self.fraction()
+
+
+def server_side(pair: DirectPair, clock: Clock, *, window_ms: float) -> dict[str, Any]:
+    """What the dead server made of the client's old connection, ``window_ms`` at most: when it
+    left its ``current`` (ms after the fault), or that it was still held. Recorded, not judged: the
+    client's move is the requirement; this is the other side of the same link."""
+    gone_ms, last = watch_current(pair.on, clock, until=lambda snapshot: pair.connection_id not in snapshot,
+                                  timeout_ms=window_ms, what=f"{pair.connection_id} gone from {pair.on.direct_address}")
+    if gone_ms is None:
+        return {"server": f"still held {pair.connection_id} {clock.since():.0f} ms after the fault",
+                "server current": sorted(last)}
+    return {"server": f"removed {pair.connection_id} {gone_ms:.0f} ms after the fault"}
+
+
+@dataclass
+class OneWayDrop:
+    """A client's link with one direction dropped: how the client left, what the server made of it."""
+
+    direction: str
+    bound: MoveBound
+    move: Move
+    at_ms: float  # the fault, in the history's time
+    server: dict[str, Any]
+
+    @property
+    def lost(self) -> str:
+        return ONE_WAY[self.direction]
+
+    def observed(self) -> dict[str, Any]:
+        return {"lost": self.lost, "bound": str(self.bound), **self.move.observed(), **self.server}
+
+
+def drop_one_way(cf, pair: DirectPair, client_peer: PeerManifest, *, direction: str) -> OneWayDrop:
+    """Drop one direction of every packet on the client's server's gRPC port (``direction`` as in
+    ``Silence``); watch the client until it runs on the other server (FAILED when it does not within
+    twice its bound), then the dead server for ``SERVER_SIDE_WINDOW_MS``; heal."""
+    bound = MoveBound(pair.health, reconnect_ms(client_peer, pair.client.knobs))
+    dead = pair.on
+    with Silence(dead, port=dead.grpc_port, direction=direction, history=cf.history, label=dead.node.name):
+        clock = Clock(cf)
+        move = watch_move(cf, pair.client, clock, away_from=dead.direct_address, timeout_ms=FAIL_FACTOR * bound.bound_ms)
+        at_ms = cf.history.relative_ms(clock.mono_ms)
+        expect_moved(cf, pair.client, move, pair.other, bound=bound, fault=f"{ONE_WAY[direction]} drop", at_ms=at_ms,
+                     hint="no HealthCheck, or a HealthCheck whose lost request or answer is taken as healthy")
+        server = server_side(pair, clock, window_ms=SERVER_SIDE_WINDOW_MS)
+    drop = OneWayDrop(direction, bound, move, at_ms, server)
+    cf.history.observe("one_way_drop", drop.observed())
+    return drop
+
+
+def expect_left_one_way(cf, pair: DirectPair, drop: OneWayDrop) -> None:
+    """TC-17/TC-18's grading once the client moved: its first sign past its health-check bound,
+    or the move past detection + one reconnect, is NON-STRICT; otherwise OK with both sides' times."""
+    expect_detected(cf, drop.move, pair.health, pair.other, what=f"the {drop.lost} loss", at_ms=drop.at_ms)
+    if drop.move.moved_ms > drop.bound.bound_ms:
+        cf.late(expected=f"RUNNING on {pair.other.direct_address} within {drop.bound}", actual=drop.observed(),
+                at_ms=drop.at_ms)
+    cf.ok(f"{drop.lost} lost: left after {drop.move.detected_ms:.0f} ms (bound {pair.health.bound_ms}), RUNNING on "
+          f"{pair.other.direct_address} after {drop.move.moved_ms:.0f} ms (bound {drop.bound.bound_ms}); "
+          f"server side: {drop.server['server']}",
+          expected=f"move within {drop.bound}", actual=drop.observed())
 
 
 def expect_no_pending_connect(cf, connects: ConnectWatch, *, after_ms: float, at_ms: float) -> list[int]:

@@ -1,5 +1,5 @@
 """Deliberately broken reference peers for the dead-link / dead-server cases (TC-04, TC-05,
-TC-06, TC-09): each overrides ONE behaviour of the reference server or client so a case can be
+TC-06, TC-09, TC-15..TC-19): each overrides ONE behaviour of the reference server or client so a case can be
 shown to FAIL for the intended reason. They live in the tests, never in the product peers.
 
     python -m tests.broken_peers.tc_dead_peers --variant NAME <reference server or client flags>
@@ -29,6 +29,8 @@ Client variants (``RefNacosClient`` subclasses):
 - ``leaves-connects-pending`` (TC-16): every connect attempt also opens a raw TCP connect to each
   server of its list (a warm-up it forgets): towards a server that drops SYNs it stays in
   SYN_SENT for the kernel's whole retry schedule (about two minutes), long after the attempt.
+- ``keeps-old-transport`` (TC-19): on a switch it reports the old connection closed but keeps
+  it open (its transport stays ESTABLISHED, so the server rightly keeps it registered).
 """
 
 from __future__ import annotations
@@ -175,6 +177,26 @@ class LeavesConnectsPending(RefNacosClient):
         return await super().connect_to_server(server)
 
 
+class KeepsOldTransport(RefNacosClient):
+    """On a switch, reports the old connection closed (its ``disconnected`` event) but never closes it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: list[RpcConnection] = []
+
+    async def close_connection(self, conn: RpcConnection, *, reason: str) -> None:
+        if reason != "switched":
+            await super().close_connection(conn, reason=reason)
+            return
+        self._kept.append(conn)  # its stream and channel stay open: the transport stays ESTABLISHED
+        self._open.discard(conn)
+        if conn is self.current:
+            self.current = None
+            self._publish_current()
+        self.state.record("disconnected", server=str(conn.server),
+                          detail={"connection_id": conn.connection_id, "reason": reason})
+
+
 SERVER_VARIANTS: dict[str, type[NacosRefServer]] = {
     "never-ejects": NeverEjects,
     "ejects-but-keeps-registration": EjectsButKeepsRegistration,
@@ -186,6 +208,7 @@ CLIENT_VARIANTS: dict[str, type[RefNacosClient]] = {
     "stays-on-dead-server": StaysOnDeadServer,
     "spins-while-reconnecting": SpinsWhileReconnecting,
     "leaves-connects-pending": LeavesConnectsPending,
+    "keeps-old-transport": KeepsOldTransport,
 }
 
 

@@ -1,11 +1,13 @@
 """Killing a run mid-case leaves nothing behind: SIGINT (Ctrl-C), SIGTERM (a CI cancel) and
 SIGHUP (a closed terminal) all tear down at once (peers, agents, Toxiproxy); after SIGKILL, which
 nothing can catch, the next run reaps what is left (a detached descendant, the proxies on an
-external Toxiproxy) and says what it reaped. Every process of the run carries an environment
-marker inherited from the pytest process, so the check finds even grandchildren."""
+external Toxiproxy, a network namespace with its veth and iptables rules) and says what it
+reaped. Every process of the run carries an environment marker inherited from the pytest
+process, so the check finds even grandchildren."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from harness.paths import PROJECT_ROOT
+from harness.placement.netns import available
 from harness.wait import eventually
 from tests.support.hanging import write_hanging_case
 from tests.support.signals import default_sigint
@@ -127,3 +130,78 @@ def test_sigkill_mid_case_is_reaped_by_the_next_run(tmp_path: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             if client is not None:
                 client.close()  # its keep-alive socket must not outlive the Toxiproxy (CLOSE_WAIT)
+
+
+def _links() -> str:
+    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+
+
+def _namespaces() -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def _start_namespaced_hang(tmp_path: Path, marker: str, case_id: str) -> tuple[subprocess.Popen, dict]:
+    test_file, up_file = write_hanging_case(tmp_path, case_id=case_id, namespaced=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", str(test_file), "-p", "no:cacheprovider", "-q", "--peer", "nacos-client=ref",
+         "--peer", "nacos-server=ref", "--report-dir", str(tmp_path / "report"), "--rootdir", str(tmp_path)],
+        cwd=PROJECT_ROOT, env={**os.environ, "CONNFORMANCE_RUN_MARK": marker}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, preexec_fn=default_sigint)
+    eventually(lambda: up_file.exists() or proc.poll() is not None, timeout_ms=60000, what="peers up")
+    assert proc.poll() is None, f"the run ended before the interrupt: {proc.stdout.read().decode()[-2000:]}"
+    made = json.loads(up_file.read_text())
+    assert made["namespace"] in _namespaces() and made["host_if"] in _links(), f"the run made {made}"
+    return proc, made
+
+
+def _left_of(made: dict) -> list[str]:
+    left = [f"namespace {made['namespace']}"] if made["namespace"] in _namespaces() else []
+    return left + ([f"veth {made['host_if']}"] if f" {made['host_if']}@" in _links() else [])
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(available() is not None, reason=f"needs network namespaces: {available()}")
+def test_sigterm_mid_case_removes_its_namespace_and_rules(tmp_path: Path) -> None:
+    """SIGTERM of a run whose server sits in a namespace with an iptables fault applied: no
+    process, namespace (and the rules inside it) or veth is left."""
+    marker = uuid.uuid4().hex
+    proc, made = _start_namespaced_hang(tmp_path, marker, "TC-87")
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        left = eventually(lambda: processes_with_marker(marker) + _left_of(made), timeout_ms=10000,
+                          what="nothing of the run left", accept=lambda found: not found)
+        assert not left.value
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid, _ in processes_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(available() is not None, reason=f"needs network namespaces: {available()}")
+def test_sigkill_mid_case_leaves_a_namespace_the_next_run_reaps(tmp_path: Path) -> None:
+    """SIGKILL cannot be caught: the namespace (with its veth and rules) outlives the run; the next
+    run removes it and says so."""
+    marker = uuid.uuid4().hex
+    proc, made = _start_namespaced_hang(tmp_path, marker, "TC-86")
+    try:
+        proc.kill()
+        proc.wait(timeout=30)
+        assert f"namespace {made['namespace']}" in _left_of(made), "a namespace outlives SIGKILL: nothing to reap"
+        nxt = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                              str(tmp_path / "test_hang.py"), "--rootdir", str(tmp_path), "--report-dir",
+                              str(tmp_path / "r2")], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+        assert f"network namespace {made['namespace']}" in nxt.stderr, nxt.stderr[-2000:]
+        assert _left_of(made) == []
+        eventually(lambda: processes_with_marker(marker), timeout_ms=10000, what="no process of the run left",
+                   accept=lambda found: not found)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        for pid, _ in processes_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)

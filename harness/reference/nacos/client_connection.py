@@ -9,6 +9,7 @@ between channels with equal arguments; ``grpc.use_local_subchannel_pool`` turns 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import grpc
@@ -26,6 +27,9 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", 10 * 1024 * 1024),
     ("grpc.enable_retries", 0),
 ]
+
+
+COLLECT_AFTER_CLOSE_S = (0.0, 0.5, 2.0)
 
 
 class RpcConnection:
@@ -102,6 +106,13 @@ class RpcConnection:
         self.call = None
         self.reader_task = None
         self._unary = self._bistream = None  # type: ignore[assignment]
+        # Calls cancelled by the close (a request or HealthCheck in flight) live on in the
+        # traceback cycles of their exceptions, which only the cyclic collector frees, and only
+        # once their coroutines have handled the cancellation: without this, a switch under
+        # packet loss left the old transport ESTABLISHED for good (TC-19).
+        loop = asyncio.get_running_loop()
+        for delay_s in COLLECT_AFTER_CLOSE_S:
+            loop.call_later(delay_s, gc.collect)
 
 
 class ConnectionClosed(Exception):
