@@ -1,4 +1,4 @@
-"""Packet loss on a client's link during reset traffic (TC-19): the client on one of two
+"""Packet loss on a client's link during reset traffic (TC-18): the client on one of two
 namespaced servers it reaches at their own addresses (``packet.client_on_one_of_two_direct``, so
 its own TCP stack meets the loss, not the proxy's), one packet in N dropped both ways on both
 servers' gRPC ports while its server resets it (SR-06) and the application keeps sending requests
@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.faults import PacketLoss
-from harness.observe.sockets import snapshot
 from harness.scenarios.bounds import CONTROL_ERRORS, POLL_MS, TOLERANCE_MS, reconnect_ms
-from harness.scenarios.cleanup import transport_peer
 from harness.scenarios.dead_links import Clock, rounded
-from harness.scenarios.packet import DirectPair, MoveBound
+from harness.scenarios.packet import DirectPair, MoveBound, transport_states
 from harness.scenarios.reset import push_reset, request_once
 from harness.scenarios.steps import brief
 from harness.wait import WaitTimeout, eventually, now_ms
@@ -67,18 +65,6 @@ class LossPhase:
         return {**({"stale registrations' sockets": self.stale} if self.stale else {}),"loss": f"1 in {self.every_nth} ({100 / self.every_nth:.0f} %)", "reset of": self.reset_of,
                 "requests under loss": self.requests, "registered exactly once after the heal (ms)": rounded(self.settled_ms),
                 "client at the end": brief(self.end.state), "current at the end": self.end.by_server}
-
-
-def transport_states(pair: DirectPair, connection_id: str) -> dict[str, list[str]]:
-    """Both ends of a registered connection in the kernels' TCP tables (the client's on the host,
-    the server's in its namespace): whether a registration nobody uses is the client's leak (its
-    socket still ESTABLISHED) or the server's (the client's socket gone, the server's not)."""
-    peer = transport_peer(connection_id)
-    if peer is None:
-        return {"unknown": [f"{connection_id!r} names no ip_port"]}
-    entries = snapshot([pair.on.grpc_port, pair.other.grpc_port])
-    return {"client side": sorted(e.state for e in entries if (e.local_ip, e.local_port) == peer),
-            "server side": sorted(e.state for e in entries if (e.remote_ip, e.remote_port) == peer)}
 
 
 def settle_bound_ms(pair: DirectPair) -> int:

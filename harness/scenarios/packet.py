@@ -1,4 +1,4 @@
-"""Packet-level faults met by a client itself (TC-16, TC-17, TC-18): two servers each in its own
+"""Packet-level faults met by a client itself (TC-16..TC-18): two servers each in its own
 network namespace, the client given their own addresses (no proxy in between: Toxiproxy would
 accept the SYN a dropped server never answers), its connects towards a dead server watched in the
 kernel's table (``ConnectWatch``), its CPU time as the hot-loop detector, and what the server made
@@ -15,6 +15,7 @@ from harness.faults import Silence
 from harness.observe.sockets import snapshot
 from harness.peers import PeerManifest
 from harness.scenarios.bounds import FAIL_FACTOR, SCALED_CLIENT_HEALTH, HealthBound, reconnect_ms, supported
+from harness.scenarios.cleanup import transport_peer
 from harness.scenarios.dead_links import Clock, Move, expect_detected, expect_moved, watch_current, watch_move
 from harness.scenarios.reconnects import cpu_seconds
 from harness.scenarios.steps import registered_id, running
@@ -24,8 +25,8 @@ from harness.wait import WaitTimeout, eventually, now_ms
 SCALED_CONNECT = {"server_check_timeout_ms": 1000, "backoff_cap_ms": 500}  # for peers that take them
 CONNECT_SAMPLE_MS = 20
 CPU_SETTLE_MS = 1000  # the CPU window runs on this long after the move: a poller left spinning shows
-# How long the dead server is watched after the client moved: its FIN, where it crosses, ends the
-# old registration at once; where it is lost only the server's own probe can (TC-17, TC-18).
+# How long the dead server is watched after the client moved: a FIN that crossed would end the old
+# registration at once; where it is lost only the server's own probe can (TC-17).
 SERVER_SIDE_WINDOW_MS = 3000
 ONE_WAY = {"to_peer": "client→server", "from_peer": "server→client"}  # Silence's direction → what is lost
 
@@ -154,6 +155,18 @@ class CpuWatch:
         return self.fraction()
 
 
+def transport_states(pair: DirectPair, connection_id: str) -> dict[str, list[str]]:
+    """Both ends of a registered connection in the kernels' TCP tables (the client's on the host,
+    the server's in its namespace): whether a registration nobody uses is the client's leak (its
+    socket still ESTABLISHED) or the server's (the client's socket gone, the server's not)."""
+    peer = transport_peer(connection_id)
+    if peer is None:
+        return {"unknown": [f"{connection_id!r} names no ip_port"]}
+    entries = snapshot([pair.on.grpc_port, pair.other.grpc_port])
+    return {"client side": sorted(e.state for e in entries if (e.local_ip, e.local_port) == peer),
+            "server side": sorted(e.state for e in entries if (e.remote_ip, e.remote_port) == peer)}
+
+
 def server_side(pair: DirectPair, clock: Clock, *, window_ms: float) -> dict[str, Any]:
     """What the dead server made of the client's old connection, ``window_ms`` at most: when it
     left its ``current`` (ms after the fault), or that it was still held. Recorded, not judged: the
@@ -162,7 +175,7 @@ def server_side(pair: DirectPair, clock: Clock, *, window_ms: float) -> dict[str
                                   timeout_ms=window_ms, what=f"{pair.connection_id} gone from {pair.on.direct_address}")
     if gone_ms is None:
         return {"server": f"still held {pair.connection_id} {clock.since():.0f} ms after the fault",
-                "server current": sorted(last)}
+                "server current": sorted(last), "its transport's ends": transport_states(pair, pair.connection_id)}
     return {"server": f"removed {pair.connection_id} {gone_ms:.0f} ms after the fault"}
 
 
@@ -202,17 +215,18 @@ def drop_one_way(cf, pair: DirectPair, client_peer: PeerManifest, *, direction: 
     return drop
 
 
-def expect_left_one_way(cf, pair: DirectPair, drop: OneWayDrop) -> None:
-    """TC-17/TC-18's grading once the client moved: its first sign past its health-check bound,
-    or the move past detection + one reconnect, is NON-STRICT; otherwise OK with both sides' times."""
-    expect_detected(cf, drop.move, pair.health, pair.other, what=f"the {drop.lost} loss", at_ms=drop.at_ms)
-    if drop.move.moved_ms > drop.bound.bound_ms:
-        cf.late(expected=f"RUNNING on {pair.other.direct_address} within {drop.bound}", actual=drop.observed(),
-                at_ms=drop.at_ms)
-    cf.ok(f"{drop.lost} lost: left after {drop.move.detected_ms:.0f} ms (bound {pair.health.bound_ms}), RUNNING on "
-          f"{pair.other.direct_address} after {drop.move.moved_ms:.0f} ms (bound {drop.bound.bound_ms}); "
-          f"server side: {drop.server['server']}",
-          expected=f"move within {drop.bound}", actual=drop.observed())
+def expect_left_one_way(cf, drops: list[tuple[DirectPair, OneWayDrop]]) -> None:
+    """TC-17's grading once the client moved in every direction: a first sign past its health-check
+    bound, or a move past detection + one reconnect, is NON-STRICT; otherwise OK with both sides' times."""
+    for pair, drop in drops:
+        expect_detected(cf, drop.move, pair.health, pair.other, what=f"the {drop.lost} loss", at_ms=drop.at_ms)
+        if drop.move.moved_ms > drop.bound.bound_ms:
+            cf.late(expected=f"with {drop.lost} lost, RUNNING on {pair.other.direct_address} within {drop.bound}",
+                    actual=drop.observed(), at_ms=drop.at_ms)
+    cf.ok("; ".join(f"{d.lost} lost: left after {d.move.detected_ms:.0f} ms (bound {p.health.bound_ms}), RUNNING "
+                    f"elsewhere after {d.move.moved_ms:.0f} ms (bound {d.bound.bound_ms}), server side: {d.server['server']}"
+                    for p, d in drops),
+          expected="each direction: move within detection + one reconnect", actual=[d.observed() for _, d in drops])
 
 
 def expect_no_pending_connect(cf, connects: ConnectWatch, *, after_ms: float, at_ms: float) -> list[int]:

@@ -1,5 +1,5 @@
 """TC — links that go silent below TCP: packet-level faults in the server's network namespace
-(docs/catalogue.md TC-15..TC-19; harness/faults/packet.py; research/real-servers-and-audit.md §4).
+(docs/catalogue.md TC-15..TC-18; harness/faults/packet.py; research/real-servers-and-audit.md §4).
 
 Toxiproxy terminates TCP: under its blackhole the server's kernel still gets ACKs from the
 proxy, and either side's close crosses at once. A pulled cable or a dead VM gives the server
@@ -20,9 +20,8 @@ TC-16 is the client's side. Through Toxiproxy a client never meets a dead server
 connect time (the proxy accepts every connection), so here the client is given the two servers'
 own namespace addresses (198.18.0.0/15) and meets the fault itself: its live connection goes
 silent, and a new connect to that server is never answered (SYN_SENT until the client gives up).
-TC-17 and TC-18 drop one direction only (a one-way firewall rule, an asymmetric route): the
-client must still leave, and what the server made of the old connection is recorded beside it.
-TC-19 drops one packet in N both ways (deterministic, 5 % and 33 %) while the client is reset and
+TC-17 drops one direction only (a one-way firewall rule, an asymmetric route): the client must
+still leave, and what the server made of the old connection is recorded beside it. TC-18 drops one packet in N both ways (deterministic, 5 % and 33 %) while the client is reset and
 its application sends requests: once the loss heals it must be registered exactly once.
 """
 
@@ -57,6 +56,7 @@ from harness.scenarios.dead_links import (
 from harness.scenarios.loss import LOSS_EVERY_NTH, expect_registered_once, reset_under_loss, settle_bound_ms
 from harness.scenarios.packet import (
     CPU_SETTLE_MS,
+    ONE_WAY,
     ConnectWatch,
     CpuWatch,
     MoveBound,
@@ -157,37 +157,26 @@ def test_client_leaves_a_server_gone_silent(cf, topology, nacos_server_peer, nac
 
 
 @pytest.mark.slow
-@case("TC-17", "MUST", timeout_s=150, subject="client")
-def test_client_leaves_when_its_packets_are_lost(cf, topology, nacos_server_peer, nacos_client_peer):
-    """One direction dropped, client→server (its requests, ACKs and SYNs lost; what the server sends still arrives) → the client detects it within its health-check bound and runs on its other server within that bound + one reconnect; when the server let the old connection go is recorded (its FIN is lost too: only the server's own probe can end it).
+@case("TC-17", "MUST", timeout_s=180, subject="client")
+def test_client_leaves_a_link_dropped_one_way(cf, topology, nacos_server_peer, nacos_client_peer):
+    """One direction dropped — client→server (its requests, ACKs and SYNs lost), then server→client (every answer, ACK and SYN-ACK lost) → in each, the client detects it within its health-check bound and runs on its other server within that bound + one reconnect; when the server let the old connection go is recorded, with both ends' sockets (measured: in both directions the client's FIN never arrives — server→client lost, it waits behind unacknowledged data whose ACKs are lost).
 
-    Procedure: as TC-16 (two servers each in its own namespace, the client given their own
-    addresses), the servers told not to eject an idle connection for 120 s (an ejection's close
-    would cross to the client and hand it the answer); iptables in the client's server's namespace
-    drops every packet arriving at its gRPC port. Detection or the move past its bound: NON-STRICT;
-    no move within twice the bound: FAILED.
+    Procedure, per direction, on a fresh pair: as TC-16 (two servers each in its own namespace,
+    the client given their own addresses), the servers told not to eject an idle connection for
+    120 s (an ejection's close would cross to the client and hand it the answer); iptables in the
+    client's server's namespace drops every packet arriving at (then leaving) its gRPC port.
+    Detection or the move past its bound: NON-STRICT; no move within twice the bound: FAILED.
     """
-    pair = client_on_one_of_two_direct(cf, topology, nacos_server_peer, nacos_client_peer,
-                                       server_knobs=supported(nacos_server_peer, QUIET_SERVER))
-    drop = drop_one_way(cf, pair, nacos_client_peer, direction="to_peer")
-    expect_left_one_way(cf, pair, drop)
+    drops = []
+    for direction in ONE_WAY:
+        pair = client_on_one_of_two_direct(cf, topology, nacos_server_peer, nacos_client_peer,
+                                           server_knobs=supported(nacos_server_peer, QUIET_SERVER))
+        drops.append((pair, drop_one_way(cf, pair, nacos_client_peer, direction=direction)))
+    expect_left_one_way(cf, drops)
 
 
 @pytest.mark.slow
-@case("TC-18", "MUST", timeout_s=150, subject="client")
-def test_client_leaves_when_the_answers_are_lost(cf, topology, nacos_server_peer, nacos_client_peer):
-    """One direction dropped, server→client (its requests arrive, every answer, ACK and SYN-ACK is lost) → the client detects it within its health-check bound and runs on its other server within that bound + one reconnect; when the server let the old connection go is recorded (the client's FIN still arrives).
-
-    Procedure: as TC-17, with iptables dropping every packet leaving the server's gRPC port.
-    """
-    pair = client_on_one_of_two_direct(cf, topology, nacos_server_peer, nacos_client_peer,
-                                       server_knobs=supported(nacos_server_peer, QUIET_SERVER))
-    drop = drop_one_way(cf, pair, nacos_client_peer, direction="from_peer")
-    expect_left_one_way(cf, pair, drop)
-
-
-@pytest.mark.slow
-@case("TC-19", "MUST", timeout_s=150, subject="both")
+@case("TC-18", "MUST", timeout_s=150, subject="both")
 def test_registered_once_after_packet_loss(cf, topology, nacos_server_peer, nacos_client_peer):
     """Packet loss of 5 % and 33 % (one packet in 20, then in 3, each way) on the client's link while its server resets it and its application sends requests → once the loss heals the client is RUNNING and registered exactly once (no duplicate registration, no lost one) within detection + one reconnect + a few retransmissions.
 

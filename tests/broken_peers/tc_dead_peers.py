@@ -1,5 +1,5 @@
 """Deliberately broken reference peers for the dead-link / dead-server cases (TC-04, TC-05,
-TC-06, TC-09, TC-15..TC-19): each overrides ONE behaviour of the reference server or client so a case can be
+TC-06, TC-09, TC-15..TC-18): each overrides ONE behaviour of the reference server or client so a case can be
 shown to FAIL for the intended reason. They live in the tests, never in the product peers.
 
     python -m tests.broken_peers.tc_dead_peers --variant NAME <reference server or client flags>
@@ -29,7 +29,7 @@ Client variants (``RefNacosClient`` subclasses):
 - ``leaves-connects-pending`` (TC-16): every connect attempt also opens a raw TCP connect to each
   server of its list (a warm-up it forgets): towards a server that drops SYNs it stays in
   SYN_SENT for the kernel's whole retry schedule (about two minutes), long after the attempt.
-- ``keeps-old-transport`` (TC-19): on a switch it reports the old connection closed but keeps
+- ``keeps-old-transport`` (TC-18): on a switch it reports the old connection closed but keeps
   it open (its transport stays ESTABLISHED, so the server rightly keeps it registered).
 """
 

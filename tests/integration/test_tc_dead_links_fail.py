@@ -1,6 +1,6 @@
-"""TC-04, TC-05, TC-06, TC-09 and TC-15..TC-19 must FAIL against deliberately broken peers, each for the
+"""TC-04, TC-05, TC-06, TC-09 and TC-15..TC-18 must FAIL against deliberately broken peers, each for the
 intended reason, before their OK against the reference peers is trusted
-(tests/broken_peers/tc_dead_peers.py, tests/broken_peers/tc-dead-peers.toml; TC-19's server that
+(tests/broken_peers/tc_dead_peers.py, tests/broken_peers/tc-dead-peers.toml; TC-18's server that
 forgets a dead transport is the soak's, tests/broken_peers/soak-servers.toml).
 
 Each run is the real suite in a subprocess (``run_suite``); a run's matrix is every selected
@@ -47,19 +47,17 @@ RUNS = [
         "nacos-client=broken-leaves-connects-pending nacos-server=ref": ("no connect towards the dead server",
                                                                          "SYN_SENT"),
     }),
-    ("TC-17", ["ref"], ["broken-no-health-check", "ref"], {
+    ("TC-17", ["ref"], ["broken-no-health-check", "broken-health-check-never-fails", "ref"], {
         "nacos-client=broken-no-health-check nacos-server=ref": ("detects the client→server drop within",
                                                                  "it never noticed"),
+        "nacos-client=broken-health-check-never-fails nacos-server=ref": ("detects the client→server drop within",
+                                                                          "it never noticed"),
         "nacos-client=ref nacos-server=ref": None,
     }),
-    ("TC-18", ["ref"], ["broken-health-check-never-fails"], {
-        "nacos-client=broken-health-check-never-fails nacos-server=ref": ("detects the server→client drop within",
-                                                                          "it never noticed"),
-    }),
-    ("TC-19", ["soak-forgets-unregister"], ["ref"], {
+    ("TC-18", ["soak-forgets-unregister"], ["ref"], {
         "nacos-client=ref nacos-server=soak-forgets-unregister": ("registered exactly once", "the server still registers"),
     }),
-    ("TC-19", ["ref"], ["broken-keeps-old-transport"], {
+    ("TC-18", ["ref"], ["broken-keeps-old-transport"], {
         "nacos-client=broken-keeps-old-transport nacos-server=ref": ("registered exactly once", "the client's leak"),
     }),
     ("TC-09", ["broken-ejects-but-keeps-registration"], ["ref"], {
@@ -78,7 +76,7 @@ RUNS = [
                          ids=[f"{r[0]}-{'+'.join(r[1] + r[2])}" for r in RUNS])
 def test_case_fails_against_broken_peer(case_id: str, servers: list[str], clients: list[str],
                                         reasons: dict[str, tuple[str, str] | None], tmp_path: Path) -> None:
-    if case_id in ("TC-15", "TC-16", "TC-17", "TC-18", "TC-19") and available() is not None:
+    if case_id in ("TC-15", "TC-16", "TC-17", "TC-18") and available() is not None:
         pytest.skip(f"{case_id} needs network namespaces: {available()}")
     peers = [f"nacos-server={s}" for s in servers] + [f"nacos-client={c}" for c in clients]
     results = run_suite(case_id, tmp_path / "report", peers_files=BROKEN, peers=peers)

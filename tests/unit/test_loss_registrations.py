@@ -1,4 +1,4 @@
-"""TC-19's reading of the registrations after a loss heals: exactly once, and whose a stale one is
+"""TC-18's reading of the registrations after a loss heals: exactly once, and whose a stale one is
 (from both ends' sockets), without peers."""
 
 from __future__ import annotations

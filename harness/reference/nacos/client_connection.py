@@ -109,7 +109,7 @@ class RpcConnection:
         # Calls cancelled by the close (a request or HealthCheck in flight) live on in the
         # traceback cycles of their exceptions, which only the cyclic collector frees, and only
         # once their coroutines have handled the cancellation: without this, a switch under
-        # packet loss left the old transport ESTABLISHED for good (TC-19).
+        # packet loss left the old transport ESTABLISHED for good (TC-18).
         loop = asyncio.get_running_loop()
         for delay_s in COLLECT_AFTER_CLOSE_S:
             loop.call_later(delay_s, gc.collect)
