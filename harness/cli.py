@@ -185,6 +185,10 @@ def _add_up(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--faults", type=int, default=0, metavar="M",
                    help="run M seeded random faults (proxy_down, reset_peer, blackhole, kill, pause), then "
                    "check convergence and end (default 0: just stay up)")
+    p.add_argument("--l3-faults", action="store_true",
+                   help="each server alone in its own network namespace (root; not a cluster), and the schedule also draws "
+                   "packet-level faults on servers (silence, packet_loss, syn_drop, link_down: iptables inside "
+                   "the namespace), which Toxiproxy cannot make")
     p.add_argument("--window-ms", type=int, default=10000, metavar="W", help="the schedule's window (default 10000)")
     p.add_argument("--history", default=None, metavar="PATH", help="write the session's history (JSONL) here")
     p.add_argument("--toxiproxy-url", default=None, metavar="URL",
@@ -203,6 +207,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
         peers_files=args.peers_file, knobs=args.knob, scaled_timers=args.scaled_timers,
         duration_s=args.duration_s, seed=args.chaos_seed, faults=args.faults, window_ms=args.window_ms,
         history=args.history, toxiproxy_url=args.toxiproxy_url, workdir=args.workdir, runtime=args.runtime,
+        l3_faults=args.l3_faults,
     )
     return run_up(options, echo=lambda line: print(line, flush=True))
 

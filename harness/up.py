@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -64,6 +65,7 @@ class UpOptions:
     toxiproxy_url: str | None = None
     workdir: str | None = None
     runtime: str = "process"  # or "docker": peers and Toxiproxy as containers
+    l3_faults: bool = False  # servers in namespaces; the schedule draws packet-level faults too
 
 
 def _parse_clients(specs: Sequence[str]) -> list[tuple[str, int]]:
@@ -185,6 +187,18 @@ def _sigterm_as_interrupt(stack: ExitStack) -> None:
     stack.callback(signal.signal, signal.SIGTERM, previous)
 
 
+def _require_l3(opts: UpOptions) -> None:
+    """Packet-level faults need namespaces (root), iptables, and the process runtime."""
+    from harness.placement.netns import available
+
+    why = available() or (None if shutil.which("iptables") else
+                          "iptables is not installed (Debian package iptables; `connformance setup` as root)")
+    if opts.runtime != "process":
+        why = f"--l3-faults runs servers in network namespaces of the process runtime, not --runtime {opts.runtime}"
+    if why:
+        raise HarnessError(f"--l3-faults: {why}")
+
+
 def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
     """``connformance up``: start Toxiproxy (or use ``toxiproxy_url``), the runtime (process, or
     docker) and a topology; print the addresses; run the seeded schedule (then check convergence) or keep
@@ -203,6 +217,8 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
         opts.window_ms / 1000 + 60 if opts.faults else 300)
     if not 0 < duration_s <= MAX_DURATION_S:
         raise HarnessError(f"--duration-s {duration_s}: expected 0 < duration <= {MAX_DURATION_S} (sessions are bounded)")
+    if opts.l3_faults:
+        _require_l3(opts)
     registry = PeerRegistry.default(opts.peers_files)
     server_peer = registry.get("nacos-server", opts.server_peer)
     client_peers = [(registry.get("nacos-client", name), n) for name, n in _parse_clients(opts.clients)]
@@ -218,7 +234,7 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
     seed = opts.seed if opts.seed is not None else random.SystemRandom().randrange(1, 2**31)
     n_clients = sum(n for _, n in client_peers)
     schedule = (soak_schedule(seed, servers=opts.servers, clients=n_clients, count=opts.faults,
-                              window_ms=opts.window_ms) if opts.faults else None)
+                              window_ms=opts.window_ms, link_faults=opts.l3_faults) if opts.faults else None)
     workdir = Path(opts.workdir) if opts.workdir else Path(tempfile.mkdtemp(prefix="connformance-up-"))
     workdir.mkdir(parents=True, exist_ok=True)
     history_path = Path(opts.history) if opts.history else workdir / "history.jsonl"
@@ -248,7 +264,11 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
         status: _StatusPrinter | None = None
         try:
             echo(f"[up] seed {seed} (replay with --chaos-seed {seed}); session bounded to {duration_s:.0f} s")
-            servers = topology.nacos_servers(opts.servers, peer=server_peer, knobs=server_knobs)
+            if opts.l3_faults:  # each alone in its namespace: members could not reach each other across them
+                servers = [topology.nacos_servers(1, peer=server_peer, knobs=server_knobs, namespaced=True)[0]
+                           for _ in range(opts.servers)]
+            else:
+                servers = topology.nacos_servers(opts.servers, peer=server_peer, knobs=server_knobs)
             bound_parts: list[tuple[PeerManifest, dict[str, Any]]] = []
             for peer, n in client_peers:
                 knobs = {k: v for k, v in client_knobs.items() if peer.supports(k)}

@@ -10,7 +10,7 @@ from harness.observe.history import History
 from harness.runtime.base import Node
 from harness.wait import now_ms
 
-Role = Literal["proxy", "node"]
+Role = Literal["proxy", "node", "link"]  # link: a server's namespace (packet-level faults)
 
 
 def _via(node: Node | Any, action: str) -> dict[str, str]:

@@ -48,12 +48,13 @@ def namespace_of(target: Any) -> Namespace:
 class _NetFault(Fault):
     """Rules added at apply, removed (exactly those) at heal."""
 
-    ROLE: ClassVar = "node"
+    ROLE: ClassVar = "link"
 
     def __init__(self, target: Any, *, history: History | None = None, label: str | None = None,
                  port: int | None = None, peer: tuple[str, int] | None = None) -> None:
         super().__init__(target, history=history, label=label)
-        self.ns = namespace_of(target)
+        # No target: a schedule's parameters being checked (``check_fault_params``), never applied.
+        self.ns = namespace_of(target) if target is not None else None
         self.port = port  # the peer's own port (its gRPC port, say); None: every port
         self.peer = peer  # one remote end (the proxy's upstream socket); None: the host end as a whole
         self.tag = f"cf-fault-{next(_ids)}"

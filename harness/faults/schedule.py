@@ -223,16 +223,17 @@ def run_schedule(schedule: Schedule, resolve_target: Callable[[str, Role], Any],
 
 def topology_resolver(topology: Any) -> Callable[[str, Role], Any]:
     """Resolve schedule targets against a ``harness.topology.Topology``: ``server-<i>`` gives that
-    server's proxy or node, a client's name its node (clients have no proxy)."""
+    server's proxy, node or (packet-level faults) the server itself, whose namespace they act in;
+    a client's name its node (clients have no proxy and no namespace)."""
 
     def resolve(name: str, role: Role) -> Any:
         for server in topology.servers:
             if f"server-{server.index}" == name:
-                return server.proxy if role == "proxy" else server.node
+                return {"proxy": server.proxy, "link": server}.get(role, server.node)
         for client in topology.clients:
             if client.name == name:
-                if role == "proxy":
-                    raise HarnessError(f"target {name!r} is a client; proxy faults need a server target")
+                if role in ("proxy", "link"):
+                    raise HarnessError(f"target {name!r} is a client; {role} faults need a server target")
                 return client.node
         known = [f"server-{s.index}" for s in topology.servers] + [c.name for c in topology.clients]
         raise HarnessError(f"unknown fault target {name!r}; known: {known}")

@@ -32,6 +32,9 @@ from harness.wait import WaitTimeout, eventually, now_ms
 
 PROXY_FAULTS = ("proxy_down", "reset_peer", "blackhole")  # on a server's proxy
 SOAK_FAULTS = (*PROXY_FAULTS, "kill", "pause")  # kill: clients only, never restarted; pause: any node
+# In a namespaced server's own network namespace (``up --l3-faults``); never drawn otherwise, so a
+# seed's schedule without them is what it always was.
+LINK_FAULTS = ("silence", "packet_loss", "syn_drop", "link_down")
 MIN_FAULT_MS = 500
 MAX_FAULT_MS = 3000
 
@@ -43,10 +46,11 @@ SOAK_CLIENT_KNOBS = {**SCALED_CLIENT_HEALTH,
 
 def soak_schedule(seed: int, *, servers: int, clients: int, count: int, window_ms: int,
                   min_duration_ms: int = MIN_FAULT_MS, max_duration_ms: int = MAX_FAULT_MS,
-                  max_kills: int | None = None) -> Schedule:
+                  max_kills: int | None = None, link_faults: bool = False) -> Schedule:
     """``count`` faults over ``[0, window_ms]`` drawn from ``random.Random(seed)``; pure.
 
-    Each fault's kind is drawn uniformly from ``SOAK_FAULTS``. Proxy faults go to server proxies
+    Each fault's kind is drawn uniformly from ``SOAK_FAULTS`` (and ``LINK_FAULTS`` with
+    ``link_faults``: on servers, in their namespaces, one at a time per server). Proxy faults go to server proxies
     (one fault per proxy at a time). Kills go to distinct clients (at most ``max_kills``, default a
     third of them; extra kills become pauses) and are never healed by a restart: a killed client
     is no longer live, so it is never targeted again. Pauses go to the other clients and to the
@@ -62,11 +66,13 @@ def soak_schedule(seed: int, *, servers: int, clients: int, count: int, window_m
     rng = random.Random(seed)
     server_names = [f"server-{i}" for i in range(servers)]
     client_names = [f"client-{i}" for i in range(clients)]
-    kinds = [rng.choice(SOAK_FAULTS) for _ in range(count)]
+    pool = SOAK_FAULTS + (LINK_FAULTS if link_faults else ())
+    kinds = [rng.choice(pool) for _ in range(count)]
     kill_cap = clients // 3 if max_kills is None else min(max_kills, clients)
     kills = min(kinds.count("kill"), kill_cap)
     proxy = sum(kinds.count(k) for k in PROXY_FAULTS)
-    pauses = count - proxy - kills
+    link = sum(kinds.count(k) for k in LINK_FAULTS)
+    pauses = count - proxy - kills - link
     victims = rng.sample(client_names, kills)
     events: list[ScheduledFault] = []
 
@@ -77,6 +83,8 @@ def soak_schedule(seed: int, *, servers: int, clients: int, count: int, window_m
 
     if proxy:
         draw(server_names, PROXY_FAULTS, proxy)
+    if link:
+        draw(server_names, LINK_FAULTS, link)
     for victim in victims:
         draw([victim], ["kill"], 1)
     if pauses:
@@ -104,8 +112,8 @@ def schedule_resolver(topology: Topology) -> Callable[[str, Role], Any]:
     def resolve(name: str, role: Role) -> Any:
         match = re.fullmatch(r"client-(\d+)", name)
         if match and int(match.group(1)) < len(topology.clients):
-            if role == "proxy":
-                raise HarnessError(f"target {name!r} is a client; proxy faults need a server target")
+            if role in ("proxy", "link"):
+                raise HarnessError(f"target {name!r} is a client; {role} faults need a server target")
             return topology.clients[int(match.group(1))].node
         return base(name, role)
 

@@ -6,6 +6,7 @@ even grandchildren (as tests/integration/test_interrupt_cleanup.py)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import signal
@@ -17,9 +18,10 @@ from pathlib import Path
 import pytest
 
 from harness.paths import PROJECT_ROOT
-from harness.scenarios.soak import soak_schedule
+from harness.placement.netns import available
+from harness.scenarios.soak import LINK_FAULTS, soak_schedule
 from harness.wait import eventually
-from tests.integration.test_interrupt_cleanup import processes_with_marker
+from tests.integration.test_interrupt_cleanup import namespaces, processes_with_marker
 from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
@@ -126,5 +128,38 @@ def test_up_ends_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+        for pid, _ in processes_with_marker(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.skipif(available() is not None, reason=f"needs network namespaces: {available()}")
+def test_up_applies_packet_level_faults_in_the_servers_namespaces(tmp_path: Path) -> None:
+    """``--l3-faults``: the servers sit each in its own namespace, the schedule draws silence,
+    link_down and packet_loss (seed 3), each applied and healed in the history like a proxy fault,
+    and the cluster converges afterwards; no namespace outlives the session."""
+    marker = uuid.uuid4().hex
+    expected = soak_schedule(3, servers=2, clients=3, count=6, window_ms=8000, link_faults=True)
+    link = [e for e in expected.events if e.fault in LINK_FAULTS]
+    assert {e.fault for e in link} == {"silence", "link_down", "packet_loss"}, "seed 3 no longer draws them"
+    namespaces_before = namespaces()
+    try:
+        code, out = _up(["--servers", "2", "--clients", "ref:3", "--faults", "6", "--chaos-seed", "3", "--l3-faults",
+                         "--scaled-timers", "--window-ms", "8000", "--duration-s", "90"], marker, tmp_path,
+                        timeout_s=140)
+        assert code == 0, out
+        assert len(re.findall(r"^\[up\] server-\d+ .*grpc 198\.18\.\d+\.\d+:\d+", out, re.M)) == 2, out
+        for e in link:
+            assert re.search(rf"^\[chaos \+\s*\d+ ms\] apply {e.fault}\s+{e.target}$", out, re.M), out
+            assert re.search(rf"^\[chaos \+\s*\d+ ms\] heal  {e.fault}\s+{e.target}$", out, re.M), out
+        history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+        applied = [h for h in history if h.get("kind") == "fault" and h.get("fault") in LINK_FAULTS]
+        healed = [h for h in history if h.get("kind") == "healed" and h.get("fault") in LINK_FAULTS]
+        assert len(applied) == len(healed) == len(link), (applied, healed)
+        assert all(h.get("namespace") for h in applied + healed)
+        assert "membership: OK" in out and "[up] teardown: no leaks" in out, out
+        _assert_nothing_left(marker)
+        assert namespaces() == namespaces_before
+    finally:
         for pid, _ in processes_with_marker(marker):
             os.kill(pid, signal.SIGKILL)

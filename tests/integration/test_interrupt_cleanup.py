@@ -136,7 +136,7 @@ def _links() -> str:
     return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
 
 
-def _namespaces() -> list[str]:
+def namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
@@ -151,12 +151,12 @@ def _start_namespaced_hang(tmp_path: Path, marker: str, case_id: str) -> tuple[s
     eventually(lambda: up_file.exists() or proc.poll() is not None, timeout_ms=60000, what="peers up")
     assert proc.poll() is None, f"the run ended before the interrupt: {proc.stdout.read().decode()[-2000:]}"
     made = json.loads(up_file.read_text())
-    assert made["namespace"] in _namespaces() and made["host_if"] in _links(), f"the run made {made}"
+    assert made["namespace"] in namespaces() and made["host_if"] in _links(), f"the run made {made}"
     return proc, made
 
 
 def _left_of(made: dict) -> list[str]:
-    left = [f"namespace {made['namespace']}"] if made["namespace"] in _namespaces() else []
+    left = [f"namespace {made['namespace']}"] if made["namespace"] in namespaces() else []
     return left + ([f"veth {made['host_if']}"] if f" {made['host_if']}@" in _links() else [])
 
 

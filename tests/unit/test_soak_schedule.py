@@ -11,6 +11,7 @@ from harness.errors import HarnessError
 from harness.faults import FaultRun, Schedule, ScheduledFault
 from harness.peers import PeerRegistry
 from harness.scenarios.soak import (
+    LINK_FAULTS,
     PROXY_FAULTS,
     ClientView,
     ClusterView,
@@ -227,3 +228,21 @@ def test_up_option_parsing() -> None:
     assert client == {"app_name": "demo"}
     with pytest.raises(HarnessError, match="server.KNOB=VALUE"):
         _parse_knobs(["eject_interval_ms=1000"])
+
+
+def test_link_faults_go_to_servers_only_and_leave_default_schedules_alone() -> None:
+    assert soak_schedule(1234, **DEFAULT, link_faults=False) == soak_schedule(1234, **DEFAULT)
+    drawn: set[str] = set()
+    for seed in range(30):
+        schedule = soak_schedule(seed, servers=2, clients=6, count=12, window_ms=10_000, link_faults=True)
+        assert len(schedule.events) == 12
+        link = [e for e in schedule.events if e.fault in LINK_FAULTS]
+        drawn |= {e.fault for e in link}
+        assert all(e.target.startswith("server-") for e in link)
+        by_server: dict[str, list[ScheduledFault]] = {}
+        for e in link:  # one packet-level fault at a time per server: each heal restores a known state
+            by_server.setdefault(e.target, []).append(e)
+        for faults in by_server.values():
+            for a, b in zip(faults, faults[1:], strict=False):
+                assert a.at_ms + a.duration_ms <= b.at_ms
+    assert drawn == set(LINK_FAULTS)
