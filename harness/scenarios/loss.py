@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.faults import PacketLoss
-from harness.scenarios.bounds import CONTROL_ERRORS, POLL_MS, TOLERANCE_MS, reconnect_ms
+from harness.scenarios.bounds import CONTROL_ERRORS, POLL_MS, TOLERANCE_MS, EjectBound, reconnect_ms
 from harness.scenarios.dead_links import Clock, rounded
 from harness.scenarios.packet import DirectPair, MoveBound, transport_states
 from harness.scenarios.reset import push_reset, request_once
@@ -23,7 +23,8 @@ from harness.wait import WaitTimeout, eventually, now_ms
 LOSS_EVERY_NTH = (20, 3)
 LOSS_WINDOW_MS = 4000  # requests go on under the loss this long after the reset was pushed
 # A close (FIN) sent under the loss is retransmitted on Linux's doubling RTO (200 ms, 400 ms, ...):
-# a few losses of it are made good within this of the heal.
+# a few losses of it are made good within this of the heal. A lost RST is never sent again: only
+# the server's own detection (its eject bound) ends that registration.
 RETRANSMIT_ALLOWANCE_MS = 3000
 
 
@@ -67,12 +68,12 @@ class LossPhase:
                 "client at the end": brief(self.end.state), "current at the end": self.end.by_server}
 
 
-def settle_bound_ms(pair: DirectPair) -> int:
-    """After the heal: the client may still detect a dead link and reconnect once, and a close
-    sent under the loss may still be in retransmission. No ejection is waited for: with TCP intact
-    again every close arrives, so a registration left after this is a transport someone still holds."""
+def settle_bound_ms(pair: DirectPair, server_peer, server_knobs: dict[str, Any]) -> int:
+    """After the heal: the client may still detect a dead link and reconnect once, a close sent
+    under the loss may still be in retransmission, and a transport whose RST was lost is the
+    server's to find (its eject bound)."""
     move = MoveBound(pair.health, reconnect_ms(pair.client.peer, pair.client.knobs))
-    return move.bound_ms + RETRANSMIT_ALLOWANCE_MS + TOLERANCE_MS
+    return move.bound_ms + RETRANSMIT_ALLOWANCE_MS + EjectBound.of(server_peer, server_knobs).bound_ms + TOLERANCE_MS
 
 
 def whose(stale: dict[str, dict[str, list[str]]]) -> str:

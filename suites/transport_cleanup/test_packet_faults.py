@@ -178,21 +178,21 @@ def test_client_leaves_a_link_dropped_one_way(cf, topology, nacos_server_peer, n
 @pytest.mark.slow
 @case("TC-18", "MUST", timeout_s=150, subject="both")
 def test_registered_once_after_packet_loss(cf, topology, nacos_server_peer, nacos_client_peer):
-    """Packet loss of 5 % and 33 % (one packet in 20, then in 3, each way) on the client's link while its server resets it and its application sends requests → once the loss heals the client is RUNNING and registered exactly once (no duplicate registration, no lost one) within detection + one reconnect + a few retransmissions.
+    """Packet loss of 5 % and 33 % (one packet in 20, then in 3, each way) on the client's link while its server resets it and its application sends requests → once the loss heals the client is RUNNING and registered exactly once (no duplicate registration, no lost one) within detection + one reconnect + a few retransmissions + the server's eject bound.
 
     Procedure: as TC-16 (two servers each in its own namespace, the client given their own
-    addresses, so its own TCP stack meets the loss), the servers told not to eject idle
-    connections for 120 s (an ejection would hide a transport the client forgot to close); per
-    loss rate: iptables drops one packet in N both ways on both servers' gRPC ports, the client's
-    server pushes a reset (SR-06) while the application sends requests back to back for 4 s
-    (SR-15; counted, not judged), the loss heals, and every server's `current` is read against the
-    client's own connection id. Not registered exactly once within the bound: FAILED, with both
-    ends' sockets of every stale registration (whose transport it is).
+    addresses, so its own TCP stack meets the loss), the servers with scaled eject timers (a
+    client's RST lost under the loss is never sent again: only the server's own detection ends
+    that registration); per loss rate: iptables drops one packet in N both ways on both servers'
+    gRPC ports, the client's server pushes a reset (SR-06) while the application sends requests
+    back to back for 4 s (SR-15; counted, not judged), the loss heals, and every server's
+    `current` is read against the client's own connection id. Not registered exactly once within
+    the bound: FAILED, with both ends' sockets of every stale registration (whose it is).
     """
     require_reset_support(nacos_server_peer, nacos_client_peer, client=("reset", "request"))
-    pair = client_on_one_of_two_direct(cf, topology, nacos_server_peer, nacos_client_peer,
-                                       server_knobs=supported(nacos_server_peer, QUIET_SERVER))
-    settle_ms = settle_bound_ms(pair)
+    server_knobs = supported(nacos_server_peer, SCALED_SERVER_EJECT)
+    pair = client_on_one_of_two_direct(cf, topology, nacos_server_peer, nacos_client_peer, server_knobs=server_knobs)
+    settle_ms = settle_bound_ms(pair, nacos_server_peer, server_knobs)
     phases = []
     for every_nth in LOSS_EVERY_NTH:
         phase = reset_under_loss(cf, pair, every_nth=every_nth, settle_ms=settle_ms)

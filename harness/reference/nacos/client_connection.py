@@ -29,7 +29,7 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
-COLLECT_AFTER_CLOSE_S = (0.0, 0.5, 2.0)
+COLLECT_AFTER_CLOSE_S = (0.5, 2.0)  # once the cancelled calls' coroutines have run
 
 
 class RpcConnection:
@@ -88,6 +88,7 @@ class RpcConnection:
         if self.closed:
             return
         self.closed = True
+        had_stream = self.call is not None
         if self.call is not None and not self.call.done():
             try:
                 async with self._write_lock:
@@ -109,10 +110,12 @@ class RpcConnection:
         # Calls cancelled by the close (a request or HealthCheck in flight) live on in the
         # traceback cycles of their exceptions, which only the cyclic collector frees, and only
         # once their coroutines have handled the cancellation: without this, a switch under
-        # packet loss left the old transport ESTABLISHED for good (TC-18).
-        loop = asyncio.get_running_loop()
-        for delay_s in COLLECT_AFTER_CLOSE_S:
-            loop.call_later(delay_s, gc.collect)
+        # packet loss left the old transport ESTABLISHED for good (TC-18). A connect attempt that
+        # failed before its stream opened has no calls in flight: no collection (SR-18's pacing).
+        if had_stream:
+            loop = asyncio.get_running_loop()
+            for delay_s in COLLECT_AFTER_CLOSE_S:
+                loop.call_later(delay_s, gc.collect)
 
 
 class ConnectionClosed(Exception):
