@@ -40,8 +40,8 @@ def namespace_of(target: Any) -> Namespace:
     ns = target if isinstance(target, Namespace) else getattr(target, "namespace", None)
     if ns is None:
         name = getattr(getattr(target, "node", None), "name", target)
-        raise Unimplemented(f"a packet-level fault needs {name} in a network namespace (root; a case asks for one, or --placement netns) "
-                            "as root); Toxiproxy alone cannot drop packets")
+        raise Unimplemented(f"a packet-level fault needs {name} in a network namespace (a case that asks for one, "
+                            "or --placement netns; as root); Toxiproxy alone cannot drop packets")
     return ns
 
 
