@@ -90,6 +90,29 @@ def test_shards_split_every_cell_into_exactly_one_part(pytester: pytest.Pytester
     assert max(loads) - min(loads) <= 59  # longest-first: within one cell's weight of each other
 
 
+@pytest.mark.timeout(120)
+def test_workers_get_the_longest_cells_first(pytester: pytest.Pytester) -> None:
+    """Under -n the collection is longest first by the recorded durations (an unknown cell counts
+    as the median); a serial run keeps the file's order."""
+    pytester.makepyfile(test_many="from fixtures.case import case\n" + SHARDED)
+    durations = pytester.path / "durations.json"
+    durations.write_text(json.dumps({f"test_many.py::test_case_{n}": 100 * n for n in range(40, 59)}))
+    order = [f"test_many.py::test_case_{n}" for n in (58, 57, 56, 55, 54, 53, 52, 51, 50, 49)]
+
+    def collected(*args: str) -> list[str]:
+        result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--collect-only", "-q",
+                                               "--shard-durations", str(durations), *args)
+        return [line for line in result.stdout.lines if line.startswith("test_many.py::")]
+
+    assert collected() == [f"test_many.py::test_case_{n}" for n in range(40, 60)]
+    # -n 0 keeps xdist loaded but runs in-process: the plugin sees numprocesses as on a worker.
+    workers = collected("-p", "xdist", "-n", "0", "-o", "addopts=")
+    assert workers == collected(), "-n 0 is a serial run"
+    ordered = collected("-p", "xdist", "--dist", "load", "--numprocesses", "2", "-o", "addopts=")
+    assert ordered[:10] == order, ordered
+    assert ordered.index("test_many.py::test_case_59") == 10, "the unknown cell sits at the median"
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("bad", ["0/3", "4/3", "x", "1/0"])
 def test_a_bad_shard_is_a_usage_error(pytester: pytest.Pytester, bad: str) -> None:
