@@ -63,9 +63,11 @@ class LossPhase:
     stale: dict[str, dict[str, list[str]]] = field(default_factory=dict)  # id → both ends' TCP states
 
     def observed(self) -> dict[str, Any]:
-        return {**({"stale registrations' sockets": self.stale} if self.stale else {}),"loss": f"1 in {self.every_nth} ({100 / self.every_nth:.0f} %)", "reset of": self.reset_of,
-                "requests under loss": self.requests, "registered exactly once after the heal (ms)": rounded(self.settled_ms),
-                "client at the end": brief(self.end.state), "current at the end": self.end.by_server}
+        return {"loss": f"1 in {self.every_nth} ({100 / self.every_nth:.0f} %)", "reset of": self.reset_of,
+                "requests under loss": self.requests,
+                "registered exactly once after the heal (ms)": rounded(self.settled_ms),
+                "client at the end": brief(self.end.state), "current at the end": self.end.by_server,
+                **({"stale registrations' sockets": self.stale} if self.stale else {})}
 
 
 def settle_bound_ms(pair: DirectPair, server_peer, server_knobs: dict[str, Any]) -> int:
