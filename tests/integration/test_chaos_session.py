@@ -21,7 +21,7 @@ from harness.paths import PROJECT_ROOT
 from harness.placement.netns import available
 from harness.scenarios.soak import LINK_FAULTS, soak_schedule
 from harness.wait import eventually
-from tests.integration.test_interrupt_cleanup import namespaces, processes_with_marker
+from tests.support.marked import end_run, namespaces, processes_with_marker
 from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
@@ -72,8 +72,7 @@ def test_up_stays_up_for_its_duration_and_cleans_up(tmp_path: Path) -> None:
         assert "[up] teardown: no leaks" in out, out
         _assert_nothing_left(marker)
     finally:
-        for pid, _ in processes_with_marker(marker):  # only ever the session's own processes
-            os.kill(pid, signal.SIGKILL)
+        end_run(None, marker)
 
 
 @pytest.mark.timeout(150)
@@ -97,8 +96,7 @@ def test_up_runs_the_seeded_schedule_then_checks_and_ends(tmp_path: Path) -> Non
         assert "[up] teardown: no leaks" in out, out
         _assert_nothing_left(marker)
     finally:
-        for pid, _ in processes_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
+        end_run(None, marker)
 
 
 @pytest.mark.timeout(120)
@@ -125,11 +123,7 @@ def test_up_ends_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert "[up] teardown: no leaks" in out, out
         _assert_nothing_left(marker)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for pid, _ in processes_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
+        end_run(proc, marker)
 
 
 @pytest.mark.timeout(150)
@@ -161,5 +155,4 @@ def test_up_applies_packet_level_faults_in_the_servers_namespaces(tmp_path: Path
         _assert_nothing_left(marker)
         assert namespaces() == namespaces_before
     finally:
-        for pid, _ in processes_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
+        end_run(None, marker)

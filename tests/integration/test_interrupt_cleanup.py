@@ -21,26 +21,10 @@ from harness.paths import PROJECT_ROOT
 from harness.placement.netns import available
 from harness.wait import eventually
 from tests.support.hanging import write_hanging_case
+from tests.support.marked import end_run, links, namespaces, processes_with_marker
 from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
-
-def processes_with_marker(marker: str) -> list[tuple[int, str]]:
-    found = []
-    needle = f"CONNFORMANCE_RUN_MARK={marker}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                status = (entry / "status").read_text()
-                if "\nState:\tZ" in status:
-                    continue  # a zombie holds nothing; its parent reaps it
-                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()[:150]))
-        except OSError:
-            continue
-    return found
-
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
@@ -65,11 +49,7 @@ def test_a_signal_mid_case_leaves_nothing_behind(tmp_path: Path, sig: signal.Sig
                           what="no process of the run left", accept=lambda found: not found)
         assert not left.value
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for pid, _ in processes_with_marker(marker):  # only ever the run's own processes
-            os.kill(pid, signal.SIGKILL)
+        end_run(proc, marker)
 
 
 # A peer of the run that starts a child in its own session: PDEATHSIG ends the peer with the
@@ -123,22 +103,9 @@ def test_sigkill_mid_case_is_reaped_by_the_next_run(tmp_path: Path) -> None:
             assert processes_with_marker(marker) == []
             assert client.proxies() == {}
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
-            for pid, _ in processes_with_marker(marker):
-                os.kill(pid, signal.SIGKILL)
+            end_run(proc, marker)
             if client is not None:
                 client.close()  # its keep-alive socket must not outlive the Toxiproxy (CLOSE_WAIT)
-
-
-def _links() -> str:
-    return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
-
-
-def namespaces() -> list[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
 def _start_namespaced_hang(tmp_path: Path, marker: str, case_id: str) -> tuple[subprocess.Popen, dict]:
@@ -151,13 +118,13 @@ def _start_namespaced_hang(tmp_path: Path, marker: str, case_id: str) -> tuple[s
     eventually(lambda: up_file.exists() or proc.poll() is not None, timeout_ms=60000, what="peers up")
     assert proc.poll() is None, f"the run ended before the interrupt: {proc.stdout.read().decode()[-2000:]}"
     made = json.loads(up_file.read_text())
-    assert made["namespace"] in namespaces() and made["host_if"] in _links(), f"the run made {made}"
+    assert made["namespace"] in namespaces() and made["host_if"] in links(), f"the run made {made}"
     return proc, made
 
 
 def _left_of(made: dict) -> list[str]:
     left = [f"namespace {made['namespace']}"] if made["namespace"] in namespaces() else []
-    return left + ([f"veth {made['host_if']}"] if f" {made['host_if']}@" in _links() else [])
+    return left + ([f"veth {made['host_if']}"] if f" {made['host_if']}@" in links() else [])
 
 
 @pytest.mark.timeout(150)
@@ -174,11 +141,7 @@ def test_sigterm_mid_case_removes_its_namespace_and_rules(tmp_path: Path) -> Non
                           what="nothing of the run left", accept=lambda found: not found)
         assert not left.value
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for pid, _ in processes_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
+        end_run(proc, marker)
 
 
 @pytest.mark.timeout(150)
@@ -200,8 +163,4 @@ def test_sigkill_mid_case_leaves_a_namespace_the_next_run_reaps(tmp_path: Path) 
         eventually(lambda: processes_with_marker(marker), timeout_ms=10000, what="no process of the run left",
                    accept=lambda found: not found)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        for pid, _ in processes_with_marker(marker):
-            os.kill(pid, signal.SIGKILL)
+        end_run(proc, marker)
