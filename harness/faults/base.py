@@ -1,5 +1,6 @@
 """The base of every fault: ``Fault`` (apply, heal, a context manager, history records) and
-``Role`` (what a fault acts on: a proxy or a node)."""
+``Role`` (what a fault acts on: a proxy, a node, or — packet-level faults — a server's link,
+i.e. the server handle whose network namespace the rules go in)."""
 
 from __future__ import annotations
 

@@ -47,6 +47,6 @@ def check_fault_params(kind: str, params: Mapping[str, Any]) -> None:
 
 def fault_from_spec(kind: str, target: Any, *, history: History | None = None, label: str | None = None,
                     **params: Any) -> Fault:
-    """Build fault ``kind`` (a ``FAULTS`` key) on ``target`` (a Proxy or a Node) with ``params``."""
+    """Build fault ``kind`` (a ``FAULTS`` key) on ``target`` (a Proxy, a Node, or a namespaced server for a packet-level fault) with ``params``."""
     check_fault_params(kind, params)
     return fault_class(kind)(target, history=history, label=label, **params)
