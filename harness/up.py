@@ -24,6 +24,7 @@ from harness.errors import HarnessError
 from harness.faults import FaultRun, run_schedule
 from harness.observe.history import History
 from harness.peers import PeerManifest
+from harness.report.timeline import write_timeline
 from harness.scenarios.bounds import SCALED_SERVER_EJECT, supported
 from harness.scenarios.soak import (
     SOAK_CLIENT_KNOBS,
@@ -310,6 +311,10 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
                 echo("[up] teardown: LEAKS: " + "; ".join(leaks))
             else:
                 echo("[up] teardown: no leaks (every process stopped, proxies deleted, no CLOSE_WAIT)")
+    try:  # after the history is closed: the timeline is drawn from it alone
+        echo(f"[up] timeline {write_timeline(history_path)}")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        echo(f"[up] no timeline: {exc!r}")
     echo(f"[up] session ended after {(now_ms() - started) / 1000:.1f} s")
     if interrupted:
         return 130
