@@ -21,8 +21,9 @@ connect time (the proxy accepts every connection), so here the client is given t
 own namespace addresses (198.18.0.0/15) and meets the fault itself: its live connection goes
 silent, and a new connect to that server is never answered (SYN_SENT until the client gives up).
 TC-17 drops one direction only (a one-way firewall rule, an asymmetric route): the client must
-still leave, and what the server made of the old connection is recorded beside it. TC-18 drops one packet in N both ways (deterministic, 5 % and 33 %) while the client is reset and
-its application sends requests: once the loss heals it must be registered exactly once.
+still leave, and what the server made of the old connection is recorded beside it. TC-18 drops
+one packet in N both ways (deterministic, 5 % and 33 %) while the client is reset and its
+application sends requests: once the loss heals it must be registered exactly once.
 """
 
 from __future__ import annotations
