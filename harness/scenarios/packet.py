@@ -15,7 +15,7 @@ from harness.faults import Silence
 from harness.observe.sockets import snapshot
 from harness.peers import PeerManifest
 from harness.scenarios.bounds import FAIL_FACTOR, SCALED_CLIENT_HEALTH, HealthBound, reconnect_ms, supported
-from harness.scenarios.cleanup import transport_peer
+from harness.scenarios.cleanup import transport_peer, transport_sockets
 from harness.scenarios.dead_links import Clock, Move, expect_detected, expect_moved, watch_current, watch_move
 from harness.scenarios.reconnects import cpu_seconds
 from harness.scenarios.steps import registered_id, running
@@ -162,7 +162,9 @@ def transport_states(pair: DirectPair, connection_id: str) -> dict[str, list[str
     peer = transport_peer(connection_id)
     if peer is None:
         return {"unknown": [f"{connection_id!r} names no ip_port"]}
-    entries = snapshot([pair.on.grpc_port, pair.other.grpc_port])
+    # One table read per server; two servers on one port number see the same sockets: once each.
+    entries = list({(e.local_ip, e.local_port, e.remote_ip, e.remote_port): e
+                    for server in (pair.on, pair.other) for e in transport_sockets(server, peer)}.values())
     return {"client side": sorted(e.state for e in entries if (e.local_ip, e.local_port) == peer),
             "server side": sorted(e.state for e in entries if (e.remote_ip, e.remote_port) == peer)}
 
