@@ -3,11 +3,17 @@
 | step               | does                                                                       |
 |--------------------|----------------------------------------------------------------------------|
 | go-http-agent      | ``go build`` harness/agents/go/httpagent -> ``<cache>/agents/go/httpagent`` |
+| go-http-server     | ``go build`` harness/agents/go/httpserver -> ``<cache>/agents/go/httpserver`` |
 | java-http-agents   | ``javac`` the two JDK client agents -> ``<cache>/agents/java/classes``      |
+| java-pool-agents   | ``mvn copy-dependencies`` of harness/agents/java/pools/pom.xml (OkHttp,     |
+|                    | Apache HttpClient 5) into ``<cache>/agents/java-pools/lib``, ``javac`` their |
+|                    | agents with the JDK agents' kit, write ``.../java-pools/agent.argfile``     |
 | tomcat-launcher    | find Tomcat 10.1 embed (Debian ``libtomcat10-embed-java``; installed with   |
 |                    | apt-get when root, else copied from Maven Central), ``javac`` the launcher, |
 |                    | write ``<cache>/agents/java/tomcat.argfile`` (the launcher's ``-cp``)       |
 | nginx              | ``apt-get install nginx-light`` when ``nginx`` is missing and we are root   |
+| node               | ``apt-get install nodejs`` when ``node`` is missing and we are root (the     |
+|                    | Node http.Agent agent is a script: nothing to build)                        |
 
 Builds are keyed by a hash of their sources (and, for Tomcat, the jar's path and size) written
 next to the output: an unchanged source is never rebuilt, a changed one always is. The peers'
@@ -18,15 +24,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harness.agents.buildkit import (
+    MAVEN_DEPENDENCY_PLUGIN,
     agents_cache,
     apt_install,
     compile_java,
     is_fresh,
     is_root,
+    mvn,
     run_build,
     sources_hash,
     stamp,
@@ -43,14 +51,19 @@ __all__ = [
     "TOMCAT_MAVEN_VERSION",
     "find_nginx",
     "go_http_agent_binary",
+    "go_http_server_binary",
     "java_agent_classes",
+    "java_pool_agents_argfile",
     "tomcat_argfile",
 ]
 
 AGENTS_DIR = Path(__file__).resolve().parent
 GO_HTTP_AGENT_SRC = AGENTS_DIR / "go" / "httpagent"
+GO_HTTP_SERVER_SRC = AGENTS_DIR / "go" / "httpserver"
 JAVA_SRC = AGENTS_DIR / "java"
 JAVA_HTTP_AGENT_SOURCES = ("HttpUrlConnectionAgent.java", "JavaHttpClientAgent.java")
+JAVA_POOLS_SRC = JAVA_SRC / "pools"
+JAVA_POOL_AGENT_SOURCES = ("OkHttpAgent.java", "ApacheHttpClient5Agent.java")
 TOMCAT_LAUNCHER_SOURCE = "TomcatLauncher.java"
 
 TOMCAT_DEBIAN_PACKAGE = "libtomcat10-embed-java"
@@ -82,6 +95,16 @@ def java_agent_classes() -> Path:
     return agents_cache() / "java" / "classes"
 
 
+def java_pool_agents_dir() -> Path:
+    """``<cache>/agents/java-pools``: ``classes/``, ``lib/``, ``agent.argfile``."""
+    return agents_cache() / "java-pools"
+
+
+def java_pool_agents_argfile() -> Path:
+    """``java @<this> OkHttpAgent ...``: holds ``-cp "<classes>:<lib>/*"``."""
+    return java_pool_agents_dir() / "agent.argfile"
+
+
 def tomcat_classes() -> Path:
     return agents_cache() / "java" / "tomcat-classes"
 
@@ -94,33 +117,38 @@ def tomcat_argfile() -> Path:
 # --- go-http-agent ------------------------------------------------------------------------------
 
 
-def _go_sources() -> list[Path]:
-    return sorted(GO_HTTP_AGENT_SRC.glob("*.go")) + [GO_HTTP_AGENT_SRC / "go.mod"]
+def go_http_server_binary() -> Path:
+    """The built Go net/http server launcher (``connformance setup --only go-http-server``)."""
+    return agents_cache() / "go" / "httpserver"
 
 
-def _go_agent_done() -> bool:
-    return is_fresh(go_http_agent_binary(), sources_hash(_go_sources()))
+def _go_sources(src: Path) -> list[Path]:
+    return sorted(src.glob("*.go")) + [src / "go.mod"]
 
 
-def _build_go_agent(progress: Progress) -> None:
-    go, version = check_go()
-    output = go_http_agent_binary()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    progress(f"[setup] go-http-agent: go{'.'.join(map(str, version))} build -o {output}")
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
-    tmp = output.with_name(output.name + ".tmp")
-    run_build([go, "build", "-o", str(tmp), "."], what="go-http-agent", timeout_s=_GO_BUILD_TIMEOUT_S,
-              env=env, cwd=GO_HTTP_AGENT_SRC)
-    tmp.replace(output)  # never leave a half-written binary under the real name
-    stamp(output).write_text(sources_hash(_go_sources()) + "\n")
+def _go_step(name: str, src: Path, output: Callable[[], Path], what: str) -> Step:
+    """A step that ``go build``s the standard-library-only program in ``src`` into ``output()``."""
+
+    def done() -> bool:
+        return is_fresh(output(), sources_hash(_go_sources(src)))
+
+    def build(progress: Progress) -> None:
+        go, version = check_go()
+        binary = output()
+        binary.parent.mkdir(parents=True, exist_ok=True)
+        progress(f"[setup] {name}: go{'.'.join(map(str, version))} build -o {binary}")
+        env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0", "GOTOOLCHAIN": "local"}
+        tmp = binary.with_name(binary.name + ".tmp")
+        run_build([go, "build", "-o", str(tmp), "."], what=name, timeout_s=_GO_BUILD_TIMEOUT_S, env=env, cwd=src)
+        tmp.replace(binary)  # never leave a half-written binary under the real name
+        stamp(binary).write_text(sources_hash(_go_sources(src)) + "\n")
+
+    return Step(name=name, description=f"build {what} ({src.relative_to(AGENTS_DIR.parent.parent)}) with `go build`",
+                is_done=done, run=build)
 
 
-register_step(Step(
-    name="go-http-agent",
-    description="build the Go net/http agent (harness/agents/go/httpagent) with `go build`",
-    is_done=_go_agent_done,
-    run=_build_go_agent,
-))
+register_step(_go_step("go-http-agent", GO_HTTP_AGENT_SRC, go_http_agent_binary, "the Go net/http client agent"))
+register_step(_go_step("go-http-server", GO_HTTP_SERVER_SRC, go_http_server_binary, "the Go net/http server launcher"))
 
 
 # --- java-http-agents ---------------------------------------------------------------------------
@@ -145,6 +173,48 @@ register_step(Step(
     description="compile the JDK HttpURLConnection and java.net.http agents with `javac`",
     is_done=_java_agents_done,
     run=_build_java_agents,
+))
+
+
+# --- java-pool-agents ---------------------------------------------------------------------------
+
+
+def _java_pool_sources() -> list[Path]:
+    return [JAVA_SRC / "HttpUrlConnectionAgent.java", *(JAVA_POOLS_SRC / n for n in JAVA_POOL_AGENT_SOURCES),
+            JAVA_POOLS_SRC / "pom.xml"]
+
+
+def _java_pools_done() -> bool:
+    return is_fresh(java_pool_agents_dir(), sources_hash(_java_pool_sources())) and java_pool_agents_argfile().is_file()
+
+
+def _build_java_pool_agents(progress: Progress) -> None:
+    maven = mvn("java-pool-agents", "the OkHttp and HttpClient 5 jars")
+    output = java_pool_agents_dir()
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lib = tmp / "lib"
+    lib.mkdir(parents=True)
+    progress(f"[setup] java-pool-agents: mvn copy-dependencies (OkHttp, HttpClient 5) -> {output / 'lib'}")
+    run_build([maven, "-B", "-q", "-f", str(JAVA_POOLS_SRC / "pom.xml"), f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
+               "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
+              what="java-pool-agents", timeout_s=_MVN_TIMEOUT_S, cwd=JAVA_POOLS_SRC,
+              fix="Check access to Maven Central, then rerun `connformance setup --only java-pool-agents`.")
+    jars = sorted(lib.glob("*.jar"))
+    compile_java([p for p in _java_pool_sources() if p.suffix == ".java"], tmp / "classes", jars,
+                 "java-pool-agents", progress)
+    final_cp = os.pathsep.join([str(output / "classes"), str(output / "lib" / "*")])
+    (tmp / "agent.argfile").write_text(f'-cp "{final_cp}"\n')
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.replace(output)
+    stamp(output).write_text(sources_hash(_java_pool_sources()) + "\n")
+
+
+register_step(Step(
+    name="java-pool-agents",
+    description="build the OkHttp and Apache HttpClient 5 agents (Maven dependencies + javac)",
+    is_done=_java_pools_done,
+    run=_build_java_pool_agents,
 ))
 
 
@@ -185,7 +255,7 @@ def _fetch_tomcat_from_maven(progress: Progress) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for artifact in TOMCAT_MAVEN_ARTIFACTS:
         progress(f"[setup] tomcat-launcher: mvn dependency:copy {artifact} -> {target}")
-        run_build([mvn, "-q", "-B", "org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy",
+        run_build([mvn, "-q", "-B", f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
                    f"-Dartifact={artifact}", f"-DoutputDirectory={target}"],
                   what="tomcat-launcher", timeout_s=_MVN_TIMEOUT_S,
                   fix="Check access to Maven Central (or install Debian's libtomcat10-embed-java as root).")
@@ -255,6 +325,25 @@ register_step(Step(
     description=f"install nginx from Debian (apt-get install {NGINX_PACKAGE}) when missing",
     is_done=_nginx_done,
     run=_install_nginx,
+))
+
+
+# --- node ---------------------------------------------------------------------------------------
+# harness/agents/node/http_agent.js runs on the machine's Node (no npm packages).
+
+
+def _install_node(progress: Progress) -> None:
+    if not is_root():
+        raise SetupError("node: not installed and we are not root, so setup cannot install it. Install Node.js "
+                         "(Debian: sudo apt-get install nodejs), then rerun `connformance setup`.")
+    apt_install(["nodejs"], progress, "node")
+
+
+register_step(Step(
+    name="node",
+    description="install Node.js from Debian (apt-get install nodejs) when `node` is missing",
+    is_done=lambda: shutil.which("node") is not None,
+    run=_install_node,
 ))
 
 

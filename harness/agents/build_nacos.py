@@ -10,8 +10,8 @@
 | go-nacos-agents   | per pinned nacos-sdk-go version: ``go build -modfile=<its go.mod>`` of          |
 |                   | harness/agents/go/nacosagent -> ``<cache>/agents/go-nacos/<V>/nacosagent``      |
 
-Pinned versions: Java 2.2.4 (the seed's) and 2.5.1 (the newest 2.x on Maven Central); Go v2.3.5
-(the newest v2 release, ``go.mod``) and v2.2.7 (the 2.2 line, ``go-v2.2.7.mod``). Each output is
+Pinned versions: Java 2.2.4 (the seed's), 2.5.1 (the newest 2.x on Maven Central) and 3.1.1 (the
+newest 3.x whose jars resolve here); Go v2.3.5 (the newest v2 release the module proxy serves, ``go.mod``) and v2.2.7 (the 2.2 line, ``go-v2.2.7.mod``). Each output is
 keyed by a hash of its sources and its version, written next to it: an unchanged source is never
 rebuilt, a changed one always is. The manifests ``harness/peers/builtin/nacos-client-{java,go}-*.toml``
 name these outputs through ``{cache}``.
@@ -23,7 +23,16 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.agents.buildkit import agents_cache, compile_java, is_fresh, run_build, sources_hash, stamp
+from harness.agents.buildkit import (
+    MAVEN_DEPENDENCY_PLUGIN,
+    agents_cache,
+    compile_java,
+    is_fresh,
+    mvn,
+    run_build,
+    sources_hash,
+    stamp,
+)
 from harness.errors import SetupError
 from harness.toolchain import Progress, Step, check_go, register_step
 
@@ -42,11 +51,11 @@ JAVA_NACOS_SRC = AGENTS_DIR / "java" / "nacos"
 GO_NACOS_SRC = AGENTS_DIR / "go" / "nacosagent"
 
 # nacos-client versions (Maven Central com.alibaba.nacos:nacos-client), oldest first.
-JAVA_NACOS_VERSIONS: tuple[str, ...] = ("2.2.4", "2.5.1")
+# 3.1.1: the newest whose jars resolve here (3.2.x/3.3.0 lack nacos-client-basic on this mirror).
+JAVA_NACOS_VERSIONS: tuple[str, ...] = ("2.2.4", "2.5.1", "3.1.1")
 # nacos-sdk-go versions -> the module file in GO_NACOS_SRC that pins it (its .sum beside it).
 GO_NACOS_VERSIONS: dict[str, str] = {"v2.2.7": "go-v2.2.7.mod", "v2.3.5": "go.mod"}
 
-MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 _MVN_TIMEOUT_S = 900.0
 _GO_BUILD_TIMEOUT_S = 900.0
 
@@ -84,17 +93,6 @@ def _java_done() -> bool:
                for v in JAVA_NACOS_VERSIONS)
 
 
-def _mvn() -> str:
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise SetupError(
-            "java-nacos-agents: `mvn` not found on PATH; the Java Nacos client agents get nacos-client from "
-            "Maven Central with Maven. Install it (Debian: apt-get install maven), then rerun "
-            "`connformance setup --only java-nacos-agents`."
-        )
-    return mvn
-
-
 def _build_java_version(version: str, progress: Progress) -> None:
     output = java_nacos_agent_dir(version)
     tmp = output.with_name(output.name + ".tmp")
@@ -102,7 +100,7 @@ def _build_java_version(version: str, progress: Progress) -> None:
     lib = tmp / "lib"
     lib.mkdir(parents=True)
     progress(f"[setup] java-nacos-agents: mvn copy-dependencies nacos-client {version} -> {output / 'lib'}")
-    run_build([_mvn(), "-B", "-q", "-f", str(JAVA_NACOS_SRC / "pom.xml"), f"-Dnacos.version={version}",
+    run_build([mvn("java-nacos-agents", "the Java Nacos client agents' nacos-client jars"), "-B", "-q", "-f", str(JAVA_NACOS_SRC / "pom.xml"), f"-Dnacos.version={version}",
                f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
               what="java-nacos-agents", timeout_s=_MVN_TIMEOUT_S, cwd=JAVA_NACOS_SRC,
               fix="Check access to Maven Central, then rerun `connformance setup --only java-nacos-agents`.")

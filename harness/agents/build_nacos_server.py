@@ -23,8 +23,15 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.agents.build_nacos import MAVEN_DEPENDENCY_PLUGIN, _mvn
-from harness.agents.buildkit import compile_java, is_fresh, run_build, sources_hash, stamp
+from harness.agents.buildkit import (
+    MAVEN_DEPENDENCY_PLUGIN,
+    compile_java,
+    is_fresh,
+    mvn,
+    run_build,
+    sources_hash,
+    stamp,
+)
 from harness.errors import SetupError
 from harness.paths import cache_dir
 from harness.toolchain import Progress, Step, register_step
@@ -100,7 +107,7 @@ def _build_server(build: NacosServerBuild, progress: Progress) -> None:
     lib = tmp / "lib"
     lib.mkdir(parents=True)
     progress(f"[setup] nacos-servers: mvn copy-dependencies {build.group}:{build.module}:{build.version} -> {output}/lib")
-    run_build([_mvn(), "-B", "-q", "-f", str(SERVER_SRC / "pom.xml"), f"-Dnacos.group={build.group}",
+    run_build([mvn("nacos-servers", "the Nacos server jars"), "-B", "-q", "-f", str(SERVER_SRC / "pom.xml"), f"-Dnacos.group={build.group}",
                f"-Dnacos.module={build.module}", f"-Dnacos.version={build.version}",
                f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
               what="nacos-servers", timeout_s=_MVN_TIMEOUT_S, cwd=SERVER_SRC,

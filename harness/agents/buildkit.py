@@ -15,8 +15,10 @@ from harness.errors import SetupError
 from harness.paths import cache_dir
 from harness.toolchain import Progress
 
-__all__ = ["agents_cache", "apt_install", "compile_java", "is_fresh", "is_root", "javac", "run_build",
-           "sources_hash", "stamp"]
+__all__ = ["MAVEN_DEPENDENCY_PLUGIN", "agents_cache", "apt_install", "compile_java", "is_fresh", "is_root", "javac",
+           "mvn", "run_build", "sources_hash", "stamp"]
+
+MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
 _JAVAC_TIMEOUT_S = 300.0
 _APT_TIMEOUT_S = 900.0
@@ -73,6 +75,17 @@ def javac() -> str:
             "machine's JDK (17 or newer). Install one (Debian: apt-get install openjdk-17-jdk-headless)."
         )
     return javac
+
+
+def mvn(step: str, what: str) -> str:
+    """The ``mvn`` on PATH, else a SetupError saying which ``step`` needs it for ``what``."""
+    found = shutil.which("mvn")
+    if found is None:
+        raise SetupError(
+            f"{step}: `mvn` not found on PATH; {what} come from Maven Central through Maven. Install it "
+            f"(Debian: apt-get install maven), then rerun `connformance setup --only {step}`."
+        )
+    return found
 
 
 def is_root() -> bool:

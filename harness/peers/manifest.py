@@ -1,7 +1,7 @@
 """Peer manifests: one TOML file says what a peer is, how to start it, when it is ready, and how
 harness-level knobs map onto its flags, environment or JVM system properties.
 
-    [peer]        name, role, description, capabilities
+    [peer]        name, role, description, capabilities, version (of the implementation under test)
     [process]     command (argv template), env, cwd            -- process runtime
     [docker]      image[, command, env, cwd]                   -- docker runtime (the rest defaults
                   to [process]'s, with {python}/{cache}/{project_root} the image's paths)
@@ -204,6 +204,7 @@ class PeerManifest:
     source: Path
     description: str = ""
     capabilities: frozenset[str] = frozenset()
+    version: str = ""  # the implementation's version ("" = not said), shown by `connformance peers`
     knobs: Mapping[str, KnobMapping] = field(default_factory=dict)
     process: ProcessSection | None = None
     docker: DockerSection | None = None

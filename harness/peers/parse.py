@@ -166,6 +166,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         raise peer.error("role", f"unknown role {role!r}", f"expected one of {', '.join(ROLES)}")
     description = peer.string("description", default="") or ""
     capabilities = frozenset(peer.strings("capabilities"))
+    version = peer.string("version", default="") or ""
     peer.finish()
 
     process = _parse_process(top.table("process"))
@@ -192,6 +193,7 @@ def _parse_peer(data: dict, source: Path, prefix: str) -> PeerManifest:
         source=source,
         description=description,
         capabilities=capabilities,
+        version=version,
         knobs=knobs,
         process=process,
         docker=docker,

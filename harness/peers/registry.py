@@ -97,7 +97,7 @@ class PeerRegistry:
         peers = self.all()
         if not peers:
             return "no peers loaded"
-        rows = [("ROLE", "NAME", "RUNTIMES", "SOURCE")]
+        rows = [("ROLE", "NAME", "VERSION", "RUNTIMES", "SOURCE")]
         for m in peers:
             key = (m.role, m.name)
             if key in self._builtin_keys:
@@ -106,10 +106,10 @@ class PeerRegistry:
                 origin = f"{m.source} (replaces the built-in {m.name})"
             else:
                 origin = str(m.source)
-            rows.append((m.role, m.name, ",".join(m.runtimes), origin))
-        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+            rows.append((m.role, m.name, m.version or "-", ",".join(m.runtimes), origin))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [
-            "  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3]
+            "  ".join(cell.ljust(w) for cell, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
             for row in rows
         ]
         for m in peers:

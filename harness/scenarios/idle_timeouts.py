@@ -52,6 +52,11 @@ def idle_reaper(peer: PeerManifest, timeout_ms: int) -> IdleReaper:
         ceil_ms = 1000 if timeout_ms >= 5000 else 0  # timeout_ceil_threshold rounds T >= 5 s up
         return IdleReaper("_cleanup re-arms every keepalive_timeout: closes in [T, 2T]", 0, timeout_ms + ceil_ms,
                           source="research §4.4, §6.4 A2 (T=1 s -> 1.4 s)")
+    if stack == "apache-httpclient5":
+        return IdleReaper("IdleConnectionEvictor wakes every T and closes what idled longer than T: closes in "
+                          "[T, 2T]", 0, timeout_ms,
+                          source="httpclient5 HttpClientBuilder.build: new IdleConnectionEvictor(cm, maxIdleTime, "
+                                 "maxIdleTime) (sleep time = the idle time)")
     if stack == "httpx":
         return IdleReaper("no reaper: an expired connection is closed when the pool is next used", lazy=True,
                           source="research §4.3, §6.4 X3")

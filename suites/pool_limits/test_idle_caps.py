@@ -104,7 +104,9 @@ def test_raised_idle_cap_keeps_the_burst(cf, topology, peer_registry, http_clien
 
     The cap is the per-host knob ``max_idle_per_host=20`` where the stack has one, else the
     pool-wide ``max_idle_total=20`` (httpx, java.net.http: one host here, so the same thing); a
-    stack with no idle cap at all (aiohttp) runs on its defaults, which keep everything. Plan:
+    stack with no idle cap at all (aiohttp) runs on its defaults, which keep everything. A stack
+    whose default connection limit is below 20 (manifest ``[timers] max_conns_per_host``: Apache
+    HttpClient 5's 5 per route) has it raised to 20, so the burst can open 20. Plan:
     burst of 20 × 300 ms, 1 s idle, burst of 20 × 300 ms. Judged from the ledger: the first
     burst's connections still open when the second burst starts = 20, connections opened during
     the second burst = 0.
@@ -119,6 +121,11 @@ def test_raised_idle_cap_keeps_the_burst(cf, topology, peer_registry, http_clien
     else:
         cf.unimplemented(f"{http_client_peer.label} has an idle cap ({info.cap}, {info.source}) but maps neither "
                          "max_idle_per_host nor max_idle_total to raise it")
+    limit = http_client_peer.timers.get("max_conns_per_host")
+    if limit is not None and limit < PL03_N:
+        # The stack's default connection limit would keep the burst from opening PL03_CAP connections.
+        http_client_peer.require_knobs(["max_conns_per_host"])
+        knobs["max_conns_per_host"] = PL03_N
     (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"))
     plan = {"knobs": knobs, "phases": [burst(PL03_N), idle(PL03_GAP_MS), burst(PL03_N)]}
     run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan=plan, timeout_ms=AGENT_RUN_TIMEOUT_MS)

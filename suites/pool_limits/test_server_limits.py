@@ -58,7 +58,8 @@ def test_server_max_connections_serves_one_connection_at_a_time(cf, topology, pe
     server-side socket count is recorded, not judged.
     """
     if not http_server_peer.supports("max_connections"):
-        why = NO_QUEUEING_LIMIT.get(http_server_peer.name, "the implementation's setting is not mapped")
+        why = NO_QUEUEING_LIMIT.get(http_server_peer.name) or http_server_peer.lacks.get(
+            "max_connections", "the implementation's setting is not mapped")
         cf.unimplemented(f"{http_server_peer.label} maps no knob max_connections: {why}")
     client_peer = peer_registry.get("http-client", FIXED_CLIENT)
     (srv,) = topology.http_servers(1, peer=http_server_peer, knobs={"max_connections": 1})

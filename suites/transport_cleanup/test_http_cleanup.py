@@ -1,4 +1,4 @@
-"""TC — HTTP servers closing what they should, and clients living with it (SPEC §5 TC-11..TC-14;
+"""TC — HTTP servers closing what they should, and clients living with it (SPEC §5 TC-11..TC-14, TC-19;
 research/http-pools.md §3.1 Tomcat, §3.2 nginx, §6.3 T2/T4/C1, §1.5 and §2.1 client retries).
 
 TC-11..TC-13 drive the server under test with a raw HTTP/1.1 client (a socket and http.client's
@@ -53,6 +53,7 @@ OWN_CLOSE_RULE = {
 KEEPALIVE_TIMEOUT_MS = 1000  # T
 EARLY_SLACK_MS = 100  # the client's idle clock starts after the server's; it can only read a little short
 IDLE_LATE_EXTRA_MS = 2000  # after T + granularity + tolerance: late (NON-STRICT) until this much more
+CLIENT_IDLE_PAST_BAND_MS = 300  # the fixed client idles this long past the band before its next request
 
 # TC-13
 CLIENT_CLOSE_BAND_MS = 1000 + TOLERANCE_MS
@@ -141,7 +142,7 @@ def test_server_keepalive_timeout_fin_and_client_reconnects(cf, topology, peer_r
     band_high_ms = KEEPALIVE_TIMEOUT_MS + granularity_ms + TOLERANCE_MS
     band_low_ms = KEEPALIVE_TIMEOUT_MS - EARLY_SLACK_MS
     plan = {"knobs": {}, "phases": [{"op": "sequential", "n": 1, "path": "/"},
-                                    {"op": "sleep", "ms": band_high_ms + 300},
+                                    {"op": "sleep", "ms": band_high_ms + CLIENT_IDLE_PAST_BAND_MS},
                                     {"op": "sequential", "n": 1, "path": "/"}]}
     host, port = proxy_address(srv)
 
@@ -187,6 +188,11 @@ def test_server_keepalive_timeout_fin_and_client_reconnects(cf, topology, peer_r
             and second[0].local_port != first_c[0].local_port)))
     client_half = {"requests": [{"phase": r.phase, "status": r.status, "error": r.error, "reused": r.reused,
                                  "local_port": r.local_port} for r in records]}
+    client_idle_ms = band_high_ms + CLIENT_IDLE_PAST_BAND_MS
+    if fin_ms > client_idle_ms:  # the server closed after the client's next request: nothing to judge there
+        cf.late(expected=f"server FIN within {band_high_ms} ms of idling (T + granularity + {TOLERANCE_MS} ms)",
+                actual={**server_half, **client_half,
+                        "client half": f"not judged: the server closed after the client's {client_idle_ms} ms idle"})
     cf.check(all(r.ok and r.status == 200 for r in records),
              expected=f"{client_peer.name}: the request after the server's idle close succeeds (no error surfaced)",
              actual=client_half)
@@ -274,3 +280,29 @@ def test_client_retry_of_request_dropped_on_reused_connection(cf, topology, peer
     cf.ok(detail, expected="recorded, no requirement (Go: GET retried, POST not; JDK: both, POST duplicated)",
           actual=observed)
     cf.informational(detail, **{m: o for m, o in observed.items()})
+
+
+@case("TC-19", "SHOULD", timeout_s=90)
+def test_client_does_not_resend_a_post_the_server_read(cf, topology, peer_registry, http_client_peer):
+    """HTTP: a POST whose reused connection is closed unanswered after the server read it is not re-sent silently: the server sees it once and the application gets the error (RFC 9110 §9.2.2: a user agent SHOULD NOT retry a non-idempotent request automatically).
+
+    The same run as TC-14's POST half: against the ledger, two sequential POSTs with a body to
+    ``/drop-nth?n=2`` (the ledger reads the second request on a connection and closes without
+    answering). The ledger counts how many times it read the POST; a re-sent POST lands on a
+    fresh connection, where it is the first request and is answered, so the application sees a
+    success for a request the server received twice (the duplicate the stale-connection reports
+    are about: square/okhttp#8587, JDK sun.net.http.retryPost). A client that did not put the
+    second POST on the reused connection cannot be judged (UNIMPLEMENTED, with what it did).
+    """
+    server_peer = peer_registry.get("http-server", "ledger")
+    (srv,) = topology.http_servers(1, peer=server_peer)
+    observed = drop_run(cf, topology, http_client_peer, srv, "POST")
+    if not observed["dropped on a reused connection"]:
+        cf.unimplemented(f"{http_client_peer.label} did not send its 2nd POST on the reused connection, so no POST "
+                         f"was dropped after the server read it: {observed}")
+    resent = observed["re-sent by the client"]
+    cf.check(resent == 0, expected="the dropped POST read once by the server (2 POSTs in all) and its error given to "
+                                   "the application (RFC 9110 §9.2.2: SHOULD NOT retry a non-idempotent request)",
+             actual={"re-sent silently": f"{resent}×: a duplicate POST", **observed})
+    cf.ok(f"POST not re-sent; the application saw {observed['client outcome of the dropped request']}",
+          expected="the dropped POST read once by the server", actual=observed)

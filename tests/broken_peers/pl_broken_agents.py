@@ -13,6 +13,8 @@ FAILED against it for the broken behaviour and nothing else:
   PL-07, PL-09 block off).
 - ``ignores-keepalive``: ``keepalive=false`` is accepted and ignored (no ``Connection: close``),
   so connections are pooled and reused (PL-05).
+- ``retries-post``: urllib3's ``Retry`` told to retry every method (``allowed_methods=None``), so
+  a POST whose connection drops after the server read it is re-sent silently (TC-19).
 
     python -m tests.broken_peers.pl_broken_agents --variant fresh-pool --url URL --plan PLAN.json [knob flags]
 """
@@ -101,7 +103,19 @@ class IgnoresKeepaliveDriver(Urllib3Driver):
         return f"BROKEN ignores-keepalive: {super().describe()}"
 
 
-VARIANTS = {"fresh-pool": FreshPoolDriver, "keeps-idle": KeepsIdleDriver, "ignores-keepalive": IgnoresKeepaliveDriver}
+class RetriesPostDriver(Urllib3Driver):
+    stack = "broken-retries-post"
+
+    def describe(self) -> str:
+        return f"BROKEN retries-post: {super().describe()} (Retry(3, allowed_methods=None): POST re-sent)"
+
+    def open(self) -> None:
+        self.pool_kwargs["retries"] = urllib3.Retry(3, allowed_methods=None)  # None: every method is retryable
+        super().open()
+
+
+VARIANTS = {"fresh-pool": FreshPoolDriver, "keeps-idle": KeepsIdleDriver, "ignores-keepalive": IgnoresKeepaliveDriver,
+            "retries-post": RetriesPostDriver}
 
 
 def main(argv: list[str] | None = None) -> int:

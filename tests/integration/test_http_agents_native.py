@@ -1,6 +1,7 @@
-"""The non-Python http-client agents (Go net/http, JDK HttpURLConnection, java.net.http) against
-a small in-test HTTP/1.1 server: the agent contract of SPEC §4.4 and the stacks' default pool
-behaviour the PL cases build on (research/http-pools.md G1, J1, J12).
+"""The non-Python http-client agents (Go net/http, JDK HttpURLConnection, java.net.http, OkHttp,
+Apache HttpClient 5, Node's http.Agent) against a small in-test HTTP/1.1 server: the agent
+contract of SPEC §4.4 and the stacks' default pool behaviour the PL cases build on
+(research/http-pools.md G1, J1, J12; the manifests' [timers] for the later three).
 
 Agents are launched from their built-in manifests (``render``), so the manifests' commands and
 knob mappings are exercised too. The builds come from ``connformance setup``; a missing build
@@ -23,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from harness.agents.build import go_http_agent_binary, java_agent_classes
+from harness.agents.build import go_http_agent_binary, java_agent_classes, java_pool_agents_argfile
 from harness.observe.sockets import snapshot, state_counts
 from harness.peers import PeerManifest, PeerRegistry, render
 from harness.wait import eventually
@@ -33,7 +34,8 @@ pytestmark = pytest.mark.integration
 AGENT_RUN_TIMEOUT_S = 60.0  # a JVM start + a few bursts; the agents' own requests time out at 30 s
 SOCKETS_TIMEOUT_MS = 5_000  # the idle pool settles right after the burst; this is a bound, not a pause
 GO, HUC, JHC = "go-net-http", "jdk-httpurlconnection", "jdk-httpclient"
-AGENTS = (GO, HUC, JHC)
+OKH, AHC, NODE = "okhttp", "apache-httpclient5", "node-http"
+AGENTS = (GO, HUC, JHC, OKH, AHC, NODE)
 
 _REGISTRY = PeerRegistry.default()
 
@@ -144,8 +146,17 @@ def _require_built(name: str) -> None:
         if not binary.is_file():
             pytest.skip(f"Go http agent not built ({binary} missing); run `connformance setup --only go-http-agent`")
         return
+    if name == NODE:
+        if shutil.which("node") is None:
+            pytest.skip("no `node` on PATH; run `connformance setup --only node`")
+        return
     if shutil.which("java") is None:
         pytest.skip("no `java` on PATH: the JDK agents need a JDK 17+")
+    if name in (OKH, AHC):
+        if not java_pool_agents_argfile().is_file():
+            pytest.skip(f"OkHttp/HttpClient 5 agents not built ({java_pool_agents_argfile()} missing); "
+                        "run `connformance setup --only java-pool-agents`")
+        return
     classes = java_agent_classes()
     if not (classes / "HttpUrlConnectionAgent.class").is_file():
         pytest.skip(f"JDK http agents not built ({classes} missing); run `connformance setup --only java-http-agents`")
@@ -231,6 +242,11 @@ def test_a_burst_gives_one_record_per_request(name: str, server: _CountingServer
         pytest.param(HUC, None, 5, id="jdk-urlconnection-default-5"),  # http.maxConnections (J1, PL-07)
         pytest.param(HUC, {"max_idle_per_host": 3}, 3, id="jdk-urlconnection-sysprop-3"),  # J2
         pytest.param(JHC, None, 10, id="jdk-httpclient-unbounded"),    # all kept (J12)
+        pytest.param(OKH, None, 5, id="okhttp-default-5"),             # ConnectionPool maxIdleConnections 5
+        pytest.param(OKH, {"max_idle_total": 2}, 2, id="okhttp-flag-2"),
+        pytest.param(AHC, {"max_conns_per_host": 10}, 10, id="httpclient5-no-idle-cap"),  # keeps what it opened
+        pytest.param(NODE, None, 10, id="node-default-256"),           # maxFreeSockets 256: all kept
+        pytest.param(NODE, {"max_idle_per_host": 3}, 3, id="node-flag-3"),
     ],
 )
 def test_idle_cap_after_a_10_wide_burst(name: str, knobs: dict | None, kept: int, server: _CountingServer,
@@ -283,6 +299,11 @@ def test_go_second_burst_reuses_exactly_its_idle_cap(server: _CountingServer, tm
                      ["idle_timeout_ms", "max_conns_per_host"], id="jdk-urlconnection-max-conns-and-ms"),
         pytest.param(HUC, {"max_idle_per_host": 0}, ["max_idle_per_host"], id="jdk-urlconnection-idle-0"),
         pytest.param(JHC, {"keepalive": False}, ["keepalive"], id="jdk-httpclient-keepalive"),
+        pytest.param(OKH, {"keepalive": False, "max_idle_per_host": 2}, ["keepalive", "max_idle_per_host"],
+                     id="okhttp-keepalive-and-per-host-cap"),
+        pytest.param(AHC, {"max_idle_total": 3}, ["max_idle_total"], id="httpclient5-idle-cap"),
+        pytest.param(NODE, {"max_idle_total": 3, "block_when_full": False}, ["block_when_full", "max_idle_total"],
+                     id="node-idle-total-and-no-block"),
     ],
 )
 def test_an_unsupported_knob_exits_3(name: str, knobs: dict, expected: list[str], server: _CountingServer,

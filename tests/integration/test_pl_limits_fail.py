@@ -1,6 +1,7 @@
 """PL-01, PL-02, PL-03, PL-05, PL-06, PL-07, PL-09 and PL-10 must FAIL against deliberately broken
 http-client agents, each for the intended reason, before their OK against the real stacks is
-trusted (tests/broken_peers/pl_broken_agents.py, tests/broken_peers/pl-broken-agents.toml).
+trusted (tests/broken_peers/pl_broken_agents.py, tests/broken_peers/pl-broken-agents.toml); TC-19,
+a SHOULD, must come out NON-STRICT against the agent that re-sends POSTs and OK against urllib3.
 
 Each run is the real suite in a subprocess (``run_suite``) with only the broken client(s)
 selected; the server is the ledger, fixed by the cases. The reason is read from the case's
@@ -60,3 +61,15 @@ def test_case_fails_against_broken_agent(case_id: str, clients: list[str], reaso
         assert result["verdict"] == "FAILED", f"{column}: expected FAILED, got {result['verdict']}: {result['detail'][:1500]}"
         assert missed in str(result["expected"]), f"{column}: FAILED for another reason: expected={result['expected']!r}"
         assert actual_words in str(result["actual"]), f"{column}: FAILED for another reason: actual={result['actual']!r}"
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_tc19_flags_a_silently_resent_post(tmp_path: Path) -> None:
+    results = run_suite("TC-19", tmp_path / "report", peers_files=[BROKEN],
+                        peers=["http-client=broken-retries-post", "http-client=urllib3"])
+    broken, real = results["http-client=broken-retries-post"], results["http-client=urllib3"]
+    assert broken["verdict"] == "NON-STRICT", f"expected NON-STRICT, got {broken['verdict']}: {broken['detail'][:1500]}"
+    assert "SHOULD NOT retry" in str(broken["expected"]), broken["expected"]
+    assert "'re-sent by the client': 1" in str(broken["actual"]), broken["actual"]
+    assert real["verdict"] == "OK", f"urllib3 (same agent, default Retry): {real['verdict']}: {real['detail'][:1500]}"

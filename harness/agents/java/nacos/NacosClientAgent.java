@@ -49,7 +49,7 @@
  *   before installing the connection ("Success to connect ..., connectionId = X"; the
  *   disconnected one from "Abandon prev connection, ..., connectionId is X"). Without an id the
  *   suites cannot tell a switch from no switch (a null id made SR-06/07/15/18 FAIL falsely).
- * - meta: client_ip NetUtils.localIP(), client_version VersionUtils.getFullClientVersion(),
+ * - meta: client_ip NetUtils.localIP() (localIp() from 3.0), client_version VersionUtils.getFullClientVersion(),
  *   labels getLabels(), app_name the AppName label, tenant getTenant().
  * - POST /request: {"type": "list_instances"} (default; also "ServiceQueryRequest") is
  *   NamingService.getAllInstances(probe, subscribe=false): one ServiceQueryRequest through the
@@ -183,7 +183,7 @@ public final class NacosClientAgent {
     NacosClientAgent(String servers, Path workDir) {
         this.servers = servers;
         this.workDir = workDir;
-        state.meta.put("client_ip", NetUtils.localIP());
+        state.meta.put("client_ip", localIp());
         state.meta.put("client_version", VersionUtils.getFullClientVersion());
         state.meta.put("labels", null);
         state.meta.put("app_name", null);
@@ -662,6 +662,20 @@ public final class NacosClientAgent {
                         + " is not on loopback (127.0.0.0/8) or in a harness namespace (198.18.0.0/15)");
             }
         }
+    }
+
+    /** NetUtils.localIP() (2.x), renamed localIp() in 3.0: the IP the client reports in its setup. */
+    static String localIp() {
+        for (String name : new String[] {"localIP", "localIp"}) {
+            try {
+                return (String) NetUtils.class.getMethod(name).invoke(null);
+            } catch (NoSuchMethodException e) {
+                // the other spelling
+            } catch (ReflectiveOperationException e) {
+                throw new IllegalStateException("NetUtils." + name + "() failed", e);
+            }
+        }
+        throw new IllegalStateException("nacos-client has neither NetUtils.localIP() nor NetUtils.localIp()");
     }
 
     public static void main(String[] args) throws Exception {

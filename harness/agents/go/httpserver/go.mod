@@ -1,0 +1,3 @@
+module connformance/agents/httpserver
+
+go 1.23
