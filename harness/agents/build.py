@@ -8,6 +8,9 @@
 | java-pool-agents   | ``mvn copy-dependencies`` of harness/agents/java/pools/pom.xml (OkHttp,     |
 |                    | Apache HttpClient 5) into ``<cache>/agents/java-pools/lib``, ``javac`` their |
 |                    | agents with the JDK agents' kit, write ``.../java-pools/agent.argfile``     |
+| jetty-launcher     | ``mvn copy-dependencies`` of harness/agents/java/jetty/pom.xml (Jetty 12)   |
+|                    | into ``<cache>/agents/jetty/lib``, ``javac`` JettyLauncher.java, write      |
+|                    | ``.../jetty/agent.argfile``                                                 |
 | tomcat-launcher    | find Tomcat 10.1 embed (Debian ``libtomcat10-embed-java``; installed with   |
 |                    | apt-get when root, else copied from Maven Central), ``javac`` the launcher, |
 |                    | write ``<cache>/agents/java/tomcat.argfile`` (the launcher's ``-cp``)       |
@@ -31,10 +34,10 @@ from harness.agents.buildkit import (
     MAVEN_DEPENDENCY_PLUGIN,
     agents_cache,
     apt_install,
+    build_maven_java,
     compile_java,
     is_fresh,
     is_root,
-    mvn,
     run_build,
     sources_hash,
     stamp,
@@ -54,6 +57,7 @@ __all__ = [
     "go_http_server_binary",
     "java_agent_classes",
     "java_pool_agents_argfile",
+    "jetty_dir",
     "tomcat_argfile",
 ]
 
@@ -64,6 +68,7 @@ JAVA_SRC = AGENTS_DIR / "java"
 JAVA_HTTP_AGENT_SOURCES = ("HttpUrlConnectionAgent.java", "JavaHttpClientAgent.java")
 JAVA_POOLS_SRC = JAVA_SRC / "pools"
 JAVA_POOL_AGENT_SOURCES = ("OkHttpAgent.java", "ApacheHttpClient5Agent.java")
+JETTY_SRC = JAVA_SRC / "jetty"
 TOMCAT_LAUNCHER_SOURCE = "TomcatLauncher.java"
 
 TOMCAT_DEBIAN_PACKAGE = "libtomcat10-embed-java"
@@ -103,6 +108,11 @@ def java_pool_agents_dir() -> Path:
 def java_pool_agents_argfile() -> Path:
     """``java @<this> OkHttpAgent ...``: holds ``-cp "<classes>:<lib>/*"``."""
     return java_pool_agents_dir() / "agent.argfile"
+
+
+def jetty_dir() -> Path:
+    """``<cache>/agents/jetty``: ``classes/``, ``lib/``, ``agent.argfile`` (``java @<it> JettyLauncher``)."""
+    return agents_cache() / "jetty"
 
 
 def tomcat_classes() -> Path:
@@ -189,25 +199,8 @@ def _java_pools_done() -> bool:
 
 
 def _build_java_pool_agents(progress: Progress) -> None:
-    maven = mvn("java-pool-agents", "the OkHttp and HttpClient 5 jars")
-    output = java_pool_agents_dir()
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    lib = tmp / "lib"
-    lib.mkdir(parents=True)
-    progress(f"[setup] java-pool-agents: mvn copy-dependencies (OkHttp, HttpClient 5) -> {output / 'lib'}")
-    run_build([maven, "-B", "-q", "-f", str(JAVA_POOLS_SRC / "pom.xml"), f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies",
-               "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-              what="java-pool-agents", timeout_s=_MVN_TIMEOUT_S, cwd=JAVA_POOLS_SRC,
-              fix="Check access to Maven Central, then rerun `connformance setup --only java-pool-agents`.")
-    jars = sorted(lib.glob("*.jar"))
-    compile_java([p for p in _java_pool_sources() if p.suffix == ".java"], tmp / "classes", jars,
-                 "java-pool-agents", progress)
-    final_cp = os.pathsep.join([str(output / "classes"), str(output / "lib" / "*")])
-    (tmp / "agent.argfile").write_text(f'-cp "{final_cp}"\n')
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.replace(output)
-    stamp(output).write_text(sources_hash(_java_pool_sources()) + "\n")
+    build_maven_java("java-pool-agents", JAVA_POOLS_SRC / "pom.xml", [p for p in _java_pool_sources() if p.suffix == ".java"],
+                     java_pool_agents_dir(), progress, key=sources_hash(_java_pool_sources()))
 
 
 register_step(Step(
@@ -215,6 +208,30 @@ register_step(Step(
     description="build the OkHttp and Apache HttpClient 5 agents (Maven dependencies + javac)",
     is_done=_java_pools_done,
     run=_build_java_pool_agents,
+))
+
+
+# --- jetty-launcher -----------------------------------------------------------------------------
+
+
+def _jetty_sources() -> list[Path]:
+    return [JETTY_SRC / "JettyLauncher.java", JETTY_SRC / "pom.xml"]
+
+
+def _jetty_done() -> bool:
+    return is_fresh(jetty_dir(), sources_hash(_jetty_sources())) and (jetty_dir() / "agent.argfile").is_file()
+
+
+def _build_jetty_launcher(progress: Progress) -> None:
+    build_maven_java("jetty-launcher", JETTY_SRC / "pom.xml", [JETTY_SRC / "JettyLauncher.java"], jetty_dir(), progress,
+                     key=sources_hash(_jetty_sources()))
+
+
+register_step(Step(
+    name="jetty-launcher",
+    description="get Jetty 12 from Maven Central and compile the Jetty launcher",
+    is_done=_jetty_done,
+    run=_build_jetty_launcher,
 ))
 
 
@@ -244,8 +261,8 @@ def _tomcat_done() -> bool:
 
 
 def _fetch_tomcat_from_maven(progress: Progress) -> None:
-    mvn = shutil.which("mvn")
-    if mvn is None:
+    maven = shutil.which("mvn")
+    if maven is None:
         raise SetupError(
             f"tomcat-launcher: Tomcat embed is not installed ({TOMCAT_DEBIAN_JAR} is missing), we are not root "
             f"(so no apt-get install {TOMCAT_DEBIAN_PACKAGE}) and `mvn` is not on PATH. Either run "
@@ -255,7 +272,7 @@ def _fetch_tomcat_from_maven(progress: Progress) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for artifact in TOMCAT_MAVEN_ARTIFACTS:
         progress(f"[setup] tomcat-launcher: mvn dependency:copy {artifact} -> {target}")
-        run_build([mvn, "-q", "-B", f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
+        run_build([maven, "-q", "-B", f"{MAVEN_DEPENDENCY_PLUGIN}:copy",
                    f"-Dartifact={artifact}", f"-DoutputDirectory={target}"],
                   what="tomcat-launcher", timeout_s=_MVN_TIMEOUT_S,
                   fix="Check access to Maven Central (or install Debian's libtomcat10-embed-java as root).")

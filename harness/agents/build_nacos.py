@@ -23,16 +23,7 @@ import os
 import shutil
 from pathlib import Path
 
-from harness.agents.buildkit import (
-    MAVEN_DEPENDENCY_PLUGIN,
-    agents_cache,
-    compile_java,
-    is_fresh,
-    mvn,
-    run_build,
-    sources_hash,
-    stamp,
-)
+from harness.agents.buildkit import agents_cache, build_maven_java, is_fresh, run_build, sources_hash, stamp
 from harness.errors import SetupError
 from harness.toolchain import Progress, Step, check_go, register_step
 
@@ -94,27 +85,13 @@ def _java_done() -> bool:
 
 
 def _build_java_version(version: str, progress: Progress) -> None:
-    output = java_nacos_agent_dir(version)
-    tmp = output.with_name(output.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    lib = tmp / "lib"
-    lib.mkdir(parents=True)
-    progress(f"[setup] java-nacos-agents: mvn copy-dependencies nacos-client {version} -> {output / 'lib'}")
-    run_build([mvn("java-nacos-agents", "the Java Nacos client agents' nacos-client jars"), "-B", "-q", "-f", str(JAVA_NACOS_SRC / "pom.xml"), f"-Dnacos.version={version}",
-               f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
-              what="java-nacos-agents", timeout_s=_MVN_TIMEOUT_S, cwd=JAVA_NACOS_SRC,
-              fix="Check access to Maven Central, then rerun `connformance setup --only java-nacos-agents`.")
-    jars = sorted(lib.glob("*.jar"))
+    jars = build_maven_java("java-nacos-agents", JAVA_NACOS_SRC / "pom.xml", [JAVA_NACOS_SRC / "NacosClientAgent.java"],
+                            java_nacos_agent_dir(version), progress, mvn_args=[f"-Dnacos.version={version}"],
+                            key=_java_key(version))
     if not any(j.name == f"nacos-client-{version}.jar" for j in jars):
-        raise SetupError(f"java-nacos-agents: Maven copied no nacos-client-{version}.jar into {lib} "
+        shutil.rmtree(java_nacos_agent_dir(version), ignore_errors=True)
+        raise SetupError(f"java-nacos-agents: Maven copied no nacos-client-{version}.jar "
                          f"(got: {', '.join(j.name for j in jars) or 'nothing'})")
-    compile_java([JAVA_NACOS_SRC / "NacosClientAgent.java"], tmp / "classes", jars,
-                 f"java-nacos-agents ({version})", progress)
-    final_cp = os.pathsep.join([str(output / "classes"), str(output / "lib" / "*")])
-    (tmp / "agent.argfile").write_text(f'-cp "{final_cp}"\n')
-    shutil.rmtree(output, ignore_errors=True)
-    tmp.replace(output)
-    stamp(output).write_text(_java_key(version) + "\n")
 
 
 def _build_java(progress: Progress) -> None:

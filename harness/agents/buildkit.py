@@ -15,12 +15,13 @@ from harness.errors import SetupError
 from harness.paths import cache_dir
 from harness.toolchain import Progress
 
-__all__ = ["MAVEN_DEPENDENCY_PLUGIN", "agents_cache", "apt_install", "compile_java", "is_fresh", "is_root", "javac",
-           "mvn", "run_build", "sources_hash", "stamp"]
+__all__ = ["MAVEN_DEPENDENCY_PLUGIN", "agents_cache", "apt_install", "build_maven_java", "compile_java", "is_fresh",
+           "is_root", "javac", "mvn", "run_build", "sources_hash", "stamp"]
 
 MAVEN_DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.6.1"
 
 _JAVAC_TIMEOUT_S = 300.0
+_MVN_TIMEOUT_S = 900.0
 _APT_TIMEOUT_S = 900.0
 
 
@@ -123,3 +124,28 @@ def compile_java(sources: Sequence[Path], output: Path, classpath: Sequence[Path
     run_build(argv, what=what, timeout_s=_JAVAC_TIMEOUT_S)
     shutil.rmtree(output, ignore_errors=True)
     tmp.replace(output)
+
+
+def build_maven_java(step: str, pom: Path, sources: Sequence[Path], output: Path, progress: Progress, *,
+                     mvn_args: Sequence[str] = (), key: str) -> list[Path]:
+    """A Java program over Maven Central jars: ``mvn copy-dependencies`` of ``pom`` into
+    ``<output>/lib``, ``javac`` of ``sources`` into ``<output>/classes``, and ``<output>/agent.argfile``
+    (``-cp "<classes>:<lib>/*"``, for ``java @argfile Main``); built beside and swapped in whole,
+    then stamped with ``key``. Returns the jars."""
+    tmp = output.with_name(output.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    lib = tmp / "lib"
+    lib.mkdir(parents=True)
+    progress(f"[setup] {step}: mvn copy-dependencies -f {pom} {' '.join(mvn_args)}".rstrip() + f" -> {output / 'lib'}")
+    run_build([mvn(step, f"{step}'s libraries"), "-B", "-q", "-f", str(pom), *mvn_args,
+               f"{MAVEN_DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime", f"-DoutputDirectory={lib}"],
+              what=step, timeout_s=_MVN_TIMEOUT_S, cwd=pom.parent,
+              fix=f"Check access to Maven Central, then rerun `connformance setup --only {step}`.")
+    jars = sorted(lib.glob("*.jar"))
+    compile_java(sources, tmp / "classes", jars, step, progress)
+    final_cp = os.pathsep.join([str(output / "classes"), str(output / "lib" / "*")])
+    (tmp / "agent.argfile").write_text(f'-cp "{final_cp}"\n')
+    shutil.rmtree(output, ignore_errors=True)
+    tmp.replace(output)
+    stamp(output).write_text(key + "\n")
+    return [output / "lib" / j.name for j in jars]

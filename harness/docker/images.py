@@ -4,7 +4,7 @@ assembled from the project and its cache, and a tag that is the content hash of 
 | image      | Dockerfile         | holds                                                      | peers |
 |------------|--------------------|------------------------------------------------------------|-------|
 | python     | docker/python      | the ``harness`` package + a venv from a host-built wheelhouse | reference server/client, ledger, nginx, nacos-sdk-python, urllib3/requests/httpx/aiohttp agents |
-| java       | docker/java        | the compiled JDK agents, Tomcat launcher, Nacos Java agents, OkHttp/HttpClient 5 agents | jdk-*, okhttp, apache-httpclient5, tomcat, java-2.2.4/2.5.1/3.1.1 |
+| java       | docker/java        | the compiled JDK agents, Tomcat launcher, Nacos Java agents, OkHttp/HttpClient 5 agents, Jetty launcher | jdk-*, okhttp, apache-httpclient5, tomcat, jetty, java-2.2.4/2.5.1/3.1.1 |
 | go         | docker/go          | the static Go agents, ``FROM scratch``                      | go-net-http, go-net-http-server, go-v2.2.7/v2.3.5 |
 | toxiproxy  | docker/toxiproxy   | the static toxiproxy-server, ``FROM scratch``               | the fault layer |
 
@@ -117,7 +117,7 @@ def _python_entries() -> Iterator[Entry]:
 
 def _java_entries() -> Iterator[Entry]:
     agents = cache_dir() / "agents"
-    for sub in ("java", "java-nacos", "java-pools"):
+    for sub in ("java", "java-nacos", "java-pools", "jetty"):
         for dest, src, exe in _tree(agents / sub, f"cache/agents/{sub}", skip=lambda p: p.suffix == ".sha256"):
             assert isinstance(src, Path)
             yield (dest, _rewrite_cache_paths(src), exe) if dest.endswith(".argfile") else (dest, src, exe)

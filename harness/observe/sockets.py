@@ -34,6 +34,7 @@ __all__ = [
     "TcpPair",
     "close_wait_on",
     "count",
+    "local_sockets",
     "established_between",
     "owners",
     "parse_proc_net_tcp",
@@ -182,6 +183,13 @@ def time_wait_by_side(entries: Iterable[TcpEntry], *, server_port: int) -> dict[
     return sides
 
 
+def local_sockets(host: str, port: int) -> list[TcpEntry]:
+    """The sockets whose local address is ``host:port`` (a server's own, LISTEN included). The
+    host matters: each run slot has its own 127.X addresses, so the same port number can belong
+    to another run's peer (or its Toxiproxy) at the same moment."""
+    return [e for e in snapshot([port]) if e.local_port == port and e.local_ip == host]
+
+
 def established_between(entries: Iterable[TcpEntry], port: int) -> list[TcpPair]:
     """ESTABLISHED connections to ``port``, each once, its two sockets paired when both are in
     the table (a loopback connection shows both). ``len()`` is the number of connections."""
@@ -299,14 +307,16 @@ class SocketSampler:
     ``observe(name, state_counts(...))`` to ``history`` only when the counts change.
 
     ``samples`` keeps the same changes as ``(t_ms, counts)`` (history clock), so peaks can be read
-    from it; ``last()`` is the latest counts. An error in the thread ends sampling and is
+    from it; ``last()`` is the latest counts. ``hosts``: count only sockets with one end on one of
+    these addresses (another run slot can use the same port number on its own 127.X address). An error in the thread ends sampling and is
     re-raised by ``stop()`` (or ``check()``), so it fails the test that owns the sampler.
     """
 
     def __init__(self, history: History, ports: Collection[int], *, interval_ms: float = 100,
-                 name: str = "sockets") -> None:
+                 name: str = "sockets", hosts: Collection[str] | None = None) -> None:
         self.history = history
         self.ports = sorted(set(ports))
+        self.hosts = frozenset(hosts) if hosts is not None else None
         self.interval_ms = interval_ms
         self.name = name
         self.samples: list[tuple[float, dict[int, dict[str, dict[str, int]]]]] = []
@@ -348,7 +358,10 @@ class SocketSampler:
         return max((c.get(port, {}).get(side, {}).get(state, 0) for _, c in self.samples), default=0)
 
     def _sample(self) -> None:
-        counts = state_counts(snapshot(self.ports), self.ports)
+        entries = snapshot(self.ports)
+        if self.hosts is not None:
+            entries = [e for e in entries if e.local_ip in self.hosts or e.remote_ip in self.hosts]
+        counts = state_counts(entries, self.ports)
         if counts != self._last:
             self._last = counts
             self.samples.append((round(self.history.elapsed_ms(), 3), _copy(counts)))

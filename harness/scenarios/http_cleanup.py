@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.observe.sockets import close_wait_on, established_between, owners, snapshot
+from harness.observe.sockets import close_wait_on, established_between, local_sockets, owners
 from harness.wait import WaitTimeout, eventually, now_ms
 
 IO_TIMEOUT_S = 5.0  # one request/response on loopback: a bound, not an expectation
@@ -95,10 +95,10 @@ def proxy_address(srv) -> tuple[str, int]:
 
 
 def server_side_states(srv) -> dict[str, int]:
-    """Server-side socket states on the server's real port (LISTEN left out)."""
+    """Server-side socket states on the server's real address (LISTEN left out)."""
     states: dict[str, int] = {}
-    for e in snapshot([srv.port]):
-        if e.local_port == srv.port and e.state != "LISTEN":
+    for e in local_sockets(srv.host, srv.port):
+        if e.state != "LISTEN":
             states[e.state] = states.get(e.state, 0) + 1
     return states
 
@@ -157,7 +157,7 @@ def fin_per_status(run: StatusRun) -> dict[str, dict[str, Any]]:
 # ---- TC-13: the server's side after the client closes -----------------------------------------
 
 def server_held(srv) -> int:
-    return sum(1 for p in established_between(snapshot([srv.port]), srv.port) if p.server is not None)
+    return sum(1 for p in established_between(local_sockets(srv.host, srv.port), srv.port) if p.server is not None)
 
 
 def held_connections(cf, srv, shapes: Iterable[tuple[str, int]]) -> list[RawHttp]:
@@ -193,7 +193,7 @@ def held_connections(cf, srv, shapes: Iterable[tuple[str, int]]) -> list[RawHttp
 def stuck_sockets(srv) -> dict[str, Any]:
     """The server-side sockets still CLOSE_WAIT or ESTABLISHED on its port, with their owners
     (one read of every fd link: only on failure)."""
-    stuck = [e for e in snapshot([srv.port]) if e.local_port == srv.port and e.state in ("CLOSE_WAIT", "ESTABLISHED")]
+    stuck = [e for e in local_sockets(srv.host, srv.port) if e.state in ("CLOSE_WAIT", "ESTABLISHED")]
     return {"sockets": [f"{e.state} {e.local_ip}:{e.local_port} <- {e.remote_ip}:{e.remote_port}" for e in stuck],
             "owner pid by inode": owners(stuck), "CLOSE_WAIT": len(close_wait_on(stuck, srv.port))}
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.control.nacos_admin import NacosAdmin
 from harness.http_run import AgentRun
-from harness.observe.sockets import SocketSampler, established_between, snapshot
+from harness.observe.sockets import SocketSampler, established_between, local_sockets
 from harness.peers import PeerManifest
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.protocol.nacos import codec
@@ -32,7 +32,7 @@ FIRST_CONNECTION_MS = 5000  # client A's connection reaches the server (process 
 
 def server_connections(srv) -> int:
     """Connections the server holds now (server-side ESTABLISHED sockets on its real port)."""
-    return sum(1 for pair in established_between(snapshot([srv.port]), srv.port) if pair.server is not None)
+    return sum(1 for pair in established_between(local_sockets(srv.host, srv.port), srv.port) if pair.server is not None)
 
 
 def first_connection_seen(srv) -> Callable[[], bool]:
@@ -64,7 +64,7 @@ def two_clients_one_slot(cf, topology, client_peer: PeerManifest, srv) -> TwoRun
     def run(plan: dict[str, Any]) -> Callable[[], Any]:
         return lambda: topology.run_http_client(peer=client_peer, servers=[srv], plan=plan, timeout_ms=CLIENT_RUN_MS)
 
-    with SocketSampler(cf.history, [srv.port], interval_ms=20, name="server_port") as sampler:
+    with SocketSampler(cf.history, [srv.port], interval_ms=20, name="server_port", hosts=[srv.host]) as sampler:
         job_a = Background("pl12-client-A", run(plan_a)).start()
         job_b = None
         try:

@@ -18,7 +18,7 @@ its behaviour is measured and reported in an UNIMPLEMENTED reason, never graded 
 from __future__ import annotations
 
 from fixtures.case import case
-from harness.observe.sockets import SocketSampler, snapshot, time_wait_by_side
+from harness.observe.sockets import SocketSampler, local_sockets, time_wait_by_side
 from harness.reference.http.config import TOMCAT_CLOSE_ON_STATUS
 from harness.scenarios.bounds import TOLERANCE_MS
 from harness.scenarios.http_cleanup import (
@@ -85,7 +85,7 @@ def test_server_closes_after_tomcat_error_statuses(cf, topology, http_server_pee
     run = status_then_watch(cf, srv, codes, closers=TOMCAT_CLOSE_ON_STATUS, keepers=TOMCAT_KEEPS,
                             band_ms=FIN_BAND_MS, late_ms=FIN_LATE_MS)
     observed = fin_per_status(run)
-    server_tw = time_wait_by_side(snapshot([srv.port]), server_port=srv.port)["server"]
+    server_tw = time_wait_by_side(local_sockets(srv.host, srv.port), server_port=srv.port)["server"]
     cf.history.observe("tc11_statuses", {"observed": observed, "server-side TIME_WAIT": server_tw})
 
     closed = [c for c in codes if observed[str(c)]["FIN after ms"] is not None]
@@ -224,7 +224,7 @@ def test_server_closes_its_side_after_the_client(cf, topology, http_server_peer)
     def lingering() -> dict[str, int]:
         return {s: n for s, n in server_side_states(srv).items() if s in ("CLOSE_WAIT", "ESTABLISHED")}
 
-    with SocketSampler(cf.history, [srv.port], interval_ms=20, name="server_port") as sampler:
+    with SocketSampler(cf.history, [srv.port], interval_ms=20, name="server_port", hosts=[srv.host]) as sampler:
         closed_at = now_ms()
         for conn in conns:
             conn.close()
