@@ -14,6 +14,8 @@
 | tomcat-launcher    | find Tomcat 10.1 embed (Debian ``libtomcat10-embed-java``; installed with   |
 |                    | apt-get when root, else copied from Maven Central), ``javac`` the launcher, |
 |                    | write ``<cache>/agents/java/tomcat.argfile`` (the launcher's ``-cp``)       |
+| rust-http-agent    | ``cargo build --release --locked`` harness/agents/rust/reqwest-agent ->       |
+|                    | ``<cache>/agents/rust/reqwest-agent`` (crates.io; a minute or two cold)     |
 | nginx              | ``apt-get install nginx-light`` when ``nginx`` is missing and we are root   |
 | node               | ``apt-get install nodejs`` when ``node`` is missing and we are root (the     |
 |                    | Node http.Agent agent is a script: nothing to build)                        |
@@ -58,6 +60,7 @@ __all__ = [
     "java_agent_classes",
     "java_pool_agents_argfile",
     "jetty_dir",
+    "reqwest_agent_binary",
     "tomcat_argfile",
 ]
 
@@ -69,6 +72,7 @@ JAVA_HTTP_AGENT_SOURCES = ("HttpUrlConnectionAgent.java", "JavaHttpClientAgent.j
 JAVA_POOLS_SRC = JAVA_SRC / "pools"
 JAVA_POOL_AGENT_SOURCES = ("OkHttpAgent.java", "ApacheHttpClient5Agent.java")
 JETTY_SRC = JAVA_SRC / "jetty"
+REQWEST_AGENT_SRC = AGENTS_DIR / "rust" / "reqwest-agent"
 TOMCAT_LAUNCHER_SOURCE = "TomcatLauncher.java"
 
 TOMCAT_DEBIAN_PACKAGE = "libtomcat10-embed-java"
@@ -85,6 +89,7 @@ NGINX_PATHS = (Path("/usr/sbin/nginx"), Path("/usr/local/sbin/nginx"), Path("/us
 
 _GO_BUILD_TIMEOUT_S = 600.0
 _MVN_TIMEOUT_S = 900.0
+_CARGO_TIMEOUT_S = 1800.0
 
 
 # --- where things go --------------------------------------------------------------------------
@@ -108,6 +113,11 @@ def java_pool_agents_dir() -> Path:
 def java_pool_agents_argfile() -> Path:
     """``java @<this> OkHttpAgent ...``: holds ``-cp "<classes>:<lib>/*"``."""
     return java_pool_agents_dir() / "agent.argfile"
+
+
+def reqwest_agent_binary() -> Path:
+    """The built reqwest agent (``connformance setup --only rust-http-agent``)."""
+    return agents_cache() / "rust" / "reqwest-agent"
 
 
 def jetty_dir() -> Path:
@@ -301,6 +311,41 @@ register_step(Step(
     description="get Tomcat 10.1 embed (Debian or Maven Central) and compile the Tomcat launcher",
     is_done=_tomcat_done,
     run=_build_tomcat_launcher,
+))
+
+
+# --- rust-http-agent ----------------------------------------------------------------------------
+
+
+def _reqwest_sources() -> list[Path]:
+    return [REQWEST_AGENT_SRC / "Cargo.toml", REQWEST_AGENT_SRC / "Cargo.lock", *sorted((REQWEST_AGENT_SRC / "src").glob("*.rs"))]
+
+
+def _reqwest_done() -> bool:
+    return is_fresh(reqwest_agent_binary(), sources_hash(_reqwest_sources()))
+
+
+def _build_reqwest_agent(progress: Progress) -> None:
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        raise SetupError("rust-http-agent: `cargo` not found on PATH; the reqwest agent is built from crates.io "
+                         "with Rust's cargo. Install Rust (rustup), then rerun `connformance setup --only rust-http-agent`.")
+    target = agents_cache() / "rust" / "target"  # kept: a rebuild after a source change is incremental
+    progress(f"[setup] rust-http-agent: cargo build --release --locked ({REQWEST_AGENT_SRC.name}) -> {reqwest_agent_binary()}")
+    run_build([cargo, "build", "--release", "--locked", "--manifest-path", str(REQWEST_AGENT_SRC / "Cargo.toml")],
+              what="rust-http-agent", timeout_s=_CARGO_TIMEOUT_S, env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+              fix="Check access to crates.io, then rerun `connformance setup --only rust-http-agent`.")
+    tmp = reqwest_agent_binary().with_name("reqwest-agent.tmp")
+    shutil.copy2(target / "release" / "reqwest-agent", tmp)
+    tmp.replace(reqwest_agent_binary())
+    stamp(reqwest_agent_binary()).write_text(sources_hash(_reqwest_sources()) + "\n")
+
+
+register_step(Step(
+    name="rust-http-agent",
+    description="build the reqwest agent (harness/agents/rust/reqwest-agent) with `cargo build`",
+    is_done=_reqwest_done,
+    run=_build_reqwest_agent,
 ))
 
 

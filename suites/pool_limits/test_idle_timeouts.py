@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from fixtures.case import case
 from harness.errors import SetupError
+from harness.scenarios import keepalive_header
 from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, TOLERANCE_MS
 from harness.scenarios.idle_timeouts import WINDOW_MARGIN_MS, idle_reaper
 from harness.scenarios.pools import (
@@ -226,46 +227,6 @@ def test_jdk_honours_keepalive_header(cf, topology, peer_registry, http_client_p
 # -- PL-17 -----------------------------------------------------------------------------------------
 PL17_TIMEOUT_S = 2  # Keep-Alive: timeout=2 (Node keeps a socket N - 1 s: 1 s here, not 0)
 PL17_WINDOW_MS = PL17_TIMEOUT_S * 1000 + PL08_SWEEP_MS + TOLERANCE_MS + WINDOW_MARGIN_MS  # the JDK's sweep fits
-PL17_PATH = "/?pl17=keep-alive-timeout"
-
-
-def idle_then_next(topology, peer_registry, client_peer, header: str | None) -> dict:
-    """One GET, an idle window, one GET against a ledger that keeps idle connections 30 s itself
-    and announces ``header`` (None: no Keep-Alive header): who closed the first connection, when
-    after its response, and whether the second GET reused it."""
-    knobs = {"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS, **({"keepalive_header": header} if header else {})}
-    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"), knobs=knobs)
-    sequential = {"op": "sequential", "n": 1, "path": PL17_PATH}
-    run = topology.run_http_client(peer=client_peer, servers=[srv], plan={
-        "knobs": {}, "phases": [sequential, {"op": "sleep", "ms": PL17_WINDOW_MS}, sequential]},
-        timeout_ms=PL17_WINDOW_MS + AGENT_RUN_SLACK_MS)
-    require_baseline(run, phase=0, what="the first GET")
-    require_baseline(run, phase=2, what="the GET after the idle window")
-    first = min(serving(srv.ledger.ledger(), PL17_PATH), key=lambda c: c["opened_ms"])
-    closed_before_next = first["closed_ms"] is not None and first["closed_ms"] < run.phase(2)[0].start_ms
-    return {"header": header or "none", "reused by the next GET": first["requests"] > 1,
-            "closed by": first["closed_by"],
-            "closed after its response ms": round(first["closed_ms"] - run.phase(0)[0].end_ms)
-            if first["closed_ms"] is not None else None,
-            "closed before the next GET": closed_before_next}
-
-
-def keepalive_header_effect(with_header: dict, without: dict) -> str:
-    """What the header changed, from the two runs (a difference is the only evidence it was read)."""
-    if with_header["reused by the next GET"] and without["reused by the next GET"]:
-        return "ignores it: the idle connection outlived the window and was reused, as without the header"
-    if without["reused by the next GET"] or (
-            with_header["closed before the next GET"] and not without["closed before the next GET"]):
-        when = "" if with_header["closed before the next GET"] else ", when the next GET came (lazily)"
-        return (f"honours it: closed by the {with_header['closed by']} "
-                f"{with_header['closed after its response ms']} ms after its response{when} "
-                f"(without the header: {'reused' if without['reused by the next GET'] else 'closed at the next GET'})")
-    if with_header["closed before the next GET"] and without["closed before the next GET"] and \
-            without["closed after its response ms"] - with_header["closed after its response ms"] > TOLERANCE_MS:
-        return (f"honours it: closed {with_header['closed after its response ms']} ms after its response, "
-                f"{without['closed after its response ms']} ms without the header")
-    return ("cannot tell: its own idle handling closed the connection the same way without the header "
-            f"({with_header['closed after its response ms']} vs {without['closed after its response ms']} ms)")
 
 
 @case("PL-17", "INFO", timeout_s=90)
@@ -279,11 +240,13 @@ def test_keepalive_timeout_header_per_stack(cf, topology, peer_registry, http_cl
     and Node's http.Agent read it). A stack whose own idle handling closes the connection the same
     way without the header is recorded as "cannot tell".
     """
-    with_header = idle_then_next(topology, peer_registry, http_client_peer, f"timeout={PL17_TIMEOUT_S}")
-    without = idle_then_next(topology, peer_registry, http_client_peer, None)
+    ledger = peer_registry.get("http-server", "ledger")
+    with_header = keepalive_header.idle_then_next(topology, ledger, http_client_peer, f"timeout={PL17_TIMEOUT_S}",
+                                                  window_ms=PL17_WINDOW_MS)
+    without = keepalive_header.idle_then_next(topology, ledger, http_client_peer, None, window_ms=PL17_WINDOW_MS)
     observed = {"with Keep-Alive: timeout=2": with_header, "without the header": without,
                 "idle window ms": PL17_WINDOW_MS}
     cf.history.observe("pl17", observed)
-    detail = f"Keep-Alive: timeout={PL17_TIMEOUT_S}: {keepalive_header_effect(with_header, without)}"
+    detail = f"Keep-Alive: timeout={PL17_TIMEOUT_S}: {keepalive_header.effect(with_header, without)}"
     cf.ok(detail, expected="recorded, no requirement", actual=observed)
     cf.informational(detail, **observed)

@@ -594,3 +594,18 @@ def test_lacks_entries_are_strings(tmp_path: Path) -> None:
     path.write_text('[peer]\nname = "bad"\nrole = "nacos-server"\n[process]\ncommand = ["x"]\n[lacks]\nlimits = 1\n')
     with pytest.raises(HarnessError, match="lacks.limits"):
         load_manifests(path)
+
+
+def test_a_peer_says_its_version_and_peers_lists_it(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace('name = "mine"', 'name = "mine"\nversion = "1.2.3"'))
+    registry = PeerRegistry.default([path])
+    assert registry.get("nacos-client", "mine").version == "1.2.3"
+    row = next(line for line in registry.describe().splitlines() if line.split()[1:2] == ["mine"])
+    assert row.split()[2] == "1.2.3"
+    builtin = registry.get("http-client", "okhttp")
+    assert builtin.version == "5.5.1", "a built-in real implementation names the version it pins"
+
+
+def test_a_version_must_be_a_string(tmp_path: Path) -> None:
+    with pytest.raises(HarnessError, match="version"):
+        load_one(tmp_path, MINIMAL.replace('name = "mine"', 'name = "mine"\nversion = 3'))
