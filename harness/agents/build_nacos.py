@@ -11,7 +11,8 @@
 |                   | harness/agents/go/nacosagent -> ``<cache>/agents/go-nacos/<V>/nacosagent``      |
 
 Pinned versions: Java 2.2.4 (the seed's), 2.5.1 (the newest 2.x on Maven Central) and 3.1.1 (the
-newest 3.x whose jars resolve here); Go v2.3.5 (the newest v2 release the module proxy serves, ``go.mod``) and v2.2.7 (the 2.2 line, ``go-v2.2.7.mod``). Each output is
+newest 3.x whose jars resolve here); Go v2.3.5 (the newest v2 release the module proxy serves,
+``go.mod``) and v2.2.7 (the 2.2 line, ``go-v2.2.7.mod``). Each output is
 keyed by a hash of its sources and its version, written next to it: an unchanged source is never
 rebuilt, a changed one always is. The manifests ``harness/peers/builtin/nacos-client-{java,go}-*.toml``
 name these outputs through ``{cache}``.
@@ -47,7 +48,6 @@ JAVA_NACOS_VERSIONS: tuple[str, ...] = ("2.2.4", "2.5.1", "3.1.1")
 # nacos-sdk-go versions -> the module file in GO_NACOS_SRC that pins it (its .sum beside it).
 GO_NACOS_VERSIONS: dict[str, str] = {"v2.2.7": "go-v2.2.7.mod", "v2.3.5": "go.mod"}
 
-_MVN_TIMEOUT_S = 900.0
 _GO_BUILD_TIMEOUT_S = 900.0
 
 

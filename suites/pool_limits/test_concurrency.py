@@ -50,7 +50,8 @@ def test_max_conns_per_host_caps_concurrent_connections(cf, topology, peer_regis
     The ledger's ``max_simultaneous`` is the client's connection count (one proxy upstream per
     client connection). The burst's span (first start to last end) is at least
     ⌈20/3⌉ × 300 = 2100 ms when the limit holds (research §6.1 G2: Go 2.11 s; §6.4 P2: requests
-    2.12 s); beyond 2100 + 250 ms it is late (NON-STRICT). Stacks without a per-host connection
+    2.12 s). It is late (NON-STRICT) when the rounds after the first response take more than
+    1800 + 250 ms: the first round also carries the client's one-time start. Stacks without a per-host connection
     limit (httpx: pool-wide only; both JDK clients: none) are UNIMPLEMENTED by their manifests.
     """
     plan = {"knobs": {"max_conns_per_host": PL01_LIMIT}, "phases": [burst(PL01_N)]}
@@ -71,8 +72,14 @@ def test_max_conns_per_host_caps_concurrent_connections(cf, topology, peer_regis
              expected=f"≈ ⌈{PL01_N}/{PL01_LIMIT}⌉ × {SLEEP_MS} = {least} ms at least: no more than "
                       f"{PL01_LIMIT} requests in flight at once",
              actual=numbers, hint="faster than the limit allows: some requests did not reach this server?")
-    if span > least + TOLERANCE_MS:
-        cf.late(expected=f"≈ ⌈{PL01_N}/{PL01_LIMIT}⌉ × {SLEEP_MS} = {least} ms (+ {TOLERANCE_MS} ms)",
+    # Lateness is judged from the first response on: the rounds after it are the limit's pacing,
+    # while the first carries the client's one-time start (a JVM stack's first call loads its
+    # classes: OkHttp's took 321 ms over its 300 ms under the full matrix, each later round 6-20 ms).
+    paced_ms = max(r.end_ms for r in run.phase(0)) - min(r.end_ms for r in run.phase(0))
+    numbers["after the first response ms"] = round(paced_ms)
+    if paced_ms > least - SLEEP_MS + TOLERANCE_MS:
+        cf.late(expected=f"≈ ⌈{PL01_N}/{PL01_LIMIT}⌉ × {SLEEP_MS} = {least} ms: the rounds after the first "
+                         f"response within {least - SLEEP_MS} ms (+ {TOLERANCE_MS} ms)",
                 actual=numbers)
     cf.ok(f"max {view['max_simultaneous']} simultaneous over {len(view['connections'])} connections; "
           f"{PL01_N}/{PL01_N} ok in {span:.0f} ms (≥ {least})", expected=f"≤ {PL01_LIMIT} at once, ≈ {least} ms",

@@ -1,4 +1,4 @@
-"""TC — HTTP servers closing what they should, and clients living with it (SPEC §5 TC-11..TC-14, TC-19;
+"""TC — HTTP servers closing what they should, and clients living with it (SPEC §5 TC-11..TC-14, TC-19, TC-20;
 research/http-pools.md §3.1 Tomcat, §3.2 nginx, §6.3 T2/T4/C1, §1.5 and §2.1 client retries).
 
 TC-11..TC-13 drive the server under test with a raw HTTP/1.1 client (a socket and http.client's
@@ -59,6 +59,11 @@ CLIENT_IDLE_PAST_BAND_MS = 300  # the fixed client idles this long past the band
 CLIENT_CLOSE_BAND_MS = 1000 + TOLERANCE_MS
 CLIENT_CLOSE_LATE_MS = 5000
 CONNECTION_SHAPES = (("fresh, no request", 0), ("idle after 1 request", 1), ("idle after 3 requests", 3))
+
+# TC-20
+SERVER_IDLE_MS = 1000  # the ledger's keep-alive timeout: shorter than every stack's own
+IDLE_PAST_CLOSE_MS = 600  # the client idles past it by this: the server's FIN has arrived
+ROUNDS_AFTER_IDLE = 3
 
 
 @case("TC-11", "MUST", timeout_s=60)
@@ -306,3 +311,44 @@ def test_client_does_not_resend_a_post_the_server_read(cf, topology, peer_regist
              actual={"re-sent silently": f"{resent}×: a duplicate POST", **observed})
     cf.ok(f"POST not re-sent; the application saw {observed['client outcome of the dropped request']}",
           expected="the dropped POST read once by the server", actual=observed)
+
+
+@case("TC-20", "MUST", timeout_s=90)
+def test_client_outlives_a_server_idle_timeout_shorter_than_its_own(cf, topology, peer_registry, http_client_peer):
+    """HTTP: a server whose keep-alive timeout is shorter than the client's own idle timeout closes each idle connection first → every GET after such an idle succeeds with no error surfaced, round after round: a connection the server already closed is never given to the application (nginx 75 s, ALB 60 s, Node 5 s below Go's and reqwest's 90 s, OkHttp's 5 min).
+
+    The ledger closes idle connections after 1 s; the client under test (its own idle timeout
+    left at its default, which must be longer) sends a GET, then three times idles 1.6 s (the
+    server's FIN has arrived) and sends another GET. Every request must succeed; the ledger must
+    show idle connections closed by the server (the baseline: else the scenario never happened).
+    Recorded per round: whether the GET went on a new connection.
+    """
+    own_ms = http_client_peer.timers.get("idle_timeout_ms")
+    if own_ms is not None and own_ms <= SERVER_IDLE_MS + IDLE_PAST_CLOSE_MS:
+        cf.unimplemented(f"{http_client_peer.label}'s own idle timeout ({own_ms} ms) is not longer than the "
+                         f"server's {SERVER_IDLE_MS} ms + {IDLE_PAST_CLOSE_MS} ms idle: it would close first")
+    (srv,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
+                                   knobs={"keepalive_timeout_ms": SERVER_IDLE_MS})
+    get = {"op": "sequential", "n": 1, "path": "/?tc20=after-idle"}
+    phases = [get]
+    for _ in range(ROUNDS_AFTER_IDLE):
+        phases += [{"op": "sleep", "ms": SERVER_IDLE_MS + IDLE_PAST_CLOSE_MS}, get]
+    run = topology.run_http_client(peer=http_client_peer, servers=[srv], plan={"knobs": {}, "phases": phases},
+                                   timeout_ms=CLIENT_RUN_MS)
+    view = srv.ledger.ledger()
+    conns = sorted(view["connections"], key=lambda c: c["opened_ms"])
+    cf.history.observe("ledger", [{k: c[k] for k in ("id", "opened_ms", "closed_ms", "closed_by", "requests")}
+                                  for c in conns])
+    gets = [run.phase(i)[0] for i in range(0, len(phases), 2) if run.phase(i)]
+    rounds = [{"round": n, "status": r.status, "error": r.error, "reused": r.reused} for n, r in enumerate(gets)]
+    closed_first = sum(1 for c in conns if c["closed_by"] == "server-idle")
+    cf.baseline(closed_first >= 1,
+                expected=f"the ledger closes idle connections after {SERVER_IDLE_MS} ms, before the next GET",
+                actual={"server idle closes": closed_first, "connections": len(conns)})
+    failed = [r for r in rounds if r["error"] is not None or r["status"] != 200]
+    cf.check(not failed and len(gets) == ROUNDS_AFTER_IDLE + 1,
+             expected=f"every GET after a {SERVER_IDLE_MS + IDLE_PAST_CLOSE_MS} ms idle succeeds (the server closed "
+                      "the idle connection first): no error surfaced",
+             actual={"rounds": rounds, "server idle closes": closed_first, "connections": len(conns)})
+    cf.ok(f"{len(gets)} GETs, each after the server's idle close, all 200 on {len(conns)} connections",
+          expected="no error surfaced after the server's idle close", actual={"rounds": rounds})

@@ -15,6 +15,9 @@ FAILED against it for the broken behaviour and nothing else:
   so connections are pooled and reused (PL-05).
 - ``retries-post``: urllib3's ``Retry`` told to retry every method (``allowed_methods=None``), so
   a POST whose connection drops after the server read it is re-sent silently (TC-19).
+- ``hands-out-closed``: the pool never checks whether an idle connection was closed by the server
+  (urllib3's ``is_connection_dropped`` patched to say no) and nothing is retried, so a GET after
+  the server's idle close goes out on the dead connection and fails (TC-20).
 
     python -m tests.broken_peers.pl_broken_agents --variant fresh-pool --url URL --plan PLAN.json [knob flags]
 """
@@ -114,8 +117,20 @@ class RetriesPostDriver(Urllib3Driver):
         super().open()
 
 
+class HandsOutClosedDriver(Urllib3Driver):
+    stack = "broken-hands-out-closed"
+
+    def describe(self) -> str:
+        return f"BROKEN hands-out-closed: {super().describe()} (no dropped-connection check, no retries)"
+
+    def open(self) -> None:
+        urllib3.connectionpool.is_connection_dropped = lambda conn: False  # type: ignore[attr-defined]
+        self.pool_kwargs["retries"] = False
+        super().open()
+
+
 VARIANTS = {"fresh-pool": FreshPoolDriver, "keeps-idle": KeepsIdleDriver, "ignores-keepalive": IgnoresKeepaliveDriver,
-            "retries-post": RetriesPostDriver}
+            "retries-post": RetriesPostDriver, "hands-out-closed": HandsOutClosedDriver}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The non-Python http-client agents (Go net/http, JDK HttpURLConnection, java.net.http, OkHttp,
-Apache HttpClient 5, Node's http.Agent) against a small in-test HTTP/1.1 server: the agent
-contract of SPEC §4.4 and the stacks' default pool behaviour the PL cases build on
-(research/http-pools.md G1, J1, J12; the manifests' [timers] for the later three).
+Apache HttpClient 5, Node's http.Agent, reqwest) against a small in-test HTTP/1.1 server: the
+agent contract of SPEC §4.4 and the stacks' default pool behaviour the PL cases build on
+(research/http-pools.md G1, J1, J12; the manifests' [timers] for the later ones).
 
 Agents are launched from their built-in manifests (``render``), so the manifests' commands and
 knob mappings are exercised too. The builds come from ``connformance setup``; a missing build
@@ -24,7 +24,12 @@ from typing import Any
 
 import pytest
 
-from harness.agents.build import go_http_agent_binary, java_agent_classes, java_pool_agents_argfile
+from harness.agents.build import (
+    go_http_agent_binary,
+    java_agent_classes,
+    java_pool_agents_argfile,
+    reqwest_agent_binary,
+)
 from harness.observe.sockets import snapshot, state_counts
 from harness.peers import PeerManifest, PeerRegistry, render
 from harness.wait import eventually
@@ -34,8 +39,8 @@ pytestmark = pytest.mark.integration
 AGENT_RUN_TIMEOUT_S = 60.0  # a JVM start + a few bursts; the agents' own requests time out at 30 s
 SOCKETS_TIMEOUT_MS = 5_000  # the idle pool settles right after the burst; this is a bound, not a pause
 GO, HUC, JHC = "go-net-http", "jdk-httpurlconnection", "jdk-httpclient"
-OKH, AHC, NODE = "okhttp", "apache-httpclient5", "node-http"
-AGENTS = (GO, HUC, JHC, OKH, AHC, NODE)
+OKH, AHC, NODE, REQ = "okhttp", "apache-httpclient5", "node-http", "reqwest"
+AGENTS = (GO, HUC, JHC, OKH, AHC, NODE, REQ)
 
 _REGISTRY = PeerRegistry.default()
 
@@ -146,6 +151,11 @@ def _require_built(name: str) -> None:
         if not binary.is_file():
             pytest.skip(f"Go http agent not built ({binary} missing); run `connformance setup --only go-http-agent`")
         return
+    if name == REQ:
+        if not reqwest_agent_binary().is_file():
+            pytest.skip(f"reqwest agent not built ({reqwest_agent_binary()} missing); "
+                        "run `connformance setup --only rust-http-agent`")
+        return
     if name == NODE:
         if shutil.which("node") is None:
             pytest.skip("no `node` on PATH; run `connformance setup --only node`")
@@ -247,6 +257,8 @@ def test_a_burst_gives_one_record_per_request(name: str, server: _CountingServer
         pytest.param(AHC, {"max_conns_per_host": 10}, 10, id="httpclient5-no-idle-cap"),  # keeps what it opened
         pytest.param(NODE, None, 10, id="node-default-256"),           # maxFreeSockets 256: all kept
         pytest.param(NODE, {"max_idle_per_host": 3}, 3, id="node-flag-3"),
+        pytest.param(REQ, None, 10, id="reqwest-default-unbounded"),   # pool_max_idle_per_host usize::MAX
+        pytest.param(REQ, {"max_idle_per_host": 4}, 4, id="reqwest-flag-4"),
     ],
 )
 def test_idle_cap_after_a_10_wide_burst(name: str, knobs: dict | None, kept: int, server: _CountingServer,
@@ -304,6 +316,8 @@ def test_go_second_burst_reuses_exactly_its_idle_cap(server: _CountingServer, tm
         pytest.param(AHC, {"max_idle_total": 3}, ["max_idle_total"], id="httpclient5-idle-cap"),
         pytest.param(NODE, {"max_idle_total": 3, "block_when_full": False}, ["block_when_full", "max_idle_total"],
                      id="node-idle-total-and-no-block"),
+        pytest.param(REQ, {"max_conns_per_host": 3, "keepalive": False}, ["keepalive", "max_conns_per_host"],
+                     id="reqwest-limit-and-keepalive"),
     ],
 )
 def test_an_unsupported_knob_exits_3(name: str, knobs: dict, expected: list[str], server: _CountingServer,

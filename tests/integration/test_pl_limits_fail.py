@@ -1,6 +1,7 @@
 """PL-01, PL-02, PL-03, PL-05, PL-06, PL-07, PL-09 and PL-10 must FAIL against deliberately broken
 http-client agents, each for the intended reason, before their OK against the real stacks is
-trusted (tests/broken_peers/pl_broken_agents.py, tests/broken_peers/pl-broken-agents.toml); TC-19,
+trusted (tests/broken_peers/pl_broken_agents.py, tests/broken_peers/pl-broken-agents.toml), and so
+must TC-20 against the agent that hands out connections the server closed; TC-19,
 a SHOULD, must come out NON-STRICT against the agent that re-sends POSTs and OK against urllib3.
 
 Each run is the real suite in a subprocess (``run_suite``) with only the broken client(s)
@@ -41,6 +42,9 @@ RUNS = [
     ("PL-09", ["broken-fresh-pool", "broken-keeps-idle"], {
         "http-client=broken-fresh-pool": ("pool_block=True: never more than 3", "'max_simultaneous': 20"),
         "http-client=broken-keeps-idle": ("extra connections discarded after use", "'discarded right after use': 0"),
+    }),
+    ("TC-20", ["broken-hands-out-closed"], {
+        "http-client=broken-hands-out-closed": ("no error surfaced", "Connection aborted"),
     }),
     ("PL-10", ["broken-httpx-no-limit"], {
         "http-client=broken-httpx-no-limit": ("Limits(max_connections=3): ≤ 3 simultaneous", "'max_simultaneous': 20"),
