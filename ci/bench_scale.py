@@ -56,6 +56,27 @@ def rss_mb(pid: int) -> float:
     return sum(p.memory_info().rss for p in [proc, *proc.children(recursive=True)]) / 2**20
 
 
+class Meter:
+    """The server's and Toxiproxy's RSS before and after registration, and the instants the rates
+    are computed from (monotonic ms): start, all registered, the cut (right after), all cleaned."""
+
+    def __init__(self, server_pid: int, proxy_pid: int) -> None:
+        self.pids = (server_pid, proxy_pid)
+        self.rss_before = [rss_mb(p) for p in self.pids]
+        self.start_ms = time.monotonic() * 1000
+
+    def registered(self, at_ms: float) -> None:
+        self.registered_ms = at_ms
+        self.rss_after = [rss_mb(p) for p in self.pids]
+        self.cut_ms = time.monotonic() * 1000  # the caller cuts next
+
+    def figures(self, n: int, cleaned_ms: float) -> dict:
+        server_kb, proxy_kb = ((after - before) * 1024 / n
+                               for before, after in zip(self.rss_before, self.rss_after, strict=True))
+        return {"register_cps": n / ((self.registered_ms - self.start_ms) / 1000),
+                "cleanup_cps": n / ((cleaned_ms - self.cut_ms) / 1000), "server_kb": server_kb, "proxy_kb": proxy_kb}
+
+
 class Failed(Exception):
     def __init__(self, what: str, expected: Any, actual: Any) -> None:
         super().__init__(f"{what}\n  expected: {expected}\n  actual:   {actual}")
@@ -101,20 +122,17 @@ def bench_nacos(runtime: ProcessRuntime, toxiproxy: ToxiproxyServer, registry: P
     admin = NacosAdmin(f"{host}:{main_port}")
     proxy = toxiproxy.client().create_proxy("bench-nacos", listen=f"{host}:{free_port(host=host)}",
                                             upstream=f"{host}:{main_port + NACOS_GRPC_OFFSET}")
-    server_before, proxy_before = rss_mb(server.pid), rss_mb(toxiproxy.pid)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # grpc.aio binds its objects to the current loop
-    start_ms = time.monotonic() * 1000
+    meter = Meter(server.pid, toxiproxy.pid)
     held = loop.run_until_complete(nacos_transports(f"{proxy.listen_host}:{proxy.listen_port}", n))
-    registered_ms = wait_count(lambda: len(admin.current()), lambda c: c == n, f"{n} registrations in current",
-                               REGISTER_TIMEOUT_MS)
-    server_after, proxy_after = rss_mb(server.pid), rss_mb(toxiproxy.pid)
+    meter.registered(wait_count(lambda: len(admin.current()), lambda c: c == n, f"{n} registrations in current",
+                                REGISTER_TIMEOUT_MS))
     ids = set(admin.current())
     counts = admin.client_ip_counts()
     expected_counts = Counter(CLIENT_IPS[i % len(CLIENT_IPS)] for i in range(n))
     if {ip: c for ip, c in counts.items() if c} != dict(expected_counts):
         raise Failed("per-IP counts once registered", dict(expected_counts), counts)
-    cut_ms = time.monotonic() * 1000
     proxy.disable()
     cleaned_ms = wait_count(lambda: len(admin.current()), lambda c: c == 0, "current empty after the cut",
                             CLEANUP_TIMEOUT_MS)
@@ -132,8 +150,7 @@ def bench_nacos(runtime: ProcessRuntime, toxiproxy: ToxiproxyServer, registry: P
         if isinstance(item, grpc.aio.Channel):
             loop.run_until_complete(item.close())
     loop.close()
-    return {"register_cps": n / ((registered_ms - start_ms) / 1000), "cleanup_cps": n / ((cleaned_ms - cut_ms) / 1000),
-            "server_kb": (server_after - server_before) * 1024 / n, "proxy_kb": (proxy_after - proxy_before) * 1024 / n}
+    return meter.figures(n, cleaned_ms)
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -160,18 +177,15 @@ def bench_http(runtime: ProcessRuntime, toxiproxy: ToxiproxyServer, registry: Pe
     ledger = LedgerAdmin(f"http://{host}:{port}")
     proxy = toxiproxy.client().create_proxy("bench-http", listen=f"{host}:{free_port(host=host)}",
                                             upstream=f"{host}:{port}")
-    server_before, proxy_before = rss_mb(server.pid), rss_mb(toxiproxy.pid)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
     held: list = []
-    start_ms = time.monotonic() * 1000
+    meter = Meter(server.pid, toxiproxy.pid)
     loop.run_until_complete(asyncio.gather(*(keepalive_connection(proxy.listen_host, proxy.listen_port, gate, held)
                                              for _ in range(n))))
-    opened_ms = wait_count(lambda: ledger.ledger()["open"], lambda c: c == n, f"{n} open in the ledger",
-                           REGISTER_TIMEOUT_MS)
-    server_after, proxy_after = rss_mb(server.pid), rss_mb(toxiproxy.pid)
-    cut_ms = time.monotonic() * 1000
+    meter.registered(wait_count(lambda: ledger.ledger()["open"], lambda c: c == n, f"{n} open in the ledger",
+                                REGISTER_TIMEOUT_MS))
     proxy.disable()
     closed_ms = wait_count(lambda: ledger.ledger()["open"], lambda c: c == 0, "ledger: none open after the cut",
                            CLEANUP_TIMEOUT_MS)
@@ -183,8 +197,7 @@ def bench_http(runtime: ProcessRuntime, toxiproxy: ToxiproxyServer, registry: Pe
     for writer in held:
         writer.close()
     loop.close()
-    return {"register_cps": n / ((opened_ms - start_ms) / 1000), "cleanup_cps": n / ((closed_ms - cut_ms) / 1000),
-            "server_kb": (server_after - server_before) * 1024 / n, "proxy_kb": (proxy_after - proxy_before) * 1024 / n}
+    return meter.figures(n, closed_ms)
 
 
 def main(argv: list[str]) -> int:

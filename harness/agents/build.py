@@ -196,53 +196,32 @@ register_step(Step(
 ))
 
 
-# --- java-pool-agents ---------------------------------------------------------------------------
+# --- java-pool-agents, jetty-launcher ------------------------------------------------------------
 
 
-def _java_pool_sources() -> list[Path]:
-    return [JAVA_SRC / "HttpUrlConnectionAgent.java", *(JAVA_POOLS_SRC / n for n in JAVA_POOL_AGENT_SOURCES),
-            JAVA_POOLS_SRC / "pom.xml"]
+def _maven_java_step(name: str, description: str, pom: Path, java_sources: Sequence[Path],
+                     output: Callable[[], Path]) -> Step:
+    """A step that builds Java programs over Maven Central jars (``build_maven_java``) into ``output()``."""
+
+    def key() -> str:
+        return sources_hash([*java_sources, pom])
+
+    def done() -> bool:
+        return is_fresh(output(), key()) and (output() / "agent.argfile").is_file()
+
+    def build(progress: Progress) -> None:
+        build_maven_java(name, pom, java_sources, output(), progress, key=key())
+
+    return Step(name=name, description=description, is_done=done, run=build)
 
 
-def _java_pools_done() -> bool:
-    return is_fresh(java_pool_agents_dir(), sources_hash(_java_pool_sources())) and java_pool_agents_argfile().is_file()
-
-
-def _build_java_pool_agents(progress: Progress) -> None:
-    build_maven_java("java-pool-agents", JAVA_POOLS_SRC / "pom.xml", [p for p in _java_pool_sources() if p.suffix == ".java"],
-                     java_pool_agents_dir(), progress, key=sources_hash(_java_pool_sources()))
-
-
-register_step(Step(
-    name="java-pool-agents",
-    description="build the OkHttp and Apache HttpClient 5 agents (Maven dependencies + javac)",
-    is_done=_java_pools_done,
-    run=_build_java_pool_agents,
-))
-
-
-# --- jetty-launcher -----------------------------------------------------------------------------
-
-
-def _jetty_sources() -> list[Path]:
-    return [JETTY_SRC / "JettyLauncher.java", JETTY_SRC / "pom.xml"]
-
-
-def _jetty_done() -> bool:
-    return is_fresh(jetty_dir(), sources_hash(_jetty_sources())) and (jetty_dir() / "agent.argfile").is_file()
-
-
-def _build_jetty_launcher(progress: Progress) -> None:
-    build_maven_java("jetty-launcher", JETTY_SRC / "pom.xml", [JETTY_SRC / "JettyLauncher.java"], jetty_dir(), progress,
-                     key=sources_hash(_jetty_sources()))
-
-
-register_step(Step(
-    name="jetty-launcher",
-    description="get Jetty 12 from Maven Central and compile the Jetty launcher",
-    is_done=_jetty_done,
-    run=_build_jetty_launcher,
-))
+register_step(_maven_java_step(
+    "java-pool-agents", "build the OkHttp and Apache HttpClient 5 agents (Maven dependencies + javac)",
+    JAVA_POOLS_SRC / "pom.xml", [JAVA_SRC / "HttpUrlConnectionAgent.java", *(JAVA_POOLS_SRC / n for n in JAVA_POOL_AGENT_SOURCES)],
+    java_pool_agents_dir))
+register_step(_maven_java_step(
+    "jetty-launcher", "get Jetty 12 from Maven Central and compile the Jetty launcher",
+    JETTY_SRC / "pom.xml", [JETTY_SRC / "JettyLauncher.java"], jetty_dir))
 
 
 # --- tomcat-launcher ----------------------------------------------------------------------------

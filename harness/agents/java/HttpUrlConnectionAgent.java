@@ -213,6 +213,14 @@ public final class HttpUrlConnectionAgent {
 
         private static final PrintStream OUT = new PrintStream(System.out, false, StandardCharsets.UTF_8);
 
+        /** One daemon thread that cancels requests after a delay (cancel_burst), for the stacks that need one. */
+        static final java.util.concurrent.ScheduledExecutorService CANCELLER =
+                java.util.concurrent.Executors.newSingleThreadScheduledExecutor(r -> {
+                    Thread t = new Thread(r, "canceller");
+                    t.setDaemon(true);
+                    return t;
+                });
+
         static synchronized void emit(String line) {
             OUT.print(line + "\n");
             OUT.flush();

@@ -40,8 +40,6 @@ import java.util.Map;
 import java.util.Queue;
 import java.util.TreeMap;
 import java.util.concurrent.ConcurrentLinkedQueue;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -73,11 +71,6 @@ public final class ApacheHttpClient5Agent {
         private CloseableHttpClient client;
         // Unclosed error responses stay reachable so their connections stay leased (as in an app that forgot them).
         private final Queue<ClassicHttpResponse> unread = new ConcurrentLinkedQueue<>();
-        private final ScheduledExecutorService canceller = Executors.newSingleThreadScheduledExecutor(r -> {
-            Thread t = new Thread(r, "canceller");
-            t.setDaemon(true);
-            return t;
-        });
 
         @Override
         public Map<String, String> configure(Map<String, Object> knobs) throws HttpUrlConnectionAgent.UsageError {
@@ -143,7 +136,7 @@ public final class ApacheHttpClient5Agent {
                                     int cancelAfterMs) throws Exception {
             HttpUriRequestBase request = request(url, ph);
             AtomicBoolean canceled = new AtomicBoolean();
-            ScheduledFuture<?> timer = canceller.schedule(() -> {
+            ScheduledFuture<?> timer = HttpUrlConnectionAgent.Agent.CANCELLER.schedule(() -> {
                 canceled.set(true);
                 request.cancel();
             }, cancelAfterMs, TimeUnit.MILLISECONDS);

@@ -40,8 +40,6 @@ import java.util.TreeMap;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.ExecutionException;
-import java.util.concurrent.Executors;
-import java.util.concurrent.ScheduledExecutorService;
 import java.util.concurrent.ScheduledFuture;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -94,11 +92,6 @@ public final class OkHttpAgent {
 
     static final class OkHttpStack implements HttpUrlConnectionAgent.Stack {
         private static final EventListener SILENT = new EventListener() { };
-        private static final ScheduledExecutorService CANCELLER = Executors.newSingleThreadScheduledExecutor(r -> {
-            Thread t = new Thread(r, "canceller");
-            t.setDaemon(true);
-            return t;
-        });
         private boolean readErrorBody = true;
         private boolean enqueue; // max_conns_per_host given: calls go through the Dispatcher
         private OkHttpClient client;
@@ -191,7 +184,7 @@ public final class OkHttpAgent {
                 call.timeout().timeout(ph.timeoutMs, TimeUnit.MILLISECONDS); // absent: no call timeout
             }
             ScheduledFuture<?> canceller = cancelAfterMs >= 0 && !enqueue
-                    ? CANCELLER.schedule(call::cancel, cancelAfterMs, TimeUnit.MILLISECONDS) : null;
+                    ? HttpUrlConnectionAgent.Agent.CANCELLER.schedule(call::cancel, cancelAfterMs, TimeUnit.MILLISECONDS) : null;
             try {
                 r.status = enqueue ? enqueueAndAwait(call, cancelAfterMs) : consume(call.execute());
             } catch (TimeoutException e) {
