@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.http_plan import MAX_N as PHASE_MAX  # noqa: E402
 from harness.http_run import AgentRun, run_http_agent  # noqa: E402
 from harness.peers import PeerRegistry, render  # noqa: E402
 from harness.ports import free_port, http_server_host  # noqa: E402
@@ -65,7 +66,9 @@ def main(argv: list[str]) -> int:
     registry = PeerRegistry()
     registry.load_builtin()
     client = registry.get("http-client", "go-net-http")
-    latency_plan = {"knobs": {}, "phases": [{"op": "sequential", "n": args.requests, "path": "/", "method": "GET"}]}
+    # A plan phase holds at most PHASE_MAX requests: the sequence is split, still on one connection.
+    chunks = [min(PHASE_MAX, args.requests - i) for i in range(0, args.requests, PHASE_MAX)]
+    latency_plan = {"knobs": {}, "phases": [{"op": "sequential", "n": n, "path": "/", "method": "GET"} for n in chunks]}
     burst = {"op": "burst", "n": args.width, "path": "/", "method": "GET"}
     throughput_plan = {"knobs": {"max_idle_per_host": args.width}, "phases": [burst] * args.bursts}
     figures: dict[str, dict[str, list[float]]] = {"direct": {}, "proxied": {}}
