@@ -164,8 +164,10 @@ public final class HttpUrlConnectionAgent {
         /** Apply the knobs (before any connection); return those the stack cannot honour, with why. */
         Map<String, String> configure(Map<String, Object> knobs) throws UsageError;
 
-        /** Why the stack cannot run this op, or null when it can. */
-        String unsupportedOp(String op);
+        /** Why the stack cannot run this op, or null when it can (every op, unless it says otherwise). */
+        default String unsupportedOp(String op) {
+            return null;
+        }
 
         /** Send one request and fill r (status; reused/localPort when known). Throw on failure. */
         void send(String url, Phase ph, Result r) throws Exception;

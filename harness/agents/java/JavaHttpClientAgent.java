@@ -110,11 +110,6 @@ public final class JavaHttpClientAgent {
         }
 
         @Override
-        public String unsupportedOp(String op) {
-            return null;
-        }
-
-        @Override
         public void send(String url, HttpUrlConnectionAgent.Phase ph, HttpUrlConnectionAgent.Result r) throws Exception {
             await(start(url, ph), -1, r);
         }

@@ -122,11 +122,6 @@ public final class ApacheHttpClient5Agent {
         }
 
         @Override
-        public String unsupportedOp(String op) {
-            return null;
-        }
-
-        @Override
         public void send(String url, HttpUrlConnectionAgent.Phase ph, HttpUrlConnectionAgent.Result r) throws Exception {
             execute(request(url, ph), r);
         }

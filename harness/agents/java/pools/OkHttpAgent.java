@@ -160,11 +160,6 @@ public final class OkHttpAgent {
         }
 
         @Override
-        public String unsupportedOp(String op) {
-            return null;
-        }
-
-        @Override
         public void send(String url, HttpUrlConnectionAgent.Phase ph, HttpUrlConnectionAgent.Result r) throws Exception {
             exchange(url, ph, r, -1);
         }
