@@ -14,6 +14,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from harness.errors import HarnessError, SetupError
 
@@ -62,13 +63,18 @@ def _add_setup(subparsers: argparse._SubParsersAction) -> None:
         help="also set up the docker runtime: an engine (Debian's docker.io, started by the project when "
         f"none answers), the Debian base, the wheelhouse and the peer images (steps: {', '.join(toolchain.step_names(('docker',)))})",
     )
+    p.add_argument(
+        "--browser",
+        action="store_true",
+        help="also install headless Chromium (Debian, as root) for the self-test of `up --ui`'s page (step: browser)",
+    )
     p.set_defaults(func=_cmd_setup)
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
     from harness import toolchain
 
-    groups = ("default", "docker") if args.docker else ("default",)
+    groups = ("default", *(("docker",) if args.docker else ()), *(("browser",) if args.browser else ()))
     steps: list[str] = list(args.only) if args.only else toolchain.step_names(groups)
     unknown = [s for s in args.skip if s not in toolchain.step_names(toolchain.GROUPS)]
     if unknown:
@@ -123,7 +129,6 @@ def _add_peers(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_peers(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from harness.peers import PeerRegistry
 
@@ -190,7 +195,15 @@ def _add_up(subparsers: argparse._SubParsersAction) -> None:
                    "packet-level faults on servers (silence, packet_loss, syn_drop, link_down: iptables inside "
                    "the namespace), which Toxiproxy cannot make")
     p.add_argument("--window-ms", type=int, default=10000, metavar="W", help="the schedule's window (default 10000)")
+    p.add_argument("--fault-kinds", default=None, metavar="K,K",
+                   help="draw only these faults (comma-separated, e.g. proxy_down,blackhole; default: all of them)")
+    p.add_argument("--schedule", default=None, metavar="JSON|@FILE",
+                   help="replay this fault schedule ({\"events\": [{\"at_ms\", \"fault\", \"target\", \"duration_ms\"}, ...]}, "
+                   "as `connformance shrink` prints it) instead of a seeded one; its window ends with its last heal")
     p.add_argument("--history", default=None, metavar="PATH", help="write the session's history (JSONL) here")
+    p.add_argument("--ui", action="store_true",
+                   help="serve a live view of the session on 127.0.0.1 (URL printed): servers, clients, fault windows, "
+                   "checks, and a form to apply and heal faults")
     p.add_argument("--toxiproxy-url", default=None, metavar="URL",
                    help="use this running Toxiproxy (loopback) instead of starting the pinned one")
     p.add_argument("--workdir", default=None, metavar="DIR", help="peer logs (and the history) go here (default: a temp dir)")
@@ -207,9 +220,35 @@ def _cmd_up(args: argparse.Namespace) -> int:
         peers_files=args.peers_file, knobs=args.knob, scaled_timers=args.scaled_timers,
         duration_s=args.duration_s, seed=args.chaos_seed, faults=args.faults, window_ms=args.window_ms,
         history=args.history, toxiproxy_url=args.toxiproxy_url, workdir=args.workdir, runtime=args.runtime,
-        l3_faults=args.l3_faults,
+        l3_faults=args.l3_faults, schedule=args.schedule, ui=args.ui,
+        fault_kinds=[k.strip() for k in args.fault_kinds.split(",") if k.strip()] if args.fault_kinds else None,
     )
     return run_up(options, echo=lambda line: print(line, flush=True))
+
+
+def _add_shrink(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "shrink", help="shrink a failing chaos schedule (up --faults, TC-08) to a small one and print its replay",
+        description="Reads the history of an `up --faults` session or a TC-08 case that ended with a failed check, "
+        "then replays smaller schedules (fewer faults, then shorter ones) as `up` sessions with the same peers "
+        "and knobs, keeping each that fails the same way. Prints the smallest as a one-line `connformance up "
+        "... --schedule '...'` and writes it to shrink/replay.txt beside the history. Bounded by --budget-s "
+        "and --max-trials. Exit 0 when a failing schedule was printed.",
+    )
+    p.add_argument("history", metavar="HISTORY", help="history.jsonl of the failing session or TC-08 cell")
+    p.add_argument("--budget-s", type=float, default=900, metavar="S", help="stop searching after S seconds (default 900)")
+    p.add_argument("--max-trials", type=int, default=40, metavar="N", help="at most N replays while searching (default 40)")
+    p.add_argument("--confirm", type=int, default=3, metavar="K",
+                   help="replay the smallest K more times; if one passes, confirm the next larger instead (default 3)")
+    p.set_defaults(func=_cmd_shrink)
+
+
+def _cmd_shrink(args: argparse.Namespace) -> int:
+    from harness.shrink import shrink
+
+    shrink(Path(args.history), budget_s=args.budget_s, max_trials=args.max_trials, confirmations=args.confirm,
+           echo=lambda line: print(line, flush=True))
+    return 0
 
 
 def _add_check_peer(subparsers: argparse._SubParsersAction) -> None:
@@ -257,7 +296,6 @@ def _add_report(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _cmd_report_render(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from harness.paths import default_report_dir
     from harness.report.writer import ReportWriter
@@ -274,7 +312,6 @@ def _cmd_report_render(args: argparse.Namespace) -> int:
 
 def _cmd_report_diff(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from harness.report.compare import diff_reports, load_index, render_diff
 
@@ -287,7 +324,6 @@ def _cmd_report_diff(args: argparse.Namespace) -> int:
 
 def _cmd_report_merge(args: argparse.Namespace) -> int:
     import shutil
-    from pathlib import Path
 
     from harness.report.compare import load_index, merge_reports
     from harness.report.writer import ReportWriter
@@ -363,6 +399,7 @@ _REGISTRARS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     _add_peers,
     _add_run,
     _add_up,
+    _add_shrink,
     _add_check_peer,
     _add_report,
     _add_docker,

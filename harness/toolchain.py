@@ -66,7 +66,7 @@ class Step:
     description: str
     is_done: Callable[[], bool]
     run: Callable[[Progress], None]
-    group: str = "default"  # "docker": only with `connformance setup --docker`
+    group: str = "default"  # "docker"/"browser": only with `connformance setup --docker`/`--browser`
     # A long, CPU-bound build (cargo) that shares nothing with the other steps: it starts first,
     # on its own thread, while the others run one after another (they are mostly downloads).
     background: bool = False
@@ -77,7 +77,7 @@ _STEPS: dict[str, Step] = {}
 # Modules whose import registers more steps (Go/Java agents), in execution order after ours.
 STEP_MODULES: tuple[str, ...] = ("harness.agents.build", "harness.agents.build_nacos",
                                  "harness.agents.build_nacos_server", "harness.docker.setup_steps")
-GROUPS = ("default", "docker")
+GROUPS = ("default", "docker", "browser")
 
 
 def load_steps() -> None:

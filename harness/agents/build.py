@@ -369,6 +369,36 @@ register_step(Step(
 ))
 
 
+# --- browser (group "browser": `connformance setup --browser`) ------------------------------------------
+# Headless Chromium from Debian, only for the self-test that loads `up --ui`'s page in a real
+# browser (tests/integration/test_live_view.py); no case and no session needs it.
+
+BROWSER_PACKAGE = "chromium-headless-shell"
+BROWSER_NAMES = ("chromium-headless-shell", "chromium", "chromium-browser")
+
+
+def find_browser() -> Path | None:
+    """A headless-capable Chromium on PATH, or None."""
+    found = next((shutil.which(name) for name in BROWSER_NAMES if shutil.which(name)), None)
+    return Path(found) if found else None
+
+
+def _install_browser(progress: Progress) -> None:
+    if not is_root():
+        raise SetupError(f"browser: no Chromium and we are not root, so setup cannot install it. Run "
+                         f"`sudo apt-get install {BROWSER_PACKAGE}`, then rerun `connformance setup --browser`.")
+    apt_install([BROWSER_PACKAGE], progress, "browser")
+
+
+register_step(Step(
+    name="browser",
+    description=f"install headless Chromium from Debian (apt-get install {BROWSER_PACKAGE}) for the live view's browser test",
+    is_done=lambda: find_browser() is not None,
+    run=_install_browser,
+    group="browser",
+))
+
+
 # --- node ---------------------------------------------------------------------------------------
 # harness/agents/node/http_agent.js runs on the machine's Node (no npm packages).
 

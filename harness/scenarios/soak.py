@@ -46,7 +46,8 @@ SOAK_CLIENT_KNOBS = {**SCALED_CLIENT_HEALTH,
 
 def soak_schedule(seed: int, *, servers: int, clients: int, count: int, window_ms: int,
                   min_duration_ms: int = MIN_FAULT_MS, max_duration_ms: int = MAX_FAULT_MS,
-                  max_kills: int | None = None, link_faults: bool = False) -> Schedule:
+                  max_kills: int | None = None, link_faults: bool = False,
+                  kinds: Sequence[str] | None = None) -> Schedule:
     """``count`` faults over ``[0, window_ms]`` drawn from ``random.Random(seed)``; pure.
 
     Each fault's kind is drawn uniformly from ``SOAK_FAULTS`` (and ``LINK_FAULTS`` with
@@ -56,7 +57,8 @@ def soak_schedule(seed: int, *, servers: int, clients: int, count: int, window_m
     is no longer live, so it is never targeted again. Pauses go to the other clients and to the
     servers, bounded by the fault's duration. Durations are in ``[min_duration_ms,
     max_duration_ms]``, clipped to the window and shortened when many faults share few targets
-    (``_fitting_durations``).
+    (``_fitting_durations``). ``kinds`` narrows the pool (e.g. only proxy faults); None keeps
+    it whole, so a seed's schedule is what it always was.
     """
     if servers < 1 or clients < 0 or count < 0 or window_ms < 1:
         raise HarnessError(f"soak_schedule needs servers >= 1, clients >= 0, count >= 0, window_ms >= 1; "
@@ -67,6 +69,12 @@ def soak_schedule(seed: int, *, servers: int, clients: int, count: int, window_m
     server_names = [f"server-{i}" for i in range(servers)]
     client_names = [f"client-{i}" for i in range(clients)]
     pool = SOAK_FAULTS + (LINK_FAULTS if link_faults else ())
+    if kinds is not None:
+        unknown = [k for k in kinds if k not in pool]
+        if unknown or not kinds:
+            raise HarnessError(f"fault kinds {list(kinds)}: expected some of {list(pool)}"
+                               + ("" if link_faults else f" ({', '.join(LINK_FAULTS)} need --l3-faults)"))
+        pool = tuple(k for k in pool if k in kinds)
     kinds = [rng.choice(pool) for _ in range(count)]
     kill_cap = clients // 3 if max_kills is None else min(max_kills, clients)
     kills = min(kinds.count("kill"), kill_cap)

@@ -98,9 +98,12 @@ def expect_exact(cf, view: ClusterView, *, has_events: bool, bound: dict[str, An
                        "a listener fired twice, or never, for some connection"))
     broken = [j for j in judged if not j[1].ok]
     if broken:
+        # By name, for `connformance shrink`: a smaller schedule counts only if it fails alike.
+        cf.history.meta(failed_checks=[name for name, *_ in broken])
         cf.fail(expected={name: expected for name, _, expected, _, _ in broken},
                 actual={name: actual for name, _, _, actual, _ in broken}, at_ms=at_ms,
-                hint="; ".join(hint for *_, hint in broken))
+                hint="; ".join(hint for *_, hint in broken)
+                + f"; shrink the schedule to a small replay: connformance shrink {cf.history.path}")
     return [result for _, result, *_ in judged]
 
 

@@ -41,6 +41,7 @@ from harness.scenarios.soak import (
     wait_converged,
 )
 from harness.scenarios.soak_steps import expect_exact, expect_no_close_wait, run_storm, soak_cluster
+from harness.shrink import user_manifests
 
 SERVERS = 2
 BASELINE_TIMEOUT_MS = 30_000  # every client RUNNING and registered before the first fault
@@ -55,7 +56,8 @@ def test_soak_random_faults_leave_exact_registrations(cf, topology, nacos_server
     schedule = soak_schedule(cf.seed, **params)
     if soak_schedule(cf.seed, **params) != schedule:  # replay with --chaos-seed relies on this
         raise HarnessError(f"soak_schedule is not deterministic for seed {cf.seed}")
-    cf.history.meta(soak={**params, "seed": cf.seed}, chaos_seed=cf.seed, chaos_schedule=schedule.to_data())
+    cf.history.meta(soak={**params, "seed": cf.seed}, chaos_seed=cf.seed, chaos_schedule=schedule.to_data(),
+                    peers_files=user_manifests(nacos_server_peer, nacos_client_peer))  # for connformance shrink
     cluster = soak_cluster(topology, nacos_server_peer, nacos_client_peer, servers=SERVERS, clients=size.clients)
     servers = cluster.servers
     has_events = all(s.events.available for s in servers)  # the extension, or the server's own log

@@ -21,7 +21,7 @@ from harness.paths import PROJECT_ROOT
 from harness.placement.netns import available
 from harness.scenarios.soak import LINK_FAULTS, soak_schedule
 from harness.wait import eventually
-from tests.support.marked import end_run, namespaces, processes_with_marker
+from tests.support.marked import end_run, namespaces, processes_with_marker, run_cli
 from tests.support.signals import default_sigint
 
 pytestmark = pytest.mark.integration
@@ -32,11 +32,7 @@ _ADDRESS = re.compile(r"(127\.\d+\.\d+\.\d+):(\d+)")
 def _up(args: list[str], marker: str, workdir: Path, *, timeout_s: float) -> tuple[int, str]:
     """``connformance up`` with its history and logs under the test's own tmp dir (a session keeps
     them for its user: left in /tmp they would outlive the test run)."""
-    env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", "up", "--workdir", str(workdir), *args],
-                          cwd=PROJECT_ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
-    return proc.returncode, proc.stdout
+    return run_cli(["up", "--workdir", str(workdir), *args], marker, timeout_s=timeout_s)
 
 
 def _assert_nothing_left(marker: str) -> None:

@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 from pathlib import Path
+
+from harness.paths import PROJECT_ROOT
 
 
 def processes_with_marker(marker: str) -> list[tuple[int, str]]:
@@ -44,3 +47,12 @@ def namespaces() -> list[str]:
 
 def links() -> str:
     return subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=False).stdout
+
+
+def run_cli(args: list[str], marker: str, *, timeout_s: float) -> tuple[int, str]:
+    """``connformance ARGS`` as a user runs it (a subprocess of this interpreter), every process of
+    it carrying ``marker``; returns its exit status and its output (stderr merged)."""
+    env = {**os.environ, "CONNFORMANCE_RUN_MARK": marker}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=PROJECT_ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s)
+    return proc.returncode, proc.stdout
