@@ -20,6 +20,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.faults import FaultRun, Schedule, run_schedule
+from harness.faults.hits import summarize_hits
 from harness.live_view import LiveView, Sampler
 from harness.observe.history import History
 from harness.peers import PeerManifest
@@ -318,6 +319,11 @@ def run_up(opts: UpOptions, *, echo: Callable[[str], None] = print) -> int:
                 deadline_ms = min(window_ms + _HEAL_SLACK_MS, max(0.0, end_ms - now_ms()))
                 history.origin_t_ms = history.elapsed_ms()
                 runs = run_schedule(schedule, schedule_resolver(topology), history, deadline_ms=deadline_ms)
+                hits = summarize_hits(history.events())
+                if hits:
+                    echo(f"[up] faults that touched a live connection: {hits['hit']} of {hits['faults']}"
+                         + (f" ({hits['unknown']} not measurable: they act on new connections, or in a container)"
+                            if hits["unknown"] else ""))
                 skipped = sum(1 for r in runs if r.skipped)
                 echo(f"[up] schedule done: {len(runs) - skipped} applied, every one healed (kills are not restarted)"
                      + (f"; {skipped} skipped: due after the session's end" if skipped else ""))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from harness.errors import HarnessError
+from harness.faults.hits import live_connections
 from harness.observe.history import History
 from harness.runtime.base import Node
 from harness.wait import now_ms
@@ -30,6 +31,9 @@ class Fault:
     ROLE: ClassVar[Role] = "node"
     APPLY_ACTION: ClassVar[str] = ""  # node faults: the history's fault/healed actions
     HEAL_ACTION: ClassVar[str] = ""
+    # A fault that acts on connections opened while it is on (reset_peer, syn_drop): the live
+    # ones at apply and heal are not what it touches, so its hit is not counted (None).
+    NEW_CONNECTIONS_ONLY: ClassVar[bool] = False
 
     def __init__(self, target: Any, *, history: History | None = None, label: str | None = None) -> None:
         self.target = target
@@ -53,8 +57,9 @@ class Fault:
         if self._applied:
             raise HarnessError(f"{self!r} is already applied; heal() it before applying it again")
         proxy = self.ROLE == "proxy"
+        live = self._live()  # what the fault is about to touch (harness.faults.hits)
         if proxy:  # before the toxics, so the window encloses their events
-            self._record("fault_begin")
+            self._record("fault_begin", live_connections=live)
         t0 = now_ms()
         try:
             detail = self._apply()
@@ -64,22 +69,23 @@ class Fault:
             raise
         self._applied = True
         if not proxy:
-            self._record("fault", action=self.APPLY_ACTION, took_ms=round(now_ms() - t0, 1),
+            self._record("fault", action=self.APPLY_ACTION, took_ms=round(now_ms() - t0, 1), live_connections=live,
                          **_via(self.target, self.APPLY_ACTION), **(detail or {}))
 
     def heal(self) -> None:
         """Undo the fault; a no-op when it is not applied (so calling it twice is fine)."""
         if not self._applied:
             return
+        live = self._live()  # what it held, or what came in while it was on
         t0 = now_ms()
         detail = self._heal()
         self._applied = False
         took_ms = round(now_ms() - t0, 1)
         if self.ROLE == "proxy":
-            self._record("fault_end", took_ms=took_ms, **(detail or {}))
+            self._record("fault_end", took_ms=took_ms, live_connections=live, **(detail or {}))
         elif detail is not None:
-            self._record("healed", action=self.HEAL_ACTION, took_ms=took_ms, **_via(self.target, self.HEAL_ACTION),
-                         **detail)
+            self._record("healed", action=self.HEAL_ACTION, took_ms=took_ms, live_connections=live,
+                         **_via(self.target, self.HEAL_ACTION), **detail)
 
     def __enter__(self) -> Fault:
         self.apply()
@@ -91,6 +97,9 @@ class Fault:
     def __repr__(self) -> str:
         params = "".join(f", {k}={v!r}" for k, v in self.params().items())
         return f"{type(self).__name__}({self.target_name!r}{params})"
+
+    def _live(self) -> int | None:
+        return None if self.NEW_CONNECTIONS_ONLY else live_connections(self.target, self.ROLE)
 
     def _apply(self) -> dict[str, Any] | None:
         raise NotImplementedError

@@ -103,6 +103,7 @@ class SynDrop(_NetFault):
     """New connections to the peer are never answered (their SYNs dropped); live ones go on."""
 
     name = "syn_drop"
+    NEW_CONNECTIONS_ONLY = True
     APPLY_ACTION = "syn_drop"
     HEAL_ACTION = "syn_accept"
 

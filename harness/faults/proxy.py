@@ -64,6 +64,7 @@ class ResetPeer(_ProxyFault):
     """
 
     name = "reset_peer"
+    NEW_CONNECTIONS_ONLY = True
     installed_before_connect: ClassVar[bool] = True
 
     def __init__(self, target: Any, *, timeout_ms: int = 0, stream: tx.Stream = "upstream", armed: bool = False,

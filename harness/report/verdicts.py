@@ -190,6 +190,9 @@ class CaseResult:
     unexpected_why: str = ""
     # --trials N: every trial's verdict, in order (the cell's verdict is the worst of them).
     trials: list[str] = field(default_factory=list)
+    # Faults the case applied and how many touched a live connection (harness.faults.hits);
+    # None when it applied none.
+    fault_hits: dict[str, int] | None = None
 
     @property
     def varying(self) -> bool:

@@ -27,6 +27,7 @@ from harness.faults import (
     Schedule,
     run_schedule,
 )
+from harness.faults.hits import summarize_hits, vacuous
 from harness.observe.history import History
 from harness.observe.sockets import owners, snapshot
 from harness.ports import free_port
@@ -147,6 +148,15 @@ def test_proxy_down_closes_live_refuses_new_and_heals(proxy: Proxy, history: His
         echo_ms(sock)
     assert kinds(history) == [("fault_begin", "proxy_down"), ("proxy_event", "proxy_down"),
                               ("proxy_event", "proxy_up"), ("fault_end", "proxy_down")]
+    # The fault touched the one live connection; none was left to count at heal (harness.faults.hits).
+    assert [e["live_connections"] for e in history.events(("fault_begin", "fault_end"))] == [1, 0]
+
+
+def test_a_fault_on_an_idle_proxy_records_that_it_hit_nothing(proxy: Proxy, history: History) -> None:
+    with ProxyDown(proxy, history=history):
+        pass
+    assert [e["live_connections"] for e in history.events(("fault_begin", "fault_end"))] == [0, 0]
+    assert vacuous(summarize_hits(history.events()))
 
 
 def test_blackhole_drops_data_and_healing_closes_the_connection(proxy: Proxy, history: History) -> None:
@@ -190,6 +200,7 @@ def test_pause_stops_answers_and_heal_resumes(echo_node, history: History) -> No
             assert read_state(sock, QUIET_S) == "open"  # the kernel took the bytes; nobody answers
         assert recv_exact(sock, 4) == b"held"  # answered once continued
     assert kinds(history) == [("fault", "pause"), ("healed", "resume")]
+    assert [e["live_connections"] for e in history.events(("fault", "healed"))] == [1, 1]  # the echo's own socket
     assert history.events()[0]["pid"] == node.pid
 
 

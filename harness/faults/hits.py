@@ -1,0 +1,120 @@
+"""Did a fault touch anything? The live TCP connections of a fault's target, counted from the
+kernel's tables just before the fault is applied and again just before it is healed (what it
+held, or what came in while it was on). Recorded with the fault (``hit``) so a check that passed
+while its fault hit nothing can say so.
+
+- a proxy fault: the Toxiproxy side of the proxy's accepted connections (local = its listen
+  address), i.e. the clients connected through it;
+- a node fault (kill, pause): the established sockets the node's processes hold;
+- a packet-level fault: every established socket in the server's network namespace.
+
+None when the target's sockets cannot be seen from here (a container's, another machine's): the
+hit is then unknown, never counted as zero.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from harness.observe.sockets import local_sockets, parse_proc_net_tcp
+
+__all__ = ["VACUOUS_PREFIX", "live_connections", "summarize_hits", "vacuous"]
+
+_ESTABLISHED = "ESTABLISHED"
+_APPLY = ("fault_begin", "fault")
+_HEAL = ("fault_end", "healed")
+VACUOUS_PREFIX = "VACUOUS OK: every fault hit nothing"
+
+
+def summarize_hits(events: list[dict[str, Any]]) -> dict[str, int] | None:
+    """Over a history's events: faults applied, how many touched a live connection (at apply or
+    at heal), how many could not be measured. None when no fault was applied."""
+    applied: dict[tuple[str, str], list[int | None]] = {}
+    order: list[list[int | None]] = []
+    for e in events:
+        if "fault" not in e or "live_connections" not in e or e.get("error"):
+            continue
+        key = (str(e["fault"]), str(e.get("label") or e.get("target")))
+        if e["kind"] in _APPLY:
+            applied[key] = [e["live_connections"]]
+            order.append(applied[key])
+        elif e["kind"] in _HEAL and key in applied:
+            applied.pop(key).append(e["live_connections"])
+    if not order:
+        return None
+    hit = sum(1 for counts in order if any(c for c in counts if c is not None))
+    unknown = sum(1 for counts in order if not any(c for c in counts if c is not None) and None in counts)
+    return {"faults": len(order), "hit": hit, "unknown": unknown}
+
+
+def vacuous(hits: dict[str, int] | None) -> bool:
+    """Faults were applied, each could be measured, and none touched a live connection."""
+    return bool(hits) and hits["faults"] > 0 and hits["hit"] == 0 and hits["unknown"] == 0
+
+
+def live_connections(target: Any, role: str) -> int | None:
+    """Established connections of ``target`` for a fault of ``role`` ("proxy", "node", "link")."""
+    try:
+        if role == "proxy":
+            return _proxy_connections(target)
+        if role == "node":
+            return _process_connections(_pids(target), own_only=True)
+        if role == "link":
+            return _process_connections(_pids(getattr(target, "node", None))[:1], own_only=False)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _proxy_connections(proxy: Any) -> int | None:
+    sockets = local_sockets(proxy.listen_host, proxy.listen_port)
+    if not any(e.state == "LISTEN" for e in sockets) and getattr(proxy, "enabled", True):
+        return None  # an enabled proxy listens where we cannot see (in a container): unknown
+    return sum(1 for e in sockets if e.state == _ESTABLISHED)
+
+
+def _pids(node: Any) -> list[int]:
+    if node is None:
+        return []
+    try:
+        return [int(p) for p in node.processes()]
+    except (NotImplementedError, TypeError):
+        return []
+
+
+def _process_connections(pids: list[int], *, own_only: bool) -> int | None:
+    """Established sockets in the network namespace of ``pids[0]``: those the processes hold
+    (``own_only``), or all of them (a namespace's)."""
+    if not pids:
+        return None
+    inodes: set[int] = set()
+    if own_only:
+        for pid in pids:
+            inodes |= _socket_inodes(pid)
+    entries = []
+    for name in ("tcp", "tcp6"):
+        path = Path(f"/proc/{pids[0]}/net/{name}")
+        try:
+            entries += parse_proc_net_tcp(path.read_text(encoding="ascii"), None)
+        except FileNotFoundError:
+            continue
+    return sum(1 for e in entries if e.state == _ESTABLISHED and (not own_only or e.inode in inodes))
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(fd_dir)
+    except (FileNotFoundError, PermissionError, ProcessLookupError):
+        return found
+    for name in names:
+        try:
+            link = os.readlink(f"{fd_dir}/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            found.add(int(link[8:-1]))
+    return found
