@@ -119,6 +119,7 @@ class HttpServerHandle:
     proxy: Proxy
     ledger: LedgerAdmin | None  # the server's own truth, when it has the `ledger` capability
     knobs: dict[str, Any] = field(default_factory=dict)
+    namespace: Namespace | None = None  # placed in its own network namespace (packet-level faults)
 
     @property
     def url(self) -> str:
@@ -127,7 +128,12 @@ class HttpServerHandle:
 
     @property
     def direct_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        """The server itself: on its loopback address, or its namespace's (198.18.0.0/15)."""
+        return f"http://{self.bind_host}:{self.port}"
+
+    @property
+    def bind_host(self) -> str:
+        return self.namespace.peer_ip if self.namespace is not None else self.host
 
     @property
     def proxy_port(self) -> int:
@@ -288,27 +294,34 @@ class Topology:
         return handle
 
     # -- HTTP ----------------------------------------------------------------------------
-    def http_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None) -> list[HttpServerHandle]:
-        """Start ``count`` http-server peers, each on its own loopback address behind a proxy."""
+    def http_servers(self, count: int, *, peer: PeerManifest, knobs: dict[str, Any] | None = None,
+                     namespaced: bool = False) -> list[HttpServerHandle]:
+        """Start ``count`` http-server peers, each on its own loopback address behind a proxy;
+        ``namespaced``: each in its own network namespace instead (listening on the namespace's
+        address, ``direct_url``; its proxy still on loopback), for packet-level faults."""
         knobs = dict(knobs or {})
         started = []
         for _ in range(count):
             index = len(self.http_servers_started)
             host = http_server_host(index)
-            port, listen_port = free_port(host=host), free_port(host=host)
+            namespace = self._namespace() if namespaced else None
+            bind_host = namespace.peer_ip if namespace else host
+            # In a namespace every port of its own address is free.
+            port, listen_port = (free_port(host=host), free_port(host=host))
             name = f"http-server-{index}"
-            proxy = self.toxiproxy.create_proxy(f"{current_slot().prefix}http-{index}-{port}", upstream=f"{host}:{port}",
-                                                listen=f"{host}:{listen_port}")
+            proxy = self.toxiproxy.create_proxy(f"{current_slot().prefix}http-{index}-{port}",
+                                                upstream=f"{bind_host}:{port}", listen=f"{host}:{listen_port}")
             self._proxies.append(proxy)
             proxy.on_event(self._record_proxy_event)
-            node = self._start(peer, name, {"host": host, "port": port}, knobs)
-            self._check_placement(node, host, {"port": port})
-            ledger = LedgerAdmin(f"http://{host}:{port}") if peer.has_capability("ledger") else None
-            handle = HttpServerHandle(index, peer, node, host, port, proxy, ledger, knobs)
+            node = self._start(peer, name, {"host": bind_host, "port": port}, knobs, namespace=namespace)
+            self._check_placement(node, bind_host, {"port": port})
+            ledger = LedgerAdmin(f"http://{bind_host}:{port}") if peer.has_capability("ledger") else None
+            handle = HttpServerHandle(index, peer, node, host, port, proxy, ledger, knobs, namespace=namespace)
             self.http_servers_started.append(handle)
             started.append(handle)
-            self.history.info("harness", "http_server_started", {"name": name, "peer": peer.name, "host": host,
-                                                                  "port": port, "proxy": proxy.listen, "knobs": knobs})
+            self.history.info("harness", "http_server_started", {
+                "name": name, "peer": peer.name, "host": host, "bind_host": bind_host, "port": port,
+                "proxy": proxy.listen, "knobs": knobs, "namespace": namespace.name if namespace else None})
         return started
 
     def run_http_client(self, *, peer: PeerManifest, servers: list[HttpServerHandle] | list[str],

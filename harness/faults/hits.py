@@ -6,7 +6,8 @@ while its fault hit nothing can say so.
 - a proxy fault: the Toxiproxy side of the proxy's accepted connections (local = its listen
   address), i.e. the clients connected through it;
 - a node fault (kill, pause): the established sockets the node's processes hold;
-- a packet-level fault: every established socket in the server's network namespace.
+- a packet-level fault: every established socket in the server's network namespace, and at heal
+  the packets its iptables rules dropped (their own counters).
 
 None when the target's sockets cannot be seen from here (a container's, another machine's): the
 hit is then unknown, never counted as zero.
@@ -14,11 +15,10 @@ hit is then unknown, never counted as zero.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
-from harness.observe.sockets import local_sockets, parse_proc_net_tcp
+from harness.errors import SetupError
+from harness.observe.sockets import local_sockets, pids_by_inode, snapshot
 
 __all__ = ["VACUOUS_PREFIX", "live_connections", "summarize_hits", "vacuous"]
 
@@ -41,7 +41,7 @@ def summarize_hits(events: list[dict[str, Any]]) -> dict[str, int] | None:
             applied[key] = [e["live_connections"]]
             order.append(applied[key])
         elif e["kind"] in _HEAL and key in applied:
-            applied.pop(key).append(e["live_connections"])
+            applied.pop(key).extend([e["live_connections"], *([e["dropped_packets"]] if "dropped_packets" in e else [])])
     if not order:
         return None
     hit = sum(1 for counts in order if any(c for c in counts if c is not None))
@@ -89,32 +89,9 @@ def _process_connections(pids: list[int], *, own_only: bool) -> int | None:
     (``own_only``), or all of them (a namespace's)."""
     if not pids:
         return None
-    inodes: set[int] = set()
-    if own_only:
-        for pid in pids:
-            inodes |= _socket_inodes(pid)
-    entries = []
-    for name in ("tcp", "tcp6"):
-        path = Path(f"/proc/{pids[0]}/net/{name}")
-        try:
-            entries += parse_proc_net_tcp(path.read_text(encoding="ascii"), None)
-        except FileNotFoundError:
-            continue
+    inodes = set(pids_by_inode(pids)) if own_only else set()
+    try:  # the tables of the namespace the first process lives in
+        entries = snapshot(paths=(f"/proc/{pids[0]}/net/tcp", f"/proc/{pids[0]}/net/tcp6"))
+    except SetupError:
+        return None
     return sum(1 for e in entries if e.state == _ESTABLISHED and (not own_only or e.inode in inodes))
-
-
-def _socket_inodes(pid: int) -> set[int]:
-    found = set()
-    fd_dir = f"/proc/{pid}/fd"
-    try:
-        names = os.listdir(fd_dir)
-    except (FileNotFoundError, PermissionError, ProcessLookupError):
-        return found
-    for name in names:
-        try:
-            link = os.readlink(f"{fd_dir}/{name}")
-        except OSError:
-            continue
-        if link.startswith("socket:["):
-            found.add(int(link[8:-1]))
-    return found

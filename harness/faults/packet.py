@@ -87,13 +87,25 @@ class _NetFault(Fault):
         self.ns.run("iptables", "-w", "-I", *rule)
         self._rules.append(rule)
 
+    def dropped_packets(self) -> int | None:
+        """Packets this fault's rules have dropped so far (iptables' own counters): proof that it
+        hit something. None when the counters cannot be read."""
+        total, marker = 0, f"/* {self.tag} */"
+        for chain in sorted({rule[0] for rule in self._rules}):
+            listing = self.ns.run("iptables", "-w", "-L", chain, "-v", "-x", "-n", check=False)
+            if listing.returncode != 0:
+                return None
+            total += sum(int(line.split()[0]) for line in listing.stdout.splitlines() if marker in line)
+        return total
+
     def _heal(self) -> dict[str, Any] | None:
+        dropped = self.dropped_packets() if self._rules else None
         removed = []
         for rule in reversed(self._rules):
             self.ns.run("iptables", "-w", "-D", *rule, check=False)
             removed.append(" ".join(rule))
         self._rules.clear()
-        return {"namespace": self.ns.name, "removed": removed}
+        return {"namespace": self.ns.name, "removed": removed, "dropped_packets": dropped}
 
     def _applied_detail(self) -> dict[str, Any]:
         return {"namespace": self.ns.name, "rules": [" ".join(r) for r in self._rules], **self.params()}

@@ -1,5 +1,5 @@
 """PL — pool limits under trouble: canceled waiters, a slow link, connections reset while idle
-(SPEC §5 PL-11, PL-14, PL-15; research/http-pools.md §1.3, §1.5, §4.1, §4.3, §4.4, §6.1 G11,
+(SPEC §5 PL-11, PL-14, PL-15; docs/catalogue.md PL-18; research/http-pools.md §1.3, §1.5, §4.1, §4.3, §4.4, §6.1 G11,
 §6.4 X2, §7; research/toxiproxy-and-anchors.md §A3 latency and reset_peer).
 
 Each case runs one http-client agent (the parametrised stack) against the ``ledger`` server behind
@@ -20,35 +20,29 @@ holds the extra connections for whole requests (hundreds of ms here).
 
 from __future__ import annotations
 
-from collections import Counter
-from typing import Any
-
 from fixtures.case import case
 from harness.errors import SetupError
 from harness.faults import Latency, ResetPeer
-from harness.http_run import AgentRun
 from harness.scenarios.bounds import AGENT_RUN_SLACK_MS, TOLERANCE_MS
+from harness.scenarios.cancel_waves import Waves, expect_no_leaked_slot, run_canceled_waves
 from harness.scenarios.pool_faults import (
-    RELAY_LAG_MS,
-    answered_on,
     connection_brief,
-    error_kind,
     held_at_once,
     limit_knob,
     reset_idle_pool,
 )
 from harness.scenarios.pools import LEDGER_QUIET_KEEPALIVE_MS
 
-# -- PL-11 -----------------------------------------------------------------------------------------
-PL11_WAVES = 4
-PL11_WAVE_N = 10
-PL11_GIVE_UP_MS = 100  # each wave request's own deadline (the library's timeout)
-PL11_CANCEL_AFTER_MS = 1000  # the agent cancels whatever is still running then (urllib3: its deadline)
-PL11_HOLD_MS = 3000  # the server holds each wave request far longer than both: no answer races them
-PL11_HOLD_PATH = f"/sleep?ms={PL11_HOLD_MS}"
-PL11_NORMAL_N = 10
-PL11_NORMAL_PATH = "/?pl11=normal"
-PL11_NORMAL_TIMEOUT_MS = 3000  # a leaked slot shows as these timing out, not as a hang
+# -- PL-11, PL-18 ---------------------------------------------------------------------------------
+# PL-11: each wave request gives up by its own 100 ms deadline (the library's timeout) or the
+# agent's cancel at 1 s (urllib3, whose cancel *is* a deadline); the server holds it 3 s, far
+# longer than both, so no answer races them. A leaked slot shows as the normal requests timing
+# out after 3 s, not as a hang.
+PL11 = Waves(waves=4, wave_n=10, hold_path="/sleep?ms=3000", cancel_after_ms=1000, give_up_ms=100,
+             normal_n=10, normal_path="/?pl11=normal", normal_timeout_ms=3000)
+# PL-18: the answer (50 ms) and every cancel (50 ms) land together, wave after wave.
+PL18 = Waves(waves=8, wave_n=10, hold_path="/sleep?ms=50", cancel_after_ms=50, give_up_ms=None,
+             normal_n=10, normal_path="/?pl18=normal", normal_timeout_ms=3000)
 
 
 @case("PL-11", "MUST", timeout_s=90)
@@ -75,67 +69,44 @@ def test_canceled_waiters_do_not_leak_slots(cf, topology, peer_registry, http_cl
     (one host). Stacks that cannot cancel a request (requests, the JDK's HttpURLConnection) or
     have no limit (both JDK clients) are UNIMPLEMENTED.
     """
+    knob, server = cancel_setup(cf, topology, peer_registry, http_client_peer)
+    outcome = run_canceled_waves(cf, topology, http_client_peer, server, PL11, knob)
+    expect_no_leaked_slot(cf, PL11, knob, outcome)
+    numbers = outcome.numbers
+    cf.ok(f"{numbers['gave_up']} waiting requests gave up in {PL11.waves} waves, then {PL11.normal_n}/{PL11.normal_n} ok; "
+          f"held at once {outcome.held} (ledger raw {numbers['ledger_max_simultaneous_raw']}); "
+          f"{numbers['connections_opened']} connections opened",
+          expected=f"≤ 1 at once; {PL11.normal_n} complete", actual=numbers)
+
+
+@case("PL-18", "MUST", timeout_s=120)
+def test_a_cancellation_storm_leaks_no_slot(cf, topology, peer_registry, http_client_peer):
+    """Cancellation storm under pool contention: `max_conns_per_host=1`, eight waves of 10 requests to a path answered after 50 ms, every one canceled 50 ms after it was issued (the holder's answer hands the slot on at the instant its waiters are canceled), then 10 normal → still ≤ 1 simultaneous and the 10 complete. Run it with `--trials N`: the race is a coin toss per wave (encode/httpcore#1093 showed in about 2 % of runs).
+
+    PL-11 with the race left in: PL-11 lets each waiter give up by its own early deadline so its
+    outcome never flips; here nothing gives up early and the slot's release, its hand-off to a
+    waiter and that waiter's cancel land together, wave after wave. A pool that hands the slot to
+    a waiter canceled at that moment and never takes it back has leaked it: every later request
+    waits (the normal ones time out after 3 s each). The same checks as PL-11.
+    """
+    knob, server = cancel_setup(cf, topology, peer_registry, http_client_peer)
+    outcome = run_canceled_waves(cf, topology, http_client_peer, server, PL18, knob)
+    expect_no_leaked_slot(cf, PL18, knob, outcome)
+    numbers = outcome.numbers
+    cf.ok(f"{numbers['gave_up']} of {PL18.waves * PL18.wave_n} storm requests canceled "
+          f"({numbers['how_they_ended']}), then {PL18.normal_n}/{PL18.normal_n} ok; held at once {outcome.held}",
+          expected=f"≤ 1 at once; {PL18.normal_n} complete", actual=numbers)
+
+
+def cancel_setup(cf, topology, peer_registry, http_client_peer):
+    """PL-11's and PL-18's premise: a stack that can cancel and has a limit; one quiet ledger."""
     if not http_client_peer.has_capability("cancel"):
         cf.unimplemented(f"{http_client_peer.label} cannot cancel a request (no capability 'cancel': the agent "
                          "answers cancel_burst with exit 3)")
     knob = limit_knob(cf, http_client_peer)
     (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"),
                                       knobs={"keepalive_timeout_ms": LEDGER_QUIET_KEEPALIVE_MS})
-    waves = [{"op": "cancel_burst", "n": PL11_WAVE_N, "path": PL11_HOLD_PATH, "timeout_ms": PL11_GIVE_UP_MS,
-              "cancel_after_ms": PL11_CANCEL_AFTER_MS} for _ in range(PL11_WAVES)]
-    plan = {"knobs": {knob: 1},
-            "phases": [*waves, {"op": "burst", "n": PL11_NORMAL_N, "path": PL11_NORMAL_PATH,
-                                "timeout_ms": PL11_NORMAL_TIMEOUT_MS},
-                       {"op": "sleep", "ms": 200}]}
-    bound_ms = PL11_WAVES * PL11_CANCEL_AFTER_MS + PL11_NORMAL_TIMEOUT_MS + AGENT_RUN_SLACK_MS
-    run: AgentRun | None = None
-    hang: str | None = None
-    try:
-        run = topology.run_http_client(peer=http_client_peer, servers=[server], plan=plan, timeout_ms=bound_ms)
-    except SetupError as exc:
-        view = server.ledger.ledger()
-        if answered_on(view, PL11_NORMAL_PATH) >= PL11_NORMAL_N:
-            raise  # the normal requests were served: the trouble is elsewhere
-        hang = str(exc).splitlines()[0]
-    view = server.ledger.ledger()
-    cf.history.observe("ledger", [connection_brief(c) for c in view["connections"]])
-    held, held_at = held_at_once(view["connections"], now_ms_epoch=view["now_ms"])
-    numbers: dict[str, Any] = {
-        "limit": f"{knob}=1", "held_at_once": held, "ledger_max_simultaneous_raw": view["max_simultaneous"],
-        "connections_opened": len(view["connections"]),
-        "normal_answered_by_server": answered_on(view, PL11_NORMAL_PATH),
-    }
-    if run is not None:
-        wave_records = [r for i in range(PL11_WAVES) for r in run.phase(i)]
-        normal = run.phase(PL11_WAVES)
-        numbers.update({
-            "gave_up": sum(not r.ok for r in wave_records),
-            "how_they_ended": dict(Counter(error_kind(r.error) for r in wave_records if not r.ok)),
-            "wave_requests_reaching_server": sum(len([x for x in c["request_log"] if x["path"] == PL11_HOLD_PATH])
-                                                 for c in view["connections"]),
-            "wave_requests_answered": [{"phase": r.phase, "i": r.i, "status": r.status}
-                                       for r in wave_records if r.ok][:5],
-            "normal_ok": sum(r.ok for r in normal),
-            "normal_errors": sorted({r.error or str(r.status) for r in normal if not r.ok}),
-        })
-    cf.history.observe("pl11", numbers)
-
-    cf.check(held <= 1, at_ms=cf.history.relative_ms_from_wall(held_at) if held_at else None,
-             expected=f"{knob}=1: never more than 1 connection at once (counting each until {RELAY_LAG_MS} ms "
-                      f"before the ledger saw it close)",
-             actual={**numbers, "connections": [connection_brief(c) for c in view["connections"]]})
-    cf.check(hang is None, expected=f"the {PL11_NORMAL_N} normal requests after the canceled waves complete",
-             actual={**numbers, "agent": hang},
-             hint="the agent never finished its plan: the canceled waiters leaked the only slot")
-    assert run is not None
-    cf.check(numbers["normal_ok"] == PL11_NORMAL_N,
-             expected=f"the {PL11_NORMAL_N} normal requests after {PL11_WAVES}×{PL11_WAVE_N} given-up requests "
-                      f"all succeed (no leaked slot)",
-             actual=numbers, at_ms=cf.history.relative_ms_from_wall(min(r.start_ms for r in run.phase(PL11_WAVES))),
-             hint="a slot given to a canceled waiter was never returned")
-    cf.ok(f"{numbers['gave_up']} waiting requests gave up in {PL11_WAVES} waves, then {PL11_NORMAL_N}/{PL11_NORMAL_N} ok; held at "
-          f"once {held} (ledger raw {view['max_simultaneous']}); {len(view['connections'])} connections opened",
-          expected=f"≤ 1 at once; {PL11_NORMAL_N} complete", actual=numbers)
+    return knob, server
 
 
 # -- PL-14 -----------------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """TC — links that go silent below TCP: packet-level faults in the server's network namespace
-(docs/catalogue.md TC-15..TC-18; harness/faults/packet.py; research/real-servers-and-audit.md §4).
+(docs/catalogue.md TC-15..TC-18, TC-21; harness/faults/packet.py; research/real-servers-and-audit.md §4).
 
 Toxiproxy terminates TCP: under its blackhole the server's kernel still gets ACKs from the
 proxy, and either side's close crosses at once. A pulled cable or a dead VM gives the server
@@ -54,6 +54,7 @@ from harness.scenarios.dead_links import (
     watch_current,
     watch_move,
 )
+from harness.scenarios.half_open_http import REQUEST_TIMEOUT_MS, silence_pooled_connection
 from harness.scenarios.loss import LOSS_EVERY_NTH, expect_registered_once, reset_under_loss, settle_bound_ms
 from harness.scenarios.packet import (
     CPU_SETTLE_MS,
@@ -202,3 +203,34 @@ def test_registered_once_after_packet_loss(cf, topology, nacos_server_peer, naco
     cf.ok("; ".join(f"1 in {p.every_nth}: registered once {p.settled_ms:.0f} ms after the heal, requests {p.requests}"
                     for p in phases),
           expected=f"registered exactly once within {settle_ms} ms of each heal", actual=[p.observed() for p in phases])
+
+
+@case("TC-21", "MUST", timeout_s=90)
+def test_next_get_recovers_from_a_half_open_pooled_connection(cf, topology, peer_registry, http_client_peer):
+    """HTTP: the pooled connection's link goes half-open while it is idle (every packet of it dropped, both ways: no FIN, no RST) → the application's next GETs, each with a 2 s timeout, get a 200 within one timeout + tolerance of the first one's start: the dead connection fails one request at most, never hangs past the application's bound, and is not handed out again.
+
+    Procedure: the ledger in its own network namespace, the client dialling its namespace address
+    (Toxiproxy's kernel would ACK everything); one GET, then an idle 2 s inside which iptables drops
+    every packet of the pooled connection (the ledger names its client port), then three GETs with
+    `timeout_ms` 2000. The silence heals when the run ends, at the latest 10 s after it began: a
+    client that waits on TCP alone then finishes late, FAILED with the time. Baseline: the silence
+    dropped packets (the client did send on the pooled connection), else UNIMPLEMENTED.
+    """
+    (server,) = topology.http_servers(1, peer=peer_registry.get("http-server", "ledger"), namespaced=True)
+    half = silence_pooled_connection(cf, topology, http_client_peer, server)
+    rounds, recovery_ms = half.rounds(), half.recovery_ms()
+    observed = {"rounds": rounds, "recovered_after_ms": None if recovery_ms is None else round(recovery_ms),
+                "silenced connection": f"client port {half.client_port}", "dropped packets": half.dropped_packets}
+    if not half.dropped_packets:
+        cf.unimplemented(f"{http_client_peer.label} never sent on the pooled connection while it was silent (a new "
+                         f"connection, or its own idle timeout closed it first): nothing was judged; {observed}")
+    bound_ms = REQUEST_TIMEOUT_MS + TOLERANCE_MS
+    failed_first = sum(1 for r in rounds if r["status"] != 200 or r["error"] is not None)
+    cf.check(recovery_ms is not None and recovery_ms <= bound_ms and failed_first <= 1,
+             expected=f"a 200 within {bound_ms} ms of the first GET after the silence (one {REQUEST_TIMEOUT_MS} ms "
+                      "timeout at most), and at most one GET failed",
+             actual=observed, at_ms=cf.history.relative_ms_from_wall(half.run.phase(2)[0].start_ms),
+             hint="the dead pooled connection held the request past its timeout, or was handed out again")
+    how = "transparently (no error surfaced)" if failed_first == 0 else "after one GET failed at its timeout"
+    cf.ok(f"recovered {how} in {recovery_ms:.0f} ms; {half.dropped_packets} packets dropped on the dead connection",
+          expected=f"a 200 within {bound_ms} ms", actual=observed)

@@ -18,6 +18,11 @@ FAILED against it for the broken behaviour and nothing else:
 - ``hands-out-closed``: the pool never checks whether an idle connection was closed by the server
   (urllib3's ``is_connection_dropped`` patched to say no) and nothing is retried, so a GET after
   the server's idle close goes out on the dead connection and fails (TC-20).
+- ``leaks-slot-on-cancel``: a request that ends in an error (a cancel is a deadline in urllib3)
+  never gives its slot back (the pool's ``_put_conn(None)`` dropped), so with ``block=True`` and
+  a limit of 1 every later request waits for ever (PL-11, PL-18).
+- ``ignores-timeout``: a phase's ``timeout_ms`` is dropped, so a GET sent on a pooled connection
+  whose link went half-open waits on TCP alone, until the link heals (TC-21).
 
     python -m tests.broken_peers.pl_broken_agents --variant fresh-pool --url URL --plan PLAN.json [knob flags]
 """
@@ -25,6 +30,7 @@ FAILED against it for the broken behaviour and nothing else:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -129,8 +135,39 @@ class HandsOutClosedDriver(Urllib3Driver):
         super().open()
 
 
+class LeakyPool(CountingPool):
+    """A pool that loses the slot of a request that failed: the empty slot is never put back."""
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            super()._put_conn(conn)
+
+
+class LeaksSlotOnCancelDriver(Urllib3Driver):
+    stack = "broken-leaks-slot-on-cancel"
+
+    def describe(self) -> str:
+        return f"BROKEN leaks-slot-on-cancel: {super().describe()} (a failed request's slot is never returned)"
+
+    def open(self) -> None:
+        super().open()
+        assert self.manager is not None
+        self.manager.pool_classes_by_scheme = {**self.manager.pool_classes_by_scheme, "http": LeakyPool}
+
+
+class IgnoresTimeoutDriver(Urllib3Driver):
+    stack = "broken-ignores-timeout"
+
+    def describe(self) -> str:
+        return f"BROKEN ignores-timeout: {super().describe()} (a phase's timeout_ms is dropped)"
+
+    def request(self, phase: Phase, cancel_after_ms: int | None) -> Outcome:
+        return super().request(dataclasses.replace(phase, timeout_ms=None), cancel_after_ms)
+
+
 VARIANTS = {"fresh-pool": FreshPoolDriver, "keeps-idle": KeepsIdleDriver, "ignores-keepalive": IgnoresKeepaliveDriver,
-            "retries-post": RetriesPostDriver, "hands-out-closed": HandsOutClosedDriver}
+            "retries-post": RetriesPostDriver, "hands-out-closed": HandsOutClosedDriver,
+            "ignores-timeout": IgnoresTimeoutDriver, "leaks-slot-on-cancel": LeaksSlotOnCancelDriver}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         urls = split_urls(args.url)
         for url in urls:
-            check_loopback(urllib.parse.urlsplit(url).hostname or "")
+            check_loopback(urllib.parse.urlsplit(url).hostname or "", namespaced=True)
         with open(args.plan, encoding="utf-8") as f:
             plan = parse_plan(json.load(f), url_count=len(urls), strict_knobs=False)
         flags = {k: knob_from_text(k, getattr(args, f"knob_{k}")) for k in KNOBS if getattr(args, f"knob_{k}") is not None}

@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         urls = split_urls(args.url)
         for url in urls:
-            check_loopback(urllib.parse.urlsplit(url).hostname or "")
+            check_loopback(urllib.parse.urlsplit(url).hostname or "", namespaced=True)
         with open(args.plan, encoding="utf-8") as f:
             plan = parse_plan(json.load(f), url_count=len(urls), strict_knobs=False)
         flags = {k: knob_from_text(k, getattr(args, f"knob_{k}")) for k in KNOBS if getattr(args, f"knob_{k}") is not None}

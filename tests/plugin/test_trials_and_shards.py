@@ -53,6 +53,11 @@ def test_trials_report_the_worst_verdict_and_its_rate(pytester: pytest.Pytester)
     assert index["SR-71"]["trials"] == ["OK", "FAILED", "OK", "FAILED"] and index["SR-71"]["varying"]
     assert index["SR-72"]["verdict"] == "NON-STRICT" and index["SR-72"]["rate"] == "NON-STRICT 1/4"
     assert index["SR-73"]["trials"] == ["OK"] * 4 and not index["SR-73"]["varying"]
+    # The cell speaks for its worst trial, not its last (an OK): SR-72's first trial was late.
+    assert index["SR-72"]["detail"].startswith("trial 1 (NON-STRICT) (its history: history-trial-1.jsonl)")
+    assert index["SR-72"]["actual"] == "late"
+    assert [p.name for p in (report / "cases" / "SR-72").glob("*/history-trial-*.jsonl")] == ["history-trial-1.jsonl"]
+    assert not list((report / "cases" / "SR-73").glob("*/history-trial-*.jsonl"))
     result.stdout.fnmatch_lines(["*varying SR-71*FAILED 2/4, OK 2/4*"])
     written = update.read_text()
     assert 'case = "SR-71"' in written and 'rate = "OK 2/4, FAILED 2/4"' in written

@@ -266,8 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         urls = split_urls(args.url)
-        for url in urls:  # network hygiene: loopback only, whoever wrote the command line
-            check_loopback(urllib.parse.urlsplit(url).hostname or "")
+        # Network hygiene, whoever wrote the command line: loopback, or a harness namespace's
+        # address (198.18.0.0/15: a server placed for packet-level faults).
+        for url in urls:
+            check_loopback(urllib.parse.urlsplit(url).hostname or "", namespaced=True)
         with open(args.plan, encoding="utf-8") as f:
             raw = json.load(f)
         plan = parse_plan(raw, url_count=len(urls), strict_knobs=False)
