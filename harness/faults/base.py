@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 from harness.errors import HarnessError
-from harness.faults.hits import live_connections
+from harness.faults.hits import accepted_since, live_connections, log_offset
 from harness.observe.history import History
 from harness.runtime.base import Node
 from harness.wait import now_ms
@@ -40,6 +40,7 @@ class Fault:
         self.history = history
         self.label = label  # the schedule's name for the target ("server-0"), when it has one
         self._applied = False
+        self._log_offset: int | None = None
 
     @property
     def applied(self) -> bool:
@@ -59,6 +60,7 @@ class Fault:
         proxy = self.ROLE == "proxy"
         live = self._live()  # what the fault is about to touch (harness.faults.hits)
         if proxy:  # before the toxics, so the window encloses their events
+            self._log_offset = log_offset(self.target)  # what it accepts while on is counted at heal
             self._record("fault_begin", live_connections=live)
         t0 = now_ms()
         try:
@@ -77,12 +79,13 @@ class Fault:
         if not self._applied:
             return
         live = self._live()  # what it held, or what came in while it was on
+        accepted = accepted_since(self.target, self._log_offset) if self.ROLE == "proxy" else None
         t0 = now_ms()
         detail = self._heal()
         self._applied = False
         took_ms = round(now_ms() - t0, 1)
         if self.ROLE == "proxy":
-            self._record("fault_end", took_ms=took_ms, live_connections=live, **(detail or {}))
+            self._record("fault_end", took_ms=took_ms, live_connections=live, accepted_during=accepted, **(detail or {}))
         elif detail is not None:
             self._record("healed", action=self.HEAL_ACTION, took_ms=took_ms, live_connections=live,
                          **_via(self.target, self.HEAL_ACTION), **detail)

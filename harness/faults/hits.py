@@ -4,7 +4,9 @@ held, or what came in while it was on). Recorded with the fault (``hit``) so a c
 while its fault hit nothing can say so.
 
 - a proxy fault: the Toxiproxy side of the proxy's accepted connections (local = its listen
-  address), i.e. the clients connected through it;
+  address), i.e. the clients connected through it; and at heal, the connections the proxy accepted
+  while the fault was on (Toxiproxy's own log, "Accepted client", from the offset at apply), which
+  a latency or reset_peer acts on and which may be gone by the heal;
 - a node fault (kill, pause): the established sockets the node's processes hold;
 - a packet-level fault: every established socket in the server's network namespace, and at heal
   the packets its iptables rules dropped (their own counters).
@@ -20,11 +22,13 @@ from typing import Any
 from harness.errors import SetupError
 from harness.observe.sockets import local_sockets, pids_by_inode, snapshot
 
-__all__ = ["VACUOUS_PREFIX", "live_connections", "summarize_hits", "vacuous"]
+__all__ = ["VACUOUS_PREFIX", "accepted_since", "live_connections", "log_offset", "summarize_hits", "vacuous"]
 
 _ESTABLISHED = "ESTABLISHED"
 _APPLY = ("fault_begin", "fault")
 _HEAL = ("fault_end", "healed")
+_HEAL_COUNTS = ("accepted_during", "dropped_packets")  # more evidence recorded at heal
+_ACCEPTED = '"message":"Accepted client"'
 VACUOUS_PREFIX = "VACUOUS OK: every fault hit nothing"
 
 
@@ -41,7 +45,7 @@ def summarize_hits(events: list[dict[str, Any]]) -> dict[str, int] | None:
             applied[key] = [e["live_connections"]]
             order.append(applied[key])
         elif e["kind"] in _HEAL and key in applied:
-            applied.pop(key).extend([e["live_connections"], *([e["dropped_packets"]] if "dropped_packets" in e else [])])
+            applied.pop(key).extend([e["live_connections"], *(e[k] for k in _HEAL_COUNTS if k in e)])
     if not order:
         return None
     hit = sum(1 for counts in order if any(c for c in counts if c is not None))
@@ -95,3 +99,34 @@ def _process_connections(pids: list[int], *, own_only: bool) -> int | None:
     except SetupError:
         return None
     return sum(1 for e in entries if e.state == _ESTABLISHED and (not own_only or e.inode in inodes))
+
+
+def log_offset(proxy: Any) -> int | None:
+    """Where the proxy's Toxiproxy log ends now (None: not a log this process can read)."""
+    path = _log(proxy)
+    try:
+        return path.stat().st_size if path is not None else None
+    except OSError:
+        return None
+
+
+def accepted_since(proxy: Any, offset: int | None) -> int | None:
+    """Connections the proxy accepted since ``offset`` of its Toxiproxy's log."""
+    path = _log(proxy)
+    if path is None or offset is None:
+        return None
+    name = f'"name":"{proxy.name}"'
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    return sum(1 for line in text.splitlines() if _ACCEPTED in line and name in line)
+
+
+def _log(proxy: Any) -> Any:
+    from harness.toxiproxy.server import log_of  # the server module starts processes: import late
+
+    client = getattr(proxy, "_client", None)
+    return log_of(client.url) if client is not None else None

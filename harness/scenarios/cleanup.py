@@ -101,6 +101,12 @@ class Cleanup:
     watched_ms: float = 0.0
     last_count: int | None = None
     disconnected: list[dict[str, Any]] = field(default_factory=list)
+    # When the last query that still showed each part undone was *sent* (ms after the fault). A
+    # part is held past a bound only if a query sent after the bound still showed it: a slow answer
+    # (a loaded JVM's HTTP turn-around) delays when we see it, not when the server did it.
+    still_registered_sent_ms: float | None = None
+    still_counted_sent_ms: float | None = None
+    no_event_sent_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def r(v: float | None) -> float | None:
@@ -108,7 +114,21 @@ class Cleanup:
         return {"fault": self.fault, "connection_id": self.connection_id, "client_ip": self.client_ip,
                 "gone_from_current_after_ms": r(self.gone_ms), "ip_count_decremented_after_ms": r(self.counted_ms),
                 "disconnected_event_after_ms": r(self.event_ms), "watched_ms": round(self.watched_ms),
-                "last_ip_count": self.last_count, "disconnected_events": len(self.disconnected)}
+                "last_ip_count": self.last_count, "disconnected_events": len(self.disconnected),
+                "last_query_still_showing_ms": {"registered": r(self.still_registered_sent_ms),
+                                                "counted": r(self.still_counted_sent_ms),
+                                                "no event": r(self.no_event_sent_ms)}}
+
+    def held_past(self, bound_ms: float) -> list[str]:
+        """What a query sent after ``bound_ms`` still showed undone (right, but late)."""
+        late = []
+        for what, seen_ms, held_ms in (("left current", self.gone_ms, self.still_registered_sent_ms),
+                                       ("per-IP count decremented", self.counted_ms, self.still_counted_sent_ms),
+                                       ("disconnected event", self.event_ms, self.no_event_sent_ms)):
+            if seen_ms is not None and held_ms is not None and held_ms > bound_ms:
+                late.append(f"{what} {seen_ms:.0f} ms after the {self.fault} (a query sent at {held_ms:.0f} ms "
+                            "still showed it undone)")
+        return late
 
 
 def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
@@ -120,21 +140,30 @@ def watch_unregister(cf, reg: Registered, *, fault: str, fault_at_ms: float,
     admin = reg.server.admin
 
     def poll() -> Cleanup:
+        sent = now_ms() - fault_at_ms
         ids = admin.current()
-        t = now_ms() - fault_at_ms
-        if seen.gone_ms is None and reg.connection_id not in ids:
-            seen.gone_ms = t
+        if seen.gone_ms is None:
+            if reg.connection_id not in ids:
+                seen.gone_ms = now_ms() - fault_at_ms
+            else:
+                seen.still_registered_sent_ms = sent
         if reg.has_counts:
             assert reg.ip_count is not None
+            sent = now_ms() - fault_at_ms
             seen.last_count = int(admin.client_ip_counts().get(reg.client_ip, 0))
-            t = now_ms() - fault_at_ms
-            if seen.counted_ms is None and seen.last_count == reg.ip_count - 1:
-                seen.counted_ms = t
+            if seen.counted_ms is None:
+                if seen.last_count == reg.ip_count - 1:
+                    seen.counted_ms = now_ms() - fault_at_ms
+                else:
+                    seen.still_counted_sent_ms = sent
         if reg.has_events:
+            sent = now_ms() - fault_at_ms
             seen.disconnected = disconnected_events(reg)
-            t = now_ms() - fault_at_ms
-            if seen.event_ms is None and seen.disconnected:
-                seen.event_ms = t
+            if seen.event_ms is None:
+                if seen.disconnected:
+                    seen.event_ms = now_ms() - fault_at_ms
+                else:
+                    seen.no_event_sent_ms = sent
         seen.watched_ms = now_ms() - fault_at_ms
         return seen
 
@@ -179,12 +208,7 @@ def judge_cleanup(cf, reg: Registered, seen: Cleanup, *, bound_ms: float = UNREG
                     actual=f"clientIpCounts[{ip}] still {seen.last_count} {seen.watched_ms:.0f} ms after the "
                            f"{seen.fault} (the id left current after {seen.gone_ms:.0f} ms)",
                     at_ms=at_ms, verdict="FAILED", hint="the per-IP counter drifts from current")
-    late = []
-    for what, t in (("left current", seen.gone_ms), ("per-IP count decremented", seen.counted_ms),
-                    ("disconnected event", seen.event_ms)):
-        if t is not None and t > bound_ms:
-            late.append(f"{what} {t:.0f} ms after the {seen.fault}")
-    return late
+    return seen.held_past(bound_ms)
 
 
 def recheck_one_disconnect(cf, reg: Registered) -> None:

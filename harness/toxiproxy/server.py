@@ -22,10 +22,10 @@ from harness.paths import cache_dir
 from harness.ports import free_port, is_free, service_host
 from harness.runtime.containment import OWNER_ENV, Cgroup, join_cgroup_in_child, node_cgroup, owner_marker
 from harness.toolchain import toxiproxy_binary
-from harness.toxiproxy.client import ToxiproxyClient
+from harness.toxiproxy.client import ToxiproxyClient, normalise_toxiproxy_url
 from harness.wait import WaitTimeout, eventually
 
-__all__ = ["ToxiproxyServer"]
+__all__ = ["ToxiproxyServer", "log_of"]
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _prctl: Any
@@ -36,6 +36,14 @@ except (OSError, AttributeError):  # not Linux
     _prctl = None
 
 _API_FAILED = "Server finished with error"  # cmd/server/server.go log message
+# The log of every Toxiproxy this process runs, by API URL: a fault reads what its proxy accepted
+# while it was on from there (``harness.faults.hits``). Containers' and external ones are absent.
+_LOGS: dict[str, Path] = {}
+
+
+def log_of(url: str) -> Path | None:
+    """The log file of the Toxiproxy at ``url`` if this process started it, else None."""
+    return _LOGS.get(normalise_toxiproxy_url(url))
 _PORT_RETRIES = 3  # free_port() then bind is racy: another process may take the port in between
 
 
@@ -121,6 +129,7 @@ class ToxiproxyServer:
             self._spawn(port)
             try:
                 self._wait_ready()
+                _LOGS[normalise_toxiproxy_url(self.url)] = self.log_path
                 return self
             except BaseException as exc:  # leave nothing running, whatever interrupted us
                 log = self.logs()
@@ -222,6 +231,7 @@ class ToxiproxyServer:
         proc = self._proc
         if proc is None:
             return None
+        _LOGS.pop(normalise_toxiproxy_url(self.url), None)
         if proc.poll() is None:
             pgid = proc.pid  # start_new_session made it the group leader
             try:

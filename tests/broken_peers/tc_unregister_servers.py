@@ -10,6 +10,8 @@ Variants:
   registration stays in ``current`` (no counter decrement, no ``disconnected`` event). TC-10 still
   passes against it, rightly: ``loadSingle`` unregisters a connection its push finds closed
   (Nacos does the same on ``ConnectionAlreadyClosedException``, research §2.4).
+- ``unregisters-late`` (TC-01..TC-03): the registration goes 2 s after its transport died: right,
+  but late (NON-STRICT, with a query sent after the bound that still showed it).
 - ``per-ip-counter-drifts`` (TC-01..TC-03): unregistering never decrements the per-client-IP
   counter, so ``clientIpCounts`` drifts above ``current``.
 - ``double-disconnect-event`` (TC-01..TC-03): every unregister records its ``disconnected``
@@ -24,6 +26,7 @@ Variants:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -37,6 +40,7 @@ from tests.broken_peers.variants import run_variant
 
 log = logging.getLogger("nacos-ref.broken")
 
+LATE_MS = 2_000  # unregisters-late: past TC-01..TC-03's 1000 + 250 ms band, well inside their 5 s watch
 HANG_MS = 20_000  # pending-push-hangs: longer than reloadClient's 10 s HTTP guard in the harness
 
 
@@ -46,6 +50,15 @@ class NeverUnregisters(NacosRefServer):
     def on_transport_terminated(self, t: Transport) -> None:
         self.pushes.release(t.id, f"transport {t.cause}")
         log.info("transport %s terminated (%s): registration kept (broken)", t.id, t.cause)
+
+
+class UnregistersLate(NacosRefServer):
+    """The transport dies; the registration goes, but only ``LATE_MS`` later (right, but late)."""
+
+    def on_transport_terminated(self, t: Transport) -> None:
+        self.pushes.release(t.id, f"transport {t.cause}")
+        log.info("transport %s terminated (%s): unregistering in %d ms (broken: late)", t.id, t.cause, LATE_MS)
+        asyncio.get_running_loop().call_later(LATE_MS / 1000, self.unregister, t.id, f"transport {t.cause}, late")
 
 
 class _NoDecrement(ConnectionManager):
@@ -97,6 +110,7 @@ class PendingPushHangs(NacosRefServer):
 
 VARIANTS: dict[str, type[NacosRefServer]] = {
     "never-unregisters": NeverUnregisters,
+    "unregisters-late": UnregistersLate,
     "per-ip-counter-drifts": PerIpCounterDrifts,
     "double-disconnect-event": DoubleDisconnectEvent,
     "leaves-rejected-open": LeavesRejectedOpen,

@@ -156,6 +156,7 @@ def test_a_fault_on_an_idle_proxy_records_that_it_hit_nothing(proxy: Proxy, hist
     with ProxyDown(proxy, history=history):
         pass
     assert [e["live_connections"] for e in history.events(("fault_begin", "fault_end"))] == [0, 0]
+    assert history.events("fault_end")[0]["accepted_during"] == 0
     assert vacuous(summarize_hits(history.events()))
 
 
@@ -180,6 +181,11 @@ def test_reset_peer_resets_connections_opened_after_apply(proxy: Proxy, history:
             assert wait_closed(sock, "reset_peer to reset a new connection") == "reset"
     with dial(proxy.listen_port) as sock:
         echo_ms(sock)
+    # It acts on connections opened while it is on: none live at apply or heal, one accepted meanwhile
+    # (Toxiproxy's own log), so it hit something.
+    (end,) = history.events("fault_end")
+    assert (end["live_connections"], end["accepted_during"]) == (None, 1)
+    assert not vacuous(summarize_hits(history.events()))
 
 
 def test_latency_delays_the_echo(proxy: Proxy, history: History) -> None:

@@ -40,3 +40,15 @@ def test_case_fails_against_broken_server(case_id: str, server: str, missed: str
     results = run_suite(case_id, tmp_path / "report", peers_files=[BROKEN],
                         peers=[f"nacos-server={server}", *clients])
     assert_all(results, "FAILED", expect_words=missed, columns=len(clients))
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_a_late_unregister_is_non_strict_with_the_query_that_showed_it(tmp_path: Path) -> None:
+    """Right but late (2 s past the fault): NON-STRICT, and the evidence is a query sent after the
+    bound that still showed the registration (a slow answer alone is not lateness)."""
+    results = run_suite("TC-02", tmp_path / "report", peers_files=[BROKEN],
+                        peers=["nacos-server=broken-tc-unregisters-late", "nacos-client=ref"])
+    assert_all(results, "NON-STRICT", expect_words="cleaned up within 1000 + 250 ms", columns=1)
+    (result,) = results.values()
+    assert "still showed it undone" in str(result["actual"]), result["actual"]
