@@ -154,7 +154,7 @@ class LiveView:
         return {"snapshot": last, "now_ms": round(self.history.elapsed_ms()), "faults": fault_windows(self.history),
                 "checks": self.final_checks or checks_now(last), "checks_final": self.final_checks is not None,
                 "kinds": self.kinds, "targets": self.targets,
-                "ui_faults": [{"fault": k, "target": t} for k, t in self._ui_faults]}
+                "ui_faults": [{"fault": k, "target": t} for k, t in list(self._ui_faults)]}
 
     def act(self, action: str, kind: str, target: str) -> str:
         """Apply or heal ``kind`` on ``target`` from the page; returns what happened, in words."""

@@ -49,7 +49,6 @@ from harness.wait import now_ms
 MAX_DURATION_S = 3600
 EXIT_FINDINGS = 3  # the session ran, but teardown found leaks or the cluster did not converge
 STATUS_INTERVAL_S = 2.0
-_STATUS_TIMEOUT_S = 0.5  # a paused peer must not stall the status line
 _HEAL_SLACK_MS = 2000  # run_schedule's deadline beyond the window: time for the calls themselves
 # The schedule's clock starts once every client is registered (as TC-08's baseline): a fault at
 # +0 ms then hits live connections, not clients still connecting, so a replay does what it did.
