@@ -32,6 +32,7 @@ from harness.agents.build import (
 )
 from harness.observe.sockets import snapshot, state_counts
 from harness.peers import PeerManifest, PeerRegistry, render
+from harness.ports import free_port
 from harness.wait import eventually
 
 pytestmark = pytest.mark.integration
@@ -98,7 +99,9 @@ class _CountingServer(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 would delay a burst's connects (SYN retries)
 
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        # A port from the slot's cursor, not the kernel's: a port an earlier test's server had
+        # still has that test's client TIME_WAIT toward it for 60 s (CI: 5 stale ones made 15).
+        super().__init__(("127.0.0.1", free_port()), _Handler)
         self.port = self.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._lock = threading.Lock()
@@ -266,10 +269,13 @@ def test_idle_cap_after_a_10_wide_burst(name: str, knobs: dict | None, kept: int
     """After a 10-wide burst the stack keeps its idle cap open and closes the rest itself
     (client-side TIME_WAIT), observed in the socket table while the agent sleeps."""
     plan = {"knobs": {}, "phases": [_burst(10), {"op": "sleep", "ms": 3000}]}
+    # Belt and braces for another process's sockets toward the same port.
+    stale = {(e.local_ip, e.local_port) for e in snapshot([server.port]) if e.remote_port == server.port}
     proc = _launch(name, [server.url], plan, tmp_path, knobs)
     try:
         def client_side() -> dict[str, int]:
-            return state_counts(snapshot([server.port]), [server.port])[server.port]["client"]
+            fresh = [e for e in snapshot([server.port]) if (e.local_ip, e.local_port) not in stale]
+            return state_counts(fresh, [server.port])[server.port]["client"]
 
         settled = eventually(
             client_side, timeout_ms=SOCKETS_TIMEOUT_MS,
