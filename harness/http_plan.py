@@ -11,17 +11,20 @@ any other key, so the URLs are not in it)::
        {"op": "burst", "n": 20, "path": "/sleep?ms=300", "method": "GET", "target": 0},
        {"op": "sequential", "n": 5, "path": "/"},
        {"op": "sleep", "ms": 1500},
-       {"op": "cancel_burst", "n": 10, "cancel_after_ms": 50, "path": "/sleep?ms=1000"}]}
+       {"op": "cancel_burst", "n": 10, "cancel_after_ms": 50, "path": "/sleep?ms=1000"},
+       {"op": "spread_burst", "n": 8, "targets": [0, 1], "path": "/sleep?ms=300", "timeout_ms": 2000}]}
 
 - URLs: the agent gets them as ``--url`` values, repeated or comma-separated (``--url A,B`` is
   ``--url A --url B``); a phase's ``target`` indexes that list (PL-06's two hosts). The harness
   fills the manifest's ``{url}`` with the comma-joined list, so one placeholder carries them all
   and a one-host run looks like any other.
 - request phases (``burst`` all at once, ``sequential`` one after another, ``cancel_burst`` all
-  at once and each canceled ``cancel_after_ms`` after it was issued): ``n`` (1..1000), ``path``
-  (default ``/``, joined to the target's base URL), ``method`` (default ``GET``), ``target``
-  (default 0), and optionally ``body`` (a string) and ``timeout_ms`` (a per-request timeout;
-  absent = the library's default).
+  at once and each canceled ``cancel_after_ms`` after it was issued, ``spread_burst`` all at once
+  over several hosts: request ``i`` goes to ``targets[i % len(targets)]``, one client and one
+  pool for all of them): ``n`` (1..1000), ``path`` (default ``/``, joined to the target's base
+  URL), ``method`` (default ``GET``), ``target`` (default 0; ``targets`` instead for
+  ``spread_burst``), and optionally ``body`` (a string) and ``timeout_ms`` (a per-request
+  timeout; absent = the library's default).
 - ``sleep``: ``ms``. The agent stays alive through it (idle behaviour is observed then).
 
 Knobs (``KNOBS``) may also reach an agent as flags (``--max-conns-per-host 3``, the manifest's
@@ -80,7 +83,7 @@ INT_KNOBS: dict[str, int] = {
 BOOL_KNOBS = ("keepalive", "block_when_full", "read_error_body")
 KNOBS = (*INT_KNOBS, *BOOL_KNOBS)
 KNOB_FLAGS = {f"--{k.replace('_', '-')}": k for k in KNOBS}  # how a manifest's [knobs] passes them
-REQUEST_OPS = ("burst", "sequential", "cancel_burst")
+REQUEST_OPS = ("burst", "sequential", "cancel_burst", "spread_burst")
 OPS = (*REQUEST_OPS, "sleep")
 MAX_N = 1000
 RECORD_FIELDS = ("phase", "i", "start_ms", "end_ms", "status", "error", "reused", "local_port")
@@ -92,6 +95,7 @@ _PHASE_KEYS = {
     "burst": _REQUEST_KEYS,
     "sequential": _REQUEST_KEYS,
     "cancel_burst": _REQUEST_KEYS | {"cancel_after_ms"},
+    "spread_burst": (_REQUEST_KEYS - {"target"}) | {"targets"},
     "sleep": {"op", "ms"},
 }
 
@@ -110,17 +114,29 @@ class Phase:
     body: str | None = None
     timeout_ms: int | None = None
     cancel_after_ms: int | None = None
+    targets: tuple[int, ...] | None = None  # spread_burst
     ms: int = 0  # sleep
 
     @property
     def is_request(self) -> bool:
         return self.op in REQUEST_OPS
 
+    def target_of(self, i: int) -> int:
+        """The URL index request ``i`` of this phase goes to."""
+        return self.targets[i % len(self.targets)] if self.targets else self.target
+
+    @property
+    def all_targets(self) -> tuple[int, ...]:
+        return self.targets if self.targets else (self.target,)
+
     def to_json(self) -> dict[str, Any]:
         if self.op == "sleep":
             return {"op": "sleep", "ms": self.ms}
-        out: dict[str, Any] = {"op": self.op, "n": self.n, "path": self.path, "method": self.method,
-                               "target": self.target}
+        out: dict[str, Any] = {"op": self.op, "n": self.n, "path": self.path, "method": self.method}
+        if self.targets:
+            out["targets"] = list(self.targets)
+        else:
+            out["target"] = self.target
         for key in ("body", "timeout_ms", "cancel_after_ms"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
@@ -143,7 +159,7 @@ class Plan:
     @property
     def targets(self) -> int:
         """How many URLs the plan needs (1 + the highest ``target``)."""
-        return 1 + max((p.target for p in self.phases if p.is_request), default=0)
+        return 1 + max((t for p in self.phases if p.is_request for t in p.all_targets), default=0)
 
     def to_json(self) -> dict[str, Any]:
         return {"knobs": dict(self.knobs), "phases": [p.to_json() for p in self.phases]}
@@ -222,8 +238,15 @@ def parse_phase(raw: Any, index: int, url_count: int | None) -> Phase:
     if not isinstance(method, str) or not _METHOD.fullmatch(method):
         raise PlanError(f"{where}.method: expected an upper-case method such as GET, got {method!r}")
     target = _int(f"{where}.target", raw.get("target", 0), 0)
-    if url_count is not None and target >= url_count:
-        raise PlanError(f"{where}.target: {target} but the run has {url_count} URL(s)")
+    targets = None
+    if op == "spread_burst":
+        raw_targets = raw.get("targets")
+        if not isinstance(raw_targets, list) or not raw_targets:
+            raise PlanError(f"{where}.targets: expected a non-empty list of URL indexes, got {raw_targets!r}")
+        targets = tuple(_int(f"{where}.targets[{k}]", t, 0) for k, t in enumerate(raw_targets))
+    for t in targets or (target,):
+        if url_count is not None and t >= url_count:
+            raise PlanError(f"{where}.target: {t} but the run has {url_count} URL(s)")
     body = raw.get("body")
     if body is not None and not isinstance(body, str):
         raise PlanError(f"{where}.body: expected a string, got {body!r}")
@@ -236,7 +259,7 @@ def parse_phase(raw: Any, index: int, url_count: int | None) -> Phase:
             raise PlanError(f"{where}.cancel_after_ms: missing (when to cancel the requests)")
         cancel_after_ms = _int(f"{where}.cancel_after_ms", raw["cancel_after_ms"], 0)
     return Phase(op=op, n=n, path=path, method=method, target=target, body=body, timeout_ms=timeout_ms,
-                 cancel_after_ms=cancel_after_ms)
+                 cancel_after_ms=cancel_after_ms, targets=targets)
 
 
 def parse_plan(raw: Any, *, url_count: int | None = None, strict_knobs: bool = True) -> Plan:

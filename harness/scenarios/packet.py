@@ -79,15 +79,25 @@ def client_on_one_of_two_direct(cf, topology, server_peer: PeerManifest, client_
 
 @dataclass
 class ConnectWatch:
-    """Samples the host's TCP table for the client's connects to ``server`` still in SYN_SENT
-    (each by its local port), on a daemon thread; ``stop()`` ends it."""
+    """Samples the host's TCP table for connects to ``host:port`` still in SYN_SENT (each by its
+    local port), on a daemon thread; ``stop()`` ends it. ``towards(server)`` for a Nacos server's
+    gRPC port."""
 
-    server: NacosServerHandle
+    host: str
+    port: int
     first_seen_ms: dict[int, float] = field(default_factory=dict)
     last_seen_ms: dict[int, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _error: BaseException | None = None
+
+    @classmethod
+    def towards(cls, server: NacosServerHandle) -> ConnectWatch:
+        return cls(server.bind_host, server.grpc_port)
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def __enter__(self) -> ConnectWatch:
         self._thread = threading.Thread(target=self._run, name="connect-watch", daemon=True)
@@ -98,11 +108,11 @@ class ConnectWatch:
         self.stop()
 
     def _run(self) -> None:
-        target = (self.server.bind_host, self.server.grpc_port)
+        target = (self.host, self.port)
         try:
             while not self._stop.is_set():
                 t = now_ms()
-                for e in snapshot([self.server.grpc_port]):
+                for e in snapshot([self.port]):
                     if e.state == "SYN_SENT" and (e.remote_ip, e.remote_port) == target:
                         self.first_seen_ms.setdefault(e.local_port, t)
                         self.last_seen_ms[e.local_port] = t
@@ -119,8 +129,8 @@ class ConnectWatch:
 
     def pending(self) -> list[int]:
         """Local ports in SYN_SENT towards the server right now."""
-        target = (self.server.bind_host, self.server.grpc_port)
-        return sorted(e.local_port for e in snapshot([self.server.grpc_port])
+        target = (self.host, self.port)
+        return sorted(e.local_port for e in snapshot([self.port])
                       if e.state == "SYN_SENT" and (e.remote_ip, e.remote_port) == target)
 
     def lifetimes_ms(self) -> dict[int, float]:
@@ -240,7 +250,7 @@ def expect_no_pending_connect(cf, connects: ConnectWatch, *, after_ms: float, at
         return []
     except WaitTimeout as exc:
         left = exc.last or []
-        cf.fail(expected=f"no connect towards the dead server {connects.server.direct_address} still pending "
+        cf.fail(expected=f"no connect towards the dead server {connects.address} still pending "
                          f"{after_ms:.0f} ms after the client ran elsewhere (its connect timeout + tolerance)",
                 actual={"SYN_SENT from local ports": left, **connects.observed()}, verdict="FAILED", at_ms=at_ms,
                 hint="a connect attempt abandoned without closing its socket: the kernel retries the SYN for minutes")

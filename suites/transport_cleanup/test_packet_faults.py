@@ -131,7 +131,7 @@ def test_client_leaves_a_server_gone_silent(cf, topology, nacos_server_peer, nac
     bound = MoveBound(health, reconnect_ms(nacos_client_peer, client.knobs))
     bound_ms = bound.bound_ms
 
-    with ConnectWatch(dead) as connects:
+    with ConnectWatch.towards(dead) as connects:
         with SynDrop(dead, port=dead.grpc_port, history=cf.history, label=dead.node.name), \
                 Silence(dead, port=dead.grpc_port, history=cf.history, label=dead.node.name):
             clock, cpu = Clock(cf), CpuWatch(client)

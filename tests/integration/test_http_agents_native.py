@@ -363,6 +363,19 @@ def test_target_picks_the_url(name: str, server: _CountingServer, server2: _Coun
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("name", _with_capability("multi_url"))
+def test_spread_burst_sends_request_i_to_targets_i_mod_len(name: str, server: _CountingServer,
+                                                           server2: _CountingServer, tmp_path: Path) -> None:
+    """PL-19's op: one burst over two hosts, request i to targets[i % len(targets)]."""
+    plan = {"knobs": {}, "phases": [{"op": "spread_burst", "n": 5, "targets": [1, 0], "path": "/sleep?ms=200"}]}
+    records = _records(name, *_run(name, [server.url, server2.url], plan, tmp_path))
+    assert sorted(r["i"] for r in records) == [0, 1, 2, 3, 4]
+    assert all(r["status"] == 200 for r in records), records
+    assert (server.requests, server2.requests) == (2, 3)
+    assert max(r["start_ms"] for r in records) < min(r["end_ms"] for r in records), "not released together"
+
+
+@pytest.mark.timeout(90)
 @pytest.mark.parametrize("name", _with_capability("cancel"))
 def test_cancel_burst_cancels_and_the_pool_still_works(name: str, server: _CountingServer, tmp_path: Path) -> None:
     plan = {"knobs": {}, "phases": [

@@ -1,8 +1,9 @@
 """PL-01, PL-02, PL-03, PL-05, PL-06, PL-07, PL-09, PL-10 and PL-18 must FAIL against deliberately broken
 http-client agents, each for the intended reason, before their OK against the real stacks is
 trusted (tests/broken_peers/pl_broken_agents.py, tests/broken_peers/pl-broken-agents.toml), and so
-must TC-20 against the agent that hands out connections the server closed, and TC-21 (as root:
-the ledger in a namespace) against the agent that drops a request's timeout; TC-19,
+must TC-20 against the agent that hands out connections the server closed, TC-21 (as root:
+the ledger in a namespace) against the agent that drops a request's timeout, and PL-19 (as root)
+against the agent whose connects to every host share one lock; TC-19,
 a SHOULD, must come out NON-STRICT against the agent that re-sends POSTs and OK against urllib3.
 
 Each run is the real suite in a subprocess (``run_suite``) with only the broken client(s)
@@ -49,6 +50,9 @@ RUNS = [
     }),
     ("TC-21", ["broken-ignores-timeout"], {
         "http-client=broken-ignores-timeout": ("one 2000 ms timeout at most", "'recovered_after_ms'"),
+    }),
+    ("PL-19", ["broken-serial-connects"], {
+        "http-client=broken-serial-connects": ("answered within", "'live host during the stuck connects'"),
     }),
     ("PL-18", ["broken-leaks-slot-on-cancel"], {
         "http-client=broken-leaks-slot-on-cancel": ("normal requests after the canceled waves complete", "'agent': "),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from harness.agents.python.http_agent import STACKS, load_driver
+from harness.agents.python.http_agent import STACKS, Driver, load_driver
 from harness.errors import HarnessError, SetupError, Unimplemented
 from harness.http_plan import (
     KNOB_FLAGS,
@@ -70,6 +70,16 @@ def test_a_plan_round_trips_through_json() -> None:
     assert plan.ops == {"burst", "sequential", "cancel_burst", "sleep"}
 
 
+def test_a_spread_burst_names_each_requests_host() -> None:
+    raw = {"knobs": {}, "phases": [{"op": "spread_burst", "n": 5, "path": "/", "method": "GET", "targets": [2, 0]}]}
+    plan = parse_plan(raw, url_count=3)
+    assert plan.to_json() == raw
+    assert plan.targets == 3
+    (phase,) = plan.phases
+    assert [phase.target_of(i) for i in range(5)] == [2, 0, 2, 0, 2]
+    assert [Driver.for_request(phase, i).target for i in range(3)] == [2, 0, 2]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
@@ -87,6 +97,9 @@ def test_a_plan_round_trips_through_json() -> None:
         ({"phases": [{"op": "burst", "n": 1, "method": "get"}]}, r"method: expected an upper-case method"),
         ({"phases": [{"op": "burst", "n": 1, "target": 1}]}, r"target: 1 but the run has 1 URL"),
         ({"phases": [{"op": "cancel_burst", "n": 1}]}, r"cancel_after_ms: missing"),
+        ({"phases": [{"op": "spread_burst", "n": 2}]}, r"targets: expected a non-empty list"),
+        ({"phases": [{"op": "spread_burst", "n": 2, "targets": [0, 1]}]}, r"target: 1 but the run has 1 URL"),
+        ({"phases": [{"op": "spread_burst", "n": 2, "targets": [0], "target": 0}]}, r"unexpected key\(s\) target"),
         ({"phases": [{"op": "sleep"}]}, r"phases\[0\]\.ms: missing"),
         ({"phases": [{"op": "sleep", "ms": -1}]}, r"outside"),
         ({"phases": [BURST], "knobs": {"max_conns": 3}}, r"knobs\.max_conns: unknown knob"),

@@ -193,6 +193,7 @@ public final class HttpUrlConnectionAgent {
         String method = "GET";
         String body;
         int target;
+        List<Integer> targets = List.of(); // spread_burst: request i goes to targets[i % size]
         int ms;
         int cancelAfterMs;
         int timeoutMs; // 0: none given, the library's default
@@ -312,7 +313,7 @@ public final class HttpUrlConnectionAgent {
                         emit(request(stack, urls.get(ph.target), idx, i, ph));
                     }
                     return;
-                default: { // burst, cancel_burst: n requests released together
+                default: { // burst, cancel_burst, spread_burst: n requests released together
                     CountDownLatch gate = new CountDownLatch(1);
                     List<Thread> threads = new ArrayList<>();
                     for (int i = 0; i < ph.n; i++) {
@@ -323,7 +324,7 @@ public final class HttpUrlConnectionAgent {
                             } catch (InterruptedException e) {
                                 return;
                             }
-                            emit(request(stack, urls.get(ph.target), idx, n, ph));
+                            emit(request(stack, urls.get(targetOf(ph, n)), idx, n, ph));
                         }, "request-" + idx + "-" + i);
                         t.start();
                         threads.add(t);
@@ -334,6 +335,10 @@ public final class HttpUrlConnectionAgent {
                     }
                 }
             }
+        }
+
+        static int targetOf(Phase ph, int i) {
+            return ph.targets.isEmpty() ? ph.target : ph.targets.get(i % ph.targets.size());
         }
 
         static String request(Stack stack, String base, int phase, int i, Phase ph) {
@@ -388,17 +393,33 @@ public final class HttpUrlConnectionAgent {
                         case "method": ph.method = string(v, where + ".method"); break;
                         case "body": ph.body = v == null ? null : string(v, where + ".body"); break;
                         case "target": ph.target = (int) intKnob(where + ".target", v, 0); break;
+                        case "targets": {
+                            if (!(v instanceof List) || ((List<?>) v).isEmpty()) {
+                                throw new UsageError(where + ".targets: expected a non-empty list of URL indexes");
+                            }
+                            List<Integer> ts = new ArrayList<>();
+                            for (Object t : (List<?>) v) {
+                                ts.add((int) intKnob(where + ".targets[]", t, 0));
+                            }
+                            ph.targets = ts;
+                            break;
+                        }
                         case "ms": ph.ms = (int) intKnob(where + ".ms", v, 0); break;
                         case "cancel_after_ms": ph.cancelAfterMs = (int) intKnob(where + ".cancel_after_ms", v, 0); break;
                         case "timeout_ms": ph.timeoutMs = (int) intKnob(where + ".timeout_ms", v, 1); break;
                         default: throw new UsageError(where + ": unknown key " + k);
                     }
                 }
-                if (ph.op == null || !List.of("burst", "sequential", "sleep", "cancel_burst").contains(ph.op)) {
-                    throw new UsageError(where + ": op must be burst, sequential, sleep or cancel_burst, got " + ph.op);
+                if (ph.op == null || !List.of("burst", "sequential", "sleep", "cancel_burst", "spread_burst").contains(ph.op)) {
+                    throw new UsageError(where + ": op must be burst, sequential, sleep, cancel_burst or spread_burst, got " + ph.op);
                 }
-                if (ph.target >= nurls) {
-                    throw new UsageError(where + ": target " + ph.target + " is not an index of the " + nurls + " --url value(s)");
+                if (ph.op.equals("spread_burst") && ph.targets.isEmpty()) {
+                    throw new UsageError(where + ": spread_burst needs targets");
+                }
+                for (int t : ph.targets.isEmpty() ? List.of(ph.target) : ph.targets) {
+                    if (t >= nurls) {
+                        throw new UsageError(where + ": target " + t + " is not an index of the " + nurls + " --url value(s)");
+                    }
                 }
                 out.add(ph);
             }

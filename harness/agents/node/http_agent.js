@@ -31,7 +31,7 @@ const EXIT_USAGE = 2;
 const EXIT_UNSUPPORTED = 3;
 const KNOBS = ['max_conns_per_host', 'max_idle_per_host', 'max_idle_total', 'idle_timeout_ms',
   'keepalive', 'block_when_full', 'read_error_body'];
-const OPS = ['burst', 'sequential', 'sleep', 'cancel_burst'];
+const OPS = ['burst', 'sequential', 'sleep', 'cancel_burst', 'spread_burst'];
 const GLOBAL_AGENT_DEFAULTS = { keepAlive: true, timeout: 5000 }; // Node >= 19's http.globalAgent
 
 class UsageError extends Error {}
@@ -136,12 +136,18 @@ function parsePhases(raw, nurls) {
   if (!Array.isArray(raw)) throw new UsageError('plan.phases: expected a list');
   return raw.map((p, idx) => {
     const where = `plan.phases[${idx}]`;
-    const known = ['op', 'n', 'path', 'method', 'body', 'target', 'ms', 'cancel_after_ms', 'timeout_ms'];
+    const known = ['op', 'n', 'path', 'method', 'body', 'target', 'targets', 'ms', 'cancel_after_ms', 'timeout_ms'];
     for (const key of Object.keys(p)) if (!known.includes(key)) throw new UsageError(`${where}: unknown key ${key}`);
     if (!OPS.includes(p.op)) throw new UsageError(`${where}: op must be ${OPS.join(', ')}, got ${p.op}`);
     const phase = { op: p.op, n: p.n || 0, path: p.path || '', method: p.method || 'GET', body: p.body ?? null,
-      target: p.target || 0, ms: p.ms || 0, cancelAfterMs: p.cancel_after_ms || 0, timeoutMs: p.timeout_ms || 0 };
-    if (phase.target >= nurls) throw new UsageError(`${where}: target ${phase.target} is not an index of the ${nurls} --url value(s)`);
+      target: p.target || 0, targets: p.targets || [], ms: p.ms || 0, cancelAfterMs: p.cancel_after_ms || 0,
+      timeoutMs: p.timeout_ms || 0 };
+    if (!Array.isArray(phase.targets) || (p.op === 'spread_burst' && !phase.targets.length)) {
+      throw new UsageError(`${where}: spread_burst needs a non-empty targets list`);
+    }
+    for (const t of phase.targets.length ? phase.targets : [phase.target]) {
+      if (!Number.isInteger(t) || t < 0 || t >= nurls) throw new UsageError(`${where}: target ${t} is not an index of the ${nurls} --url value(s)`);
+    }
     return phase;
   });
 }
@@ -174,7 +180,12 @@ function request(agent, readErrorBody, base, phase) {
         finish(`canceled: after ${phase.cancelAfterMs} ms`);
       }, phase.cancelAfterMs);
     }
-    const req = http.request(url, { method: phase.method, agent, signal: controller.signal }, (res) => {
+    const options = { method: phase.method, agent, signal: controller.signal };
+    // The request's timeout option arms the socket's inactivity timer before it connects;
+    // req.setTimeout() alone waits for the connect (Node's docs), so a SYN never answered would
+    // be bounded only by the agent's own 5 s.
+    if (phase.timeoutMs > 0) options.timeout = phase.timeoutMs;
+    const req = http.request(url, options, (res) => {
       out.status = res.statusCode;
       out.reused = req.reusedSocket;
       out.local_port = res.socket ? res.socket.localPort ?? null : null;
@@ -193,7 +204,7 @@ function request(agent, readErrorBody, base, phase) {
       if (socket.connecting) socket.once('connect', note); else note();
     });
     if (phase.timeoutMs > 0) {
-      req.setTimeout(phase.timeoutMs, () => req.destroy(new Error(`timeout: no activity for ${phase.timeoutMs} ms`)));
+      req.on('timeout', () => req.destroy(new Error(`timeout: no activity for ${phase.timeoutMs} ms`)));
     }
     req.on('error', (e) => { clearTimeout(cancelTimer); finish(`${e.code || e.name}: ${e.message}`); });
     if (phase.body !== null) req.write(phase.body);
@@ -204,14 +215,15 @@ function request(agent, readErrorBody, base, phase) {
 async function runPhase(agent, readErrorBody, urls, idx, phase) {
   const one = async (i) => {
     const start = nowMs();
-    const r = await request(agent, readErrorBody, urls[phase.target], phase);
+    const target = phase.targets.length ? phase.targets[i % phase.targets.length] : phase.target;
+    const r = await request(agent, readErrorBody, urls[target], phase);
     emit({ phase: idx, i, start_ms: start, end_ms: nowMs(), ...r });
   };
   if (phase.op === 'sleep') {
     await new Promise((resolve) => setTimeout(resolve, phase.ms));
   } else if (phase.op === 'sequential') {
     for (let i = 0; i < phase.n; i++) await one(i);
-  } else { // burst, cancel_burst: n requests issued together
+  } else { // burst, cancel_burst, spread_burst: n requests issued together
     await Promise.all(Array.from({ length: phase.n }, (_, i) => one(i)));
   }
 }

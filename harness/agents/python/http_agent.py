@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import json
 import logging
@@ -129,6 +130,11 @@ class Driver(ABC):
     def url(self, phase: Phase) -> str:
         return join_url(self.urls[phase.target], phase.path)
 
+    @staticmethod
+    def for_request(phase: Phase, i: int) -> Phase:
+        """The phase as request ``i`` sees it: a ``spread_burst``'s own target picked."""
+        return dataclasses.replace(phase, target=phase.target_of(i)) if phase.targets else phase
+
     def record(self, phase_index: int, i: int, start_ms: float, outcome: Outcome) -> None:
         self.emit({
             "phase": phase_index, "i": i, "start_ms": start_ms, "end_ms": epoch_ms(),
@@ -157,7 +163,7 @@ class ThreadedDriver(Driver):
     def _one(self, index: int, i: int, phase: Phase, cancel_after_ms: int | None = None) -> None:
         start = epoch_ms()
         try:
-            outcome = self.request(phase, cancel_after_ms)
+            outcome = self.request(self.for_request(phase, i), cancel_after_ms)
         except Exception as exc:  # noqa: BLE001 - every failure is a record, not a crash
             outcome = Outcome(error=describe_error(exc))
         self.record(index, i, start, outcome)
@@ -213,7 +219,7 @@ class AsyncDriver(Driver):
 
     async def _one(self, index: int, i: int, phase: Phase) -> None:
         start = epoch_ms()
-        self.record(index, i, start, await self._attempt(phase))
+        self.record(index, i, start, await self._attempt(self.for_request(phase, i)))
 
     async def _cancelable(self, index: int, i: int, phase: Phase, cancel_after_ms: int) -> None:
         start = epoch_ms()
@@ -237,7 +243,7 @@ class AsyncDriver(Driver):
                 elif phase.op == "sequential":
                     for i in range(phase.n):
                         await self._one(index, i, phase)
-                elif phase.op == "burst":
+                elif phase.op in ("burst", "spread_burst"):
                     await asyncio.gather(*(self._one(index, i, phase) for i in range(phase.n)))
                 else:
                     assert phase.cancel_after_ms is not None

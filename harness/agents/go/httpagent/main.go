@@ -11,6 +11,9 @@
 //	{"op": "sequential", "n": 10, "path": "/", "target": 1}
 //	{"op": "sleep", "ms": 1500}
 //	{"op": "cancel_burst", "n": 10, "cancel_after_ms": 50, "path": "/sleep?ms=300"}
+//	{"op": "spread_burst", "n": 8, "targets": [0, 1], "path": "/sleep?ms=300"}
+//
+// (spread_burst is a burst over several hosts: request i goes to targets[i % len(targets)].)
 //
 // Optional per-request fields: "method" (GET), "body" (sent for any method when present),
 // "timeout_ms" (a per-request deadline; absent = none, net/http's default), "target" (index into
@@ -74,6 +77,7 @@ type phase struct {
 	Method        string  `json:"method"`
 	Body          *string `json:"body"`
 	Target        int     `json:"target"`
+	Targets       []int   `json:"targets"`
 	Ms            int     `json:"ms"`
 	CancelAfterMs int     `json:"cancel_after_ms"`
 	TimeoutMs     int     `json:"timeout_ms"`
@@ -320,8 +324,17 @@ func checkPhase(ph phase, nurls int) error {
 		}
 		return nil
 	case "burst", "sequential", "cancel_burst":
+	case "spread_burst":
+		if len(ph.Targets) == 0 {
+			return fmt.Errorf("spread_burst needs a non-empty targets list")
+		}
+		for _, t := range ph.Targets {
+			if t < 0 || t >= nurls {
+				return fmt.Errorf("target %d is not an index of the %d --url value(s)", t, nurls)
+			}
+		}
 	default:
-		return fmt.Errorf("unknown op %q (burst, sequential, sleep, cancel_burst)", ph.Op)
+		return fmt.Errorf("unknown op %q (burst, sequential, sleep, cancel_burst, spread_burst)", ph.Op)
 	}
 	if ph.N < 0 {
 		return fmt.Errorf("n must be >= 0, got %d", ph.N)
@@ -343,7 +356,7 @@ func runPhase(client *http.Client, urls []string, idx int, ph phase, k knobs) {
 		for i := 0; i < ph.N; i++ {
 			emit(doRequest(client, urls[ph.Target], idx, i, ph, k, -1))
 		}
-	case "burst", "cancel_burst":
+	case "burst", "cancel_burst", "spread_burst":
 		cancelAfter := time.Duration(-1) // none
 		if ph.Op == "cancel_burst" {
 			cancelAfter = time.Duration(ph.CancelAfterMs) * time.Millisecond
@@ -355,12 +368,20 @@ func runPhase(client *http.Client, urls []string, idx int, ph phase, k knobs) {
 			go func(i int) {
 				defer wg.Done()
 				<-start // release all at once: a burst is N requests in flight together
-				emit(doRequest(client, urls[ph.Target], idx, i, ph, k, cancelAfter))
+				emit(doRequest(client, urls[targetOf(ph, i)], idx, i, ph, k, cancelAfter))
 			}(i)
 		}
 		close(start)
 		wg.Wait()
 	}
+}
+
+// targetOf is the --url index request i of a phase goes to.
+func targetOf(ph phase, i int) int {
+	if len(ph.Targets) > 0 {
+		return ph.Targets[i%len(ph.Targets)]
+	}
+	return ph.Target
 }
 
 func doRequest(client *http.Client, base string, phaseIdx, i int, ph phase, k knobs, cancelAfter time.Duration) record {

@@ -27,7 +27,7 @@
  * (1 retry of idempotent requests on a NoHttpResponseException and some I/O errors). Records carry
  * "reused" (EndpointDetails.getRequestCount() > 1) and "local_port" (EndpointDetails.getLocalAddress()).
  * cancel_burst cancels the request (HttpUriRequestBase.cancel) after cancel_after_ms. A phase's
- * "timeout_ms" is the response timeout and the lease timeout; absent, HttpClient's defaults hold.
+ * "timeout_ms" is the connect, response and lease timeout; absent, HttpClient's defaults hold.
  *
  * The plan/JSON/output kit lives in ../HttpUrlConnectionAgent.java (class Agent); `connformance
  * setup` (step java-pool-agents) compiles it with this file against HttpClient from Maven Central.
@@ -147,6 +147,7 @@ public final class ApacheHttpClient5Agent {
             }
         }
 
+        @SuppressWarnings("deprecation") // RequestConfig's connect timeout: the only per-request one (5.2+ prefers ConnectionConfig, per pool)
         private static HttpUriRequestBase request(String url, HttpUrlConnectionAgent.Phase ph) {
             HttpUriRequestBase request = new HttpUriRequestBase(ph.method, java.net.URI.create(url));
             if (ph.body != null) {
@@ -154,7 +155,8 @@ public final class ApacheHttpClient5Agent {
             }
             if (ph.timeoutMs > 0) { // absent: HttpClient's defaults
                 Timeout t = Timeout.ofMilliseconds(ph.timeoutMs);
-                request.setConfig(RequestConfig.custom().setResponseTimeout(t).setConnectionRequestTimeout(t).build());
+                request.setConfig(RequestConfig.custom().setResponseTimeout(t).setConnectionRequestTimeout(t)
+                        .setConnectTimeout(t).build());
             }
             return request;
         }

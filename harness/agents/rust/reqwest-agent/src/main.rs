@@ -39,6 +39,7 @@ struct Phase {
     method: reqwest::Method,
     body: Option<String>,
     target: usize,
+    targets: Vec<usize>, // spread_burst: request i goes to targets[i % len]
     ms: u64,
     cancel_after_ms: u64,
     timeout_ms: u64,
@@ -96,13 +97,13 @@ fn parse_phases(raw: Option<&Value>, nurls: usize) -> Vec<Phase> {
         let where_ = format!("plan.phases[{idx}]");
         let m = p.as_object().unwrap_or_else(|| usage(&format!("{where_}: expected an object")));
         for key in m.keys() {
-            if !["op", "n", "path", "method", "body", "target", "ms", "cancel_after_ms", "timeout_ms"].contains(&key.as_str()) {
+            if !["op", "n", "path", "method", "body", "target", "targets", "ms", "cancel_after_ms", "timeout_ms"].contains(&key.as_str()) {
                 usage(&format!("{where_}: unknown key {key}"));
             }
         }
         let op = m.get("op").and_then(Value::as_str).unwrap_or("").to_string();
-        if !["burst", "sequential", "sleep", "cancel_burst"].contains(&op.as_str()) {
-            usage(&format!("{where_}: op must be burst, sequential, sleep or cancel_burst, got {op:?}"));
+        if !["burst", "sequential", "sleep", "cancel_burst", "spread_burst"].contains(&op.as_str()) {
+            usage(&format!("{where_}: op must be burst, sequential, sleep, cancel_burst or spread_burst, got {op:?}"));
         }
         let int = |k: &str| m.get(k).map(|v| int_knob(&format!("{where_}.{k}"), v, 0) as u64).unwrap_or(0);
         let method = m.get("method").and_then(Value::as_str).unwrap_or("GET");
@@ -113,12 +114,23 @@ fn parse_phases(raw: Option<&Value>, nurls: usize) -> Vec<Phase> {
             method: reqwest::Method::from_bytes(method.as_bytes()).unwrap_or_else(|_| usage(&format!("{where_}.method: {method}"))),
             body: m.get("body").and_then(Value::as_str).map(str::to_string),
             target: int("target") as usize,
+            targets: match m.get("targets") {
+                None => Vec::new(),
+                Some(v) => v.as_array().filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| usage(&format!("{where_}.targets: expected a non-empty list")))
+                    .iter().map(|t| int_knob(&format!("{where_}.targets[]"), t, 0) as usize).collect(),
+            },
             ms: int("ms"),
             cancel_after_ms: int("cancel_after_ms"),
             timeout_ms: int("timeout_ms"),
         };
-        if phase.target >= nurls {
-            usage(&format!("{where_}: target {} is not an index of the {nurls} --url value(s)", phase.target));
+        if phase.op == "spread_burst" && phase.targets.is_empty() {
+            usage(&format!("{where_}: spread_burst needs targets"));
+        }
+        for &t in if phase.targets.is_empty() { std::slice::from_ref(&phase.target) } else { &phase.targets[..] } {
+            if t >= nurls {
+                usage(&format!("{where_}: target {t} is not an index of the {nurls} --url value(s)"));
+            }
         }
         phase
     }).collect()
@@ -166,7 +178,8 @@ impl Agent {
 
     async fn one(&self, urls: &[String], idx: usize, i: u64, ph: &Phase) {
         let start = now_ms();
-        let (status, error) = self.request(&urls[ph.target], ph).await;
+        let target = if ph.targets.is_empty() { ph.target } else { ph.targets[i as usize % ph.targets.len()] };
+        let (status, error) = self.request(&urls[target], ph).await;
         emit(&json!({"phase": idx, "i": i, "start_ms": start, "end_ms": now_ms(), "status": status,
                      "error": error, "reused": null, "local_port": null}));
     }
