@@ -1,4 +1,4 @@
-"""Setup steps for the non-Python HTTP peers, registered with ``harness.toolchain``.
+"""Setup steps for the non-Python HTTP peers (and the Rust Nacos client agent), registered with ``harness.toolchain``.
 
 | step               | does                                                                       |
 |--------------------|----------------------------------------------------------------------------|
@@ -16,6 +16,8 @@
 |                    | write ``<cache>/agents/java/tomcat.argfile`` (the launcher's ``-cp``)       |
 | rust-http-agent    | ``cargo build --release --locked`` harness/agents/rust/reqwest-agent ->       |
 |                    | ``<cache>/agents/rust/reqwest-agent`` (crates.io; a minute or two cold)     |
+| rust-nacos-agent   | the same for harness/agents/rust/nacos-agent (the Rust nacos-sdk client,    |
+|                    | a nacos-client peer) -> ``<cache>/agents/rust/nacos-agent``                 |
 | nginx              | ``apt-get install nginx-light`` when ``nginx`` is missing and we are root   |
 | node               | ``apt-get install nodejs`` when ``node`` is missing and we are root (the     |
 |                    | Node http.Agent agent is a script: nothing to build)                        |
@@ -61,6 +63,7 @@ __all__ = [
     "java_pool_agents_argfile",
     "jetty_dir",
     "reqwest_agent_binary",
+    "rust_nacos_agent_binary",
     "tomcat_argfile",
 ]
 
@@ -73,6 +76,7 @@ JAVA_POOLS_SRC = JAVA_SRC / "pools"
 JAVA_POOL_AGENT_SOURCES = ("OkHttpAgent.java", "ApacheHttpClient5Agent.java")
 JETTY_SRC = JAVA_SRC / "jetty"
 REQWEST_AGENT_SRC = AGENTS_DIR / "rust" / "reqwest-agent"
+RUST_NACOS_AGENT_SRC = AGENTS_DIR / "rust" / "nacos-agent"
 TOMCAT_LAUNCHER_SOURCE = "TomcatLauncher.java"
 
 TOMCAT_DEBIAN_PACKAGE = "libtomcat10-embed-java"
@@ -118,6 +122,11 @@ def java_pool_agents_argfile() -> Path:
 def reqwest_agent_binary() -> Path:
     """The built reqwest agent (``connformance setup --only rust-http-agent``)."""
     return agents_cache() / "rust" / "reqwest-agent"
+
+
+def rust_nacos_agent_binary() -> Path:
+    """The built Rust nacos-sdk agent (``connformance setup --only rust-nacos-agent``)."""
+    return agents_cache() / "rust" / "nacos-agent"
 
 
 def jetty_dir() -> Path:
@@ -293,39 +302,40 @@ register_step(Step(
 ))
 
 
-# --- rust-http-agent ----------------------------------------------------------------------------
+# --- rust-http-agent, rust-nacos-agent ----------------------------------------------------------
 
 
-def _reqwest_sources() -> list[Path]:
-    return [REQWEST_AGENT_SRC / "Cargo.toml", REQWEST_AGENT_SRC / "Cargo.lock", *sorted((REQWEST_AGENT_SRC / "src").glob("*.rs"))]
+def _cargo_step(name: str, src: Path, binary: Callable[[], Path], description: str) -> Step:
+    """``cargo build --release --locked`` of the crate in ``src``, its binary copied to ``binary()``.
+    One target dir for the Rust agents: a rebuild after a source change is incremental."""
+
+    def sources() -> list[Path]:
+        return [src / "Cargo.toml", src / "Cargo.lock", *sorted((src / "src").glob("*.rs"))]
+
+    def build(progress: Progress) -> None:
+        cargo = shutil.which("cargo")
+        if cargo is None:
+            raise SetupError(f"{name}: `cargo` not found on PATH; the agent is built from crates.io with Rust's "
+                             f"cargo. Install Rust (rustup), then rerun `connformance setup --only {name}`.")
+        target = agents_cache() / "rust" / "target"
+        progress(f"[setup] {name}: cargo build --release --locked ({src.name}) -> {binary()}")
+        run_build([cargo, "build", "--release", "--locked", "--manifest-path", str(src / "Cargo.toml")],
+                  what=name, timeout_s=_CARGO_TIMEOUT_S, env={**os.environ, "CARGO_TARGET_DIR": str(target)},
+                  fix=f"Check access to crates.io, then rerun `connformance setup --only {name}`.")
+        binary().parent.mkdir(parents=True, exist_ok=True)
+        tmp = binary().with_name(binary().name + ".tmp")
+        shutil.copy2(target / "release" / src.name, tmp)
+        tmp.replace(binary())
+        stamp(binary()).write_text(sources_hash(sources()) + "\n")
+
+    return Step(name=name, description=description, is_done=lambda: is_fresh(binary(), sources_hash(sources())),
+                run=build)
 
 
-def _reqwest_done() -> bool:
-    return is_fresh(reqwest_agent_binary(), sources_hash(_reqwest_sources()))
-
-
-def _build_reqwest_agent(progress: Progress) -> None:
-    cargo = shutil.which("cargo")
-    if cargo is None:
-        raise SetupError("rust-http-agent: `cargo` not found on PATH; the reqwest agent is built from crates.io "
-                         "with Rust's cargo. Install Rust (rustup), then rerun `connformance setup --only rust-http-agent`.")
-    target = agents_cache() / "rust" / "target"  # kept: a rebuild after a source change is incremental
-    progress(f"[setup] rust-http-agent: cargo build --release --locked ({REQWEST_AGENT_SRC.name}) -> {reqwest_agent_binary()}")
-    run_build([cargo, "build", "--release", "--locked", "--manifest-path", str(REQWEST_AGENT_SRC / "Cargo.toml")],
-              what="rust-http-agent", timeout_s=_CARGO_TIMEOUT_S, env={**os.environ, "CARGO_TARGET_DIR": str(target)},
-              fix="Check access to crates.io, then rerun `connformance setup --only rust-http-agent`.")
-    tmp = reqwest_agent_binary().with_name("reqwest-agent.tmp")
-    shutil.copy2(target / "release" / "reqwest-agent", tmp)
-    tmp.replace(reqwest_agent_binary())
-    stamp(reqwest_agent_binary()).write_text(sources_hash(_reqwest_sources()) + "\n")
-
-
-register_step(Step(
-    name="rust-http-agent",
-    description="build the reqwest agent (harness/agents/rust/reqwest-agent) with `cargo build`",
-    is_done=_reqwest_done,
-    run=_build_reqwest_agent,
-))
+register_step(_cargo_step("rust-http-agent", REQWEST_AGENT_SRC, reqwest_agent_binary,
+                          "build the reqwest agent (harness/agents/rust/reqwest-agent) with `cargo build`"))
+register_step(_cargo_step("rust-nacos-agent", RUST_NACOS_AGENT_SRC, rust_nacos_agent_binary,
+                          "build the Rust nacos-sdk agent (harness/agents/rust/nacos-agent) with `cargo build`"))
 
 
 # --- nginx --------------------------------------------------------------------------------------

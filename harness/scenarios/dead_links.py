@@ -197,6 +197,16 @@ def judge_removal(cf, removed_ms: float | None, bound: Any, clock: Clock, *, wha
     return removed_ms
 
 
+def answered_probes(server: NacosServerHandle, connection_id: str) -> int | None:
+    """How many of the server's ClientDetectionRequests to ``connection_id`` were answered (its
+    pushes log: detail only, None without the extension). An answered probe means the client
+    still holds that transport open and alive, whatever it reports."""
+    if not server.peer.has_capability("pushes"):
+        return None
+    return sum(1 for p in server.admin.pushes() if p.get("connectionId") == connection_id
+               and p.get("type") == "ClientDetectionRequest" and p.get("outcome") == "answered")
+
+
 # ---- TC-04: a blackholed connection the server must eject ------------------------------------
 
 @dataclass

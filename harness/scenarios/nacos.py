@@ -28,12 +28,16 @@ def wait_client_running(history: History, client: NacosClientHandle, *, timeout_
         return client.control.state()
 
     def accept(state: dict[str, Any]) -> bool:
-        return state.get("status") == "RUNNING" and (server is None or state.get("server") == server)
+        running = state.get("status") == "RUNNING" and (server is None or state.get("server") == server)
+        return running or state.get("status") == "SHUTDOWN"  # a client that stopped never comes back
 
     history.invoke(client.name, "wait_running", {"server": server, "timeout_ms": timeout_ms})
+    what = f"{client.name} RUNNING" + (f" on {server}" if server else "")
     try:
-        waited = eventually(probe, timeout_ms=timeout_ms, what=f"{client.name} RUNNING"
-                            + (f" on {server}" if server else ""), accept=accept, swallow=_SWALLOW, interval_ms=50)
+        waited = eventually(probe, timeout_ms=timeout_ms, what=what, accept=accept, swallow=_SWALLOW, interval_ms=50)
+        if waited.value.get("status") == "SHUTDOWN":
+            raise WaitTimeout(f"{what} (it stopped: SHUTDOWN after {waited.elapsed_ms:.0f} ms)", timeout_ms,
+                              waited.value, None)
     except WaitTimeout as exc:
         history.fail(client.name, "wait_running", {"last": exc.last}, error=str(exc))
         raise

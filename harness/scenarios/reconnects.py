@@ -17,7 +17,7 @@ from harness.errors import SetupError
 from harness.observe.attempts import AttemptCounter
 from harness.probe.nacos_raw import RawNacosConnection
 from harness.protocol.nacos import codec
-from harness.scenarios.bounds import POLL_MS, RUNNING_TIMEOUT_MS, TOLERANCE_MS
+from harness.scenarios.bounds import POLL_MS, RUNNING_TIMEOUT_MS, TOLERANCE_MS, HealthBound
 from harness.scenarios.nacos import wait_client_running
 from harness.scenarios.steps import brief
 from harness.topology import NacosClientHandle, NacosServerHandle
@@ -277,8 +277,10 @@ class AllDown:
 def all_servers_down(cf, client: NacosClientHandle, servers: list[NacosServerHandle], timers: Timers) -> AllDown:
     """Every server's proxy down for a window long enough for the backoff to reach its cap (its
     address then accepts and closes every connect, recorded: attempts counted on the wire), the
-    client's CPU measured over it; the servers come back right after an attempt, so one backoff
-    step is what the client has left to sleep; then wait (bounded) for it to run again."""
+    client's CPU measured over it; a client that made no attempt in the window gets until its
+    health-check detection bound for a first one; the servers come back right after an attempt,
+    so one backoff step is what the client has left to sleep; then wait (bounded) for it to run
+    again."""
     baseline = client.control.state()
     window_ms = min(DOWN_WINDOW_MAX_MS, time_to_cap_ms(len(servers), timers.step_ms, timers.cap_ms) + 2 * timers.cap_ms)
     statuses: list[str] = []
@@ -300,6 +302,19 @@ def all_servers_down(cf, client: NacosClientHandle, servers: list[NacosServerHan
         cf.history.observe("down_window", {"window_ms": round(window_s * 1000), "cpu_fraction": round(cpu_fraction, 3),
                                            "statuses": sorted(set(statuses))})
         seen_before = len(wire.times_ms())
+        if not seen_before:
+            # A client that learns of the loss only from its own health check (no reaction to the
+            # stream's end) makes its first attempt within its detection bound, not the window's.
+            detect_ms = HealthBound.of(client.peer, client.knobs).bound_ms
+            try:
+                eventually(lambda: len(wire.times_ms()), timeout_ms=max(0.0, down_at + detect_ms - now_ms()),
+                           what="a first attempt within the client's detection bound", interval_ms=10,
+                           accept=lambda n: n > 0)
+                cf.history.note(f"no attempt in the {window_ms} ms window; the first came within the client's "
+                                f"detection bound ({detect_ms} ms)")
+            except WaitTimeout:
+                pass  # none at all: judged as a client that stopped trying
+            seen_before = len(wire.times_ms())
         if seen_before:
             try:
                 eventually(lambda: len(wire.times_ms()), timeout_ms=timers.cap_ms + timers.attempt_ms + TOLERANCE_MS,

@@ -33,6 +33,7 @@ from harness.scenarios.bounds import (
 )
 from harness.scenarios.dead_links import (
     Clock,
+    answered_probes,
     client_on_one_of_two,
     expect_detected,
     expect_moved,
@@ -94,14 +95,20 @@ def test_paused_server_cleans_up_after_resume(cf, topology, nacos_server_peer, n
     cleaned_ms, last = watch_current(paused, resumed, until=lambda snapshot: not stale(snapshot),
                                      timeout_ms=FAIL_FACTOR * eject.bound_ms, what=f"{paused.main_address} drops stale ids")
     held = sorted(last) if last or cleaned_ms is not None else [stale_id]
+    answered = answered_probes(paused, stale_id)
     observed = {"health bound": str(health), "eject bound": str(eject), "stale connection": stale_id,
                 "live connection": live_id, "resumed server's current at the end": held,
-                "cleaned after SIGCONT (ms)": None if cleaned_ms is None else round(cleaned_ms, 1), **move.observed()}
+                "cleaned after SIGCONT (ms)": None if cleaned_ms is None else round(cleaned_ms, 1),
+                "server probes the stale connection answered": answered, **move.observed()}
     cf.history.observe("tc09", observed)
+    hint = ("the client kept the transport it left open and alive: it answered the server's probes on it, so the "
+            "server had no reason to drop it" if answered else
+            "the transport ended (or the probe went unanswered) but the registration was kept")
     judge_removal(cf, cleaned_ms, eject, resumed, what=f"{paused.main_address} drops {stale_id}", after="SIGCONT",
                   never=f"still holds {[c for c in held if c != live_id]} {resumed.since():.0f} ms after SIGCONT "
-                        f"({now_ms() - clock.mono_ms:.0f} ms after the client left it)",
-                  hint="the transport ended (or the probe went unanswered) but the registration was kept")
+                        f"({now_ms() - clock.mono_ms:.0f} ms after the client left it); stale connection's answered "
+                        f"probes: {answered}",
+                  hint=hint)
     expect_detected(cf, move, health, alive, what="the paused server", at_ms=at)
     cf.ok(f"left after {move.detected_ms:.0f} ms (bound {health.bound_ms}), RUNNING on {alive.main_address} after "
           f"{move.moved_ms:.0f} ms; stale id dropped {cleaned_ms:.0f} ms after SIGCONT (bound {eject.bound_ms})",

@@ -1,14 +1,14 @@
-"""The real Java and Go Nacos clients behind their agents (SPEC §4.3), against the reference
+"""The real Java, Go and Rust Nacos clients behind their agents (SPEC §4.3), against the reference
 server directly (no Toxiproxy: the server's own gRPC port is main + 1000, where the clients dial).
 
-Per peer (``nacos-client-{java,go}-*.toml``, launched from the manifest with ``render`` so the
+Per peer (``nacos-client-{java,go,rust}-*.toml``, launched from the manifest with ``render`` so the
 commands and knob mappings are exercised): the agent serves ``/state`` and reaches RUNNING on the
 listed server, the server registers it with what the agent says the library reports (client IP,
 version, appName, and the connection id the agent reports), ``/request`` is a
 naming call that succeeds, and ``/shutdown`` makes the process exit 0 and the registration leave.
 
-The agents come from ``connformance setup --only java-nacos-agents --only go-nacos-agents``; a
-missing build skips with that command.
+The agents come from ``connformance setup --only java-nacos-agents --only go-nacos-agents --only
+rust-nacos-agent``; a missing build skips with that command.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from harness.agents.build import rust_nacos_agent_binary
 from harness.agents.build_nacos import (
     GO_NACOS_VERSIONS,
     JAVA_NACOS_VERSIONS,
@@ -42,14 +43,16 @@ SERVER_READY_MS = 20_000
 RUNNING_MS = 45_000   # a JVM start + ServerCheck (3 s timeout) + setup wait, on a loaded 2-core machine
 REGISTERED_MS = 5_000
 EXIT_S = 20.0
-SETUP_HINT = "run `connformance setup --only java-nacos-agents --only go-nacos-agents`"
+SETUP_HINT = "run `connformance setup --only java-nacos-agents --only go-nacos-agents --only rust-nacos-agent`"
 
-PEERS = [f"java-{v}" for v in JAVA_NACOS_VERSIONS] + [f"go-{v}" for v in GO_NACOS_VERSIONS]
+PEERS = [f"java-{v}" for v in JAVA_NACOS_VERSIONS] + [f"go-{v}" for v in GO_NACOS_VERSIONS] + ["rust-0.8.3"]
 _REGISTRY = PeerRegistry.default()
 
 
 def _built(peer: str) -> Path:
     kind, _, version = peer.partition("-")
+    if kind == "rust":
+        return rust_nacos_agent_binary()
     return java_nacos_agent_argfile(version) if kind == "java" else go_nacos_agent_binary(version)
 
 
@@ -128,7 +131,9 @@ def test_real_client_runs_requests_and_shuts_down(peer: str, ref_server: str, tm
         info = next(iter(snapshot.values()))["metaInfo"]
         assert info["clientIp"] == knobs.get("client_ip", meta["client_ip"]), (info, meta)
         assert info["version"] == meta["client_version"], (info, meta)
-        assert info["appName"] == ((meta.get("labels") or {}).get("AppName") or "-"), (info, meta)
+        # The AppName label the setup carried: from the reported labels, else the reported app
+        # name (an agent that cannot read the label map), else none ("-").
+        assert info["appName"] == ((meta.get("labels") or {}).get("AppName") or meta.get("app_name") or "-"), (info, meta)
         if "app_name" in knobs and meta.get("app_name") is not None:
             assert meta["app_name"] == knobs["app_name"], meta
 
