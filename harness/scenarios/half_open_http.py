@@ -23,8 +23,8 @@ from harness.faults import Silence
 from harness.http_run import AgentRun
 from harness.peers import PeerManifest
 from harness.scenarios.pool_faults import answered_on, now_wall_ms
-from harness.scenarios.steps import Background
-from harness.wait import WaitTimeout, eventually, settled
+from harness.scenarios.steps import Background, hold_while_running
+from harness.wait import WaitTimeout, settled
 
 REQUEST_TIMEOUT_MS = 2000
 IDLE_MS = 2000  # the idle phase: the pool settles and the silence goes on inside it
@@ -88,12 +88,8 @@ def silence_pooled_connection(cf, topology, client_peer: PeerManifest, server) -
                         label=server.node.name)
         fault.apply()
         silenced_wall_ms = now_wall_ms()
-        try:
-            eventually(lambda: not background.alive, timeout_ms=SILENCE_MAX_MS, interval_ms=50,
-                       what="the client's run to end while the pooled connection is silent")
-        except WaitTimeout:
-            cf.history.note(f"the run outlived the silence's {SILENCE_MAX_MS} ms: healing it now")
-        dropped = fault.dropped_packets()
+        dropped = hold_while_running(cf, background, fault, max_ms=SILENCE_MAX_MS,
+                                     what="the pooled connection is silent")
         fault.heal()
         healed_wall_ms = now_wall_ms()
     except BaseException:

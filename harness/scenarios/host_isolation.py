@@ -31,8 +31,7 @@ from harness.scenarios.bounds import TOLERANCE_MS
 from harness.scenarios.packet import ConnectWatch
 from harness.scenarios.pool_faults import now_wall_ms
 from harness.scenarios.pools import SLEEP_MS, SLEEP_PATH
-from harness.scenarios.steps import Background
-from harness.wait import WaitTimeout, eventually
+from harness.scenarios.steps import Background, hold_while_running
 
 DEAD, ALIVE = 0, 1  # --url indexes
 REQUEST_TIMEOUT_MS = 2000
@@ -99,12 +98,7 @@ def spread_over_a_dead_host(cf, topology, client_peer: PeerManifest, dead, alive
             peer=client_peer, servers=[dead.direct_url, alive.direct_url], plan=PLAN, timeout_ms=RUN_BOUND_MS))
         background.start()
         try:
-            try:
-                eventually(lambda: not background.alive, timeout_ms=SYN_DROP_MAX_MS, interval_ms=50,
-                           what="the client's run to end while the dead host drops SYNs")
-            except WaitTimeout:
-                cf.history.note(f"the run outlived the SYN drop's {SYN_DROP_MAX_MS} ms: lifting it now")
-            dropped = fault.dropped_packets()
+            dropped = hold_while_running(cf, background, fault, max_ms=SYN_DROP_MAX_MS, what="the dead host drops SYNs")
         finally:
             fault.heal()
             healed_ms = now_wall_ms()

@@ -13,7 +13,7 @@ from harness.errors import SetupError
 from harness.scenarios.bounds import REGISTER_TIMEOUT_MS, RUNNING_TIMEOUT_MS
 from harness.scenarios.nacos import wait_client_running, wait_registered
 from harness.topology import NacosClientHandle, NacosServerHandle
-from harness.wait import WaitTimeout
+from harness.wait import WaitTimeout, eventually
 
 
 def brief(state: Any) -> Any:
@@ -102,6 +102,17 @@ class Background:
         if self._error is not None:
             raise self._error
         return self._value
+
+
+def hold_while_running(cf, background: Background, fault: Any, *, max_ms: float, what: str) -> int | None:
+    """Leave ``fault`` (a packet fault) on until ``background``'s run ends, at most ``max_ms``; the
+    packets it dropped so far (read before the caller heals it: proof the client met it)."""
+    try:
+        eventually(lambda: not background.alive, timeout_ms=max_ms, interval_ms=50,
+                   what=f"the client's run to end while {what}")
+    except WaitTimeout:
+        cf.history.note(f"the run outlived {what} ({max_ms:.0f} ms at most): lifting it now")
+    return fault.dropped_packets()
 
 
 def probe_registered(cf, server: NacosServerHandle, probe: Any, probe_id: str) -> None:
