@@ -23,9 +23,10 @@ FAILED against it for the broken behaviour and nothing else:
   a limit of 1 every later request waits for ever (PL-11, PL-18).
 - ``ignores-timeout``: a phase's ``timeout_ms`` is dropped, so a GET sent on a pooled connection
   whose link went half-open waits on TCP alone, until the link heals (TC-21).
-- ``serial-connects``: every connect of the process, to any host, is made under one lock (a dial
-  queue shared by all hosts), so a connect to a host that never answers holds up the connects to
-  every other host until its timeout (PL-19).
+- ``serial-requests``: every request of the process, to any host, goes through one lock (one
+  exchange at a time for the whole client), so a request stuck connecting to a host that never
+  answers holds up every other host, and the other host's own requests wait for each other
+  (PL-19: whatever order the threads take the lock in, the live host's requests are late).
 
     python -m tests.broken_peers.pl_broken_agents --variant fresh-pool --url URL --plan PLAN.json [knob flags]
 """
@@ -169,28 +170,22 @@ class IgnoresTimeoutDriver(Urllib3Driver):
         return super().request(dataclasses.replace(phase, timeout_ms=None), cancel_after_ms)
 
 
-class SerialConnectsDriver(Urllib3Driver):
-    stack = "broken-serial-connects"
-    _connect_lock = threading.Lock()
+class SerialRequestsDriver(Urllib3Driver):
+    stack = "broken-serial-requests"
+    _one_at_a_time = threading.Lock()
 
     def describe(self) -> str:
-        return f"BROKEN serial-connects: {super().describe()} (one lock around every connect, all hosts)"
+        return f"BROKEN serial-requests: {super().describe()} (one lock around every request, all hosts)"
 
-    def open(self) -> None:
-        connect, lock = urllib3.connection.HTTPConnection.connect, self._connect_lock
-
-        def serial_connect(conn: Any) -> None:
-            with lock:
-                connect(conn)
-
-        urllib3.connection.HTTPConnection.connect = serial_connect  # type: ignore[method-assign]
-        super().open()
+    def request(self, phase: Phase, cancel_after_ms: int | None) -> Outcome:
+        with self._one_at_a_time:
+            return super().request(phase, cancel_after_ms)
 
 
 VARIANTS = {"fresh-pool": FreshPoolDriver, "keeps-idle": KeepsIdleDriver, "ignores-keepalive": IgnoresKeepaliveDriver,
             "retries-post": RetriesPostDriver, "hands-out-closed": HandsOutClosedDriver,
             "ignores-timeout": IgnoresTimeoutDriver, "leaks-slot-on-cancel": LeaksSlotOnCancelDriver,
-            "serial-connects": SerialConnectsDriver}
+            "serial-requests": SerialRequestsDriver}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@ http-client agents, each for the intended reason, before their OK against the re
 trusted (tests/broken_peers/pl_broken_agents.py, tests/broken_peers/pl-broken-agents.toml), and so
 must TC-20 against the agent that hands out connections the server closed, TC-21 (as root:
 the ledger in a namespace) against the agent that drops a request's timeout, and PL-19 (as root)
-against the agent whose connects to every host share one lock; TC-19,
+against the agent whose requests to every host share one lock; TC-19,
 a SHOULD, must come out NON-STRICT against the agent that re-sends POSTs and OK against urllib3.
 
 Each run is the real suite in a subprocess (``run_suite``) with only the broken client(s)
@@ -51,8 +51,8 @@ RUNS = [
     ("TC-21", ["broken-ignores-timeout"], {
         "http-client=broken-ignores-timeout": ("one 2000 ms timeout at most", "'recovered_after_ms'"),
     }),
-    ("PL-19", ["broken-serial-connects"], {
-        "http-client=broken-serial-connects": ("answered within", "'live host during the stuck connects'"),
+    ("PL-19", ["broken-serial-requests"], {
+        "http-client=broken-serial-requests": ("answered within", "'live host during the stuck connects'"),
     }),
     ("PL-18", ["broken-leaks-slot-on-cancel"], {
         "http-client=broken-leaks-slot-on-cancel": ("normal requests after the canceled waves complete", "'agent': "),
